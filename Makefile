@@ -1,0 +1,54 @@
+# Two commands on a fresh machine:  `make run` (the demo pipeline) and `make test`.
+#
+# The Python environment (torch 2.11.0 = LibTorch for the worker, plus pyarrow, pandas,
+# DuckDB, pydicom for the tests) is 4.6 GB, so it lives outside the clone and is
+# reused by every clone; `.venv` is a link to it. The cargo target directory is shared
+# the same way so CI in a fresh clone reuses the build.
+
+VENV ?= $(HOME)/.cache/pipe/venv-torch-2.11.0
+CARGO_TARGET_DIR ?= $(HOME)/.cache/pipe/target
+PYTHON ?= python3
+TORCH_LIB = $(VENV)/lib/python3.11/site-packages/torch/lib
+
+export CARGO_TARGET_DIR
+export LIBTORCH_USE_PYTORCH := 1
+export PATH := $(VENV)/bin:$(PATH)
+export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
+
+RELEASE := $(CARGO_TARGET_DIR)/release
+DEMO ?= pipelines/demo.yaml
+
+.PHONY: all venv build run test bench lint clean-cache
+
+all: build
+
+# The venv is ready when its stamp is newer than requirements.txt.
+$(VENV)/.pipe-ready: requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+.venv: $(VENV)/.pipe-ready
+	ln -sfn $(VENV) .venv
+
+venv: .venv
+
+build: venv
+	cargo build --release --features torch --bins
+
+run: build
+	$(RELEASE)/pipe run $(DEMO)
+
+test: venv
+	cargo build --features torch --bins
+	cargo test --features torch -- --test-threads=2
+
+bench: build
+	$(VENV)/bin/python benches/run.py --pipe $(RELEASE)/pipe
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets --features torch -- -D warnings
+
+clean-cache:
+	rm -rf cache/entries cache/tmp cache/views cache/stat cache/quarantine cache/logs cache/lock

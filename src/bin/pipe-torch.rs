@@ -1,0 +1,58 @@
+//! `pipe-torch`: the worker that runs LibTorch stages for `pipe`.
+//!
+//! `pipe-torch run JOB.json` runs one stage job (see `pipe::worker`);
+//! `pipe-torch smoke` creates a tensor and prints what LibTorch sees, to check a set-up.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some("run") if args.len() == 3 => run(&args[2]),
+        Some("smoke") => smoke(),
+        _ => {
+            eprintln!("usage: pipe-torch run JOB.json | pipe-torch smoke");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(job_file: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let text = std::fs::read(job_file).with_context(|| format!("cannot read job {job_file}"))?;
+    let job: pipe::worker::Job =
+        serde_json::from_slice(&text).with_context(|| format!("{job_file} is not a job file"))?;
+    let ctx = pipe::worker::context_for(&job);
+    let device = pipe::stages::run_torch(&job.kind, &job.params, &ctx)?;
+    pipe::worker::Event::Done {
+        counters: ctx.counters.lock().unwrap().clone(),
+        log: ctx.log.lock().unwrap().clone(),
+        device,
+    }
+    .emit();
+    Ok(())
+}
+
+fn smoke() -> anyhow::Result<()> {
+    let t = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * 2.0;
+    let sum = t.sum(tch::Kind::Float).double_value(&[]);
+    anyhow::ensure!(
+        (sum - 12.0).abs() < 1e-6,
+        "tensor arithmetic is wrong: sum {sum}, expected 12"
+    );
+    println!("tensor {:?} sum {sum}", Vec::<f32>::try_from(&t)?);
+    println!(
+        "cuda available: {} ({} devices), cudnn: {}",
+        tch::Cuda::is_available(),
+        tch::Cuda::device_count(),
+        tch::Cuda::cudnn_is_available()
+    );
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! Cache entries on disk: atomic commit, manifests, views, the run lock, verify, gc.
+//!
+//! Architecture invariant: an entry under `entries/` is complete and never modified.
+//! A stage writes into `tmp/<key>/`; [`Store::commit`] hashes every file, writes
+//! `manifest.json` last, fsyncs, and renames the directory into `entries/<key>` in one
+//! step. A process killed at any moment leaves either no entry or a whole one; the
+//! leftovers in `tmp/` are removed by the next run that takes the lock.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use super::KeyParts;
+use crate::hash::file_hex;
+
+/// One file of an entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    pub blake3: String,
+    pub size: u64,
+}
+
+/// `manifest.json`: what an entry is, how it was made, and what it holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub key: String,
+    /// Stage and pipeline that built it (informational: not part of the key).
+    pub stage: String,
+    pub pipeline: String,
+    #[serde(flatten)]
+    pub parts: KeyParts,
+    /// Row count per output table.
+    pub tables: BTreeMap<String, u64>,
+    /// Every file of the entry but the manifest, by relative path.
+    pub files: BTreeMap<String, FileEntry>,
+    pub counters: BTreeMap<String, u64>,
+    pub wall_seconds: f64,
+    pub device: String,
+    pub pipe_version: String,
+    pub created_unix: u64,
+}
+
+pub const MANIFEST: &str = "manifest.json";
+
+/// A cache directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn entry_dir(&self, key: &str) -> PathBuf {
+        self.dir.join("entries").join(key)
+    }
+
+    /// An entry counts only once its manifest is there, which is the last thing the
+    /// rename makes visible.
+    pub fn has(&self, key: &str) -> bool {
+        self.entry_dir(key).join(MANIFEST).is_file()
+    }
+
+    pub fn manifest(&self, key: &str) -> anyhow::Result<Manifest> {
+        read_manifest(&self.entry_dir(key))
+    }
+
+    pub fn tmp_dir(&self, key: &str) -> PathBuf {
+        self.dir.join("tmp").join(key)
+    }
+
+    /// An empty work directory for `key` (or the previous attempt's, when `resume`).
+    pub fn begin(&self, key: &str, resume: bool) -> anyhow::Result<PathBuf> {
+        let tmp = self.tmp_dir(key);
+        if tmp.exists() && !resume {
+            fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
+        }
+        fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(tmp)
+    }
+
+    /// Seal `tmp` as the entry of `manifest.key`: hash its files, write the manifest,
+    /// fsync and rename. Replaces an existing entry of the same key (`--force`).
+    pub fn commit(&self, tmp: &Path, mut manifest: Manifest) -> anyhow::Result<()> {
+        manifest.files = hash_tree(tmp)?;
+        let json = serde_json::to_vec_pretty(&manifest)?;
+        let mut f = File::create(tmp.join(MANIFEST))?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        File::open(tmp)?.sync_all()?;
+        let entries = self.dir.join("entries");
+        fs::create_dir_all(&entries)?;
+        let target = entries.join(&manifest.key);
+        if target.exists() {
+            let old = self
+                .dir
+                .join("tmp")
+                .join(format!("{}.replaced", manifest.key));
+            let _ = fs::remove_dir_all(&old);
+            fs::rename(&target, &old)?;
+            fs::rename(tmp, &target)?;
+            fs::remove_dir_all(&old)?;
+        } else {
+            fs::rename(tmp, &target)
+                .with_context(|| format!("cannot commit {}", target.display()))?;
+        }
+        File::open(&entries)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Remove work directories left by killed runs; call with the lock held.
+    /// `keep(key)` spares resumable work.
+    pub fn clean_tmp(&self, keep: &dyn Fn(&str) -> bool) -> anyhow::Result<usize> {
+        let tmp = self.dir.join("tmp");
+        let Ok(rd) = fs::read_dir(&tmp) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep(&name) {
+                fs::remove_dir_all(e.path())
+                    .with_context(|| format!("cannot remove {}", e.path().display()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn view_link(&self, pipeline: &str, stage: &str) -> PathBuf {
+        self.dir.join("views").join(pipeline).join(stage)
+    }
+
+    /// Point `views/<pipeline>/<stage>` at the entry of `key` (atomically).
+    pub fn set_view(&self, pipeline: &str, stage: &str, key: &str) -> anyhow::Result<()> {
+        let link = self.view_link(pipeline, stage);
+        if self.view(pipeline, stage).as_deref() == Some(key) {
+            return Ok(());
+        }
+        let parent = link.parent().expect("view parent");
+        fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(".{stage}.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(Path::new("../../entries").join(key), &tmp)?;
+        fs::rename(&tmp, &link)
+            .with_context(|| format!("cannot update view {}", link.display()))?;
+        Ok(())
+    }
+
+    /// The key the view of a stage points at (its last result in this pipeline).
+    pub fn view(&self, pipeline: &str, stage: &str) -> Option<String> {
+        let target = fs::read_link(self.view_link(pipeline, stage)).ok()?;
+        Some(target.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// All committed entry keys.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = fs::read_dir(self.dir.join("entries"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    /// Keys pointed at by any pipeline's views.
+    pub fn viewed_keys(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in fs::read_dir(self.dir.join("views"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for s in fs::read_dir(p.path()).into_iter().flatten().flatten() {
+                if let Ok(t) = fs::read_link(s.path()) {
+                    if let Some(k) = t.file_name() {
+                        out.push(k.to_string_lossy().into_owned());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Re-hash one entry; `Ok(problems)` lists what is wrong (empty = intact).
+    pub fn verify_entry(&self, key: &str) -> Vec<String> {
+        let dir = self.entry_dir(key);
+        let manifest = match read_manifest(&dir) {
+            Ok(m) => m,
+            Err(e) => return vec![format!("{e:#}")],
+        };
+        let mut problems = Vec::new();
+        if manifest.key != key {
+            problems.push(format!(
+                "manifest says key {} but the entry is {key}",
+                manifest.key
+            ));
+        }
+        let actual = match hash_tree_except_manifest(&dir) {
+            Ok(a) => a,
+            Err(e) => return vec![format!("{e:#}")],
+        };
+        for (path, want) in &manifest.files {
+            match actual.get(path) {
+                None => problems.push(format!("{path}: missing")),
+                Some(got) if got.size != want.size => problems.push(format!(
+                    "{path}: size {} but manifest says {}",
+                    got.size, want.size
+                )),
+                Some(got) if got.blake3 != want.blake3 => {
+                    problems.push(format!("{path}: content changed (blake3 differs)"))
+                }
+                Some(_) => {}
+            }
+        }
+        for path in actual.keys().filter(|p| !manifest.files.contains_key(*p)) {
+            problems.push(format!("{path}: not listed in the manifest"));
+        }
+        problems
+    }
+
+    /// Move a damaged entry out of `entries/` so the next run rebuilds it.
+    pub fn quarantine(&self, key: &str) -> anyhow::Result<PathBuf> {
+        let q = self.dir.join("quarantine");
+        fs::create_dir_all(&q)?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let dest = q.join(format!("{key}.{stamp}"));
+        fs::rename(self.entry_dir(key), &dest)?;
+        Ok(dest)
+    }
+
+    /// Take the cache's write lock. When another run holds it: wait (printing who holds
+    /// it) or, with `wait == false`, fail with the same message.
+    pub fn lock(&self, wait: bool) -> anyhow::Result<RunLock> {
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create cache directory {}", self.dir.display()))?;
+        let path = self.dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let who = if holder.is_empty() {
+                    "another pipe process".to_string()
+                } else {
+                    format!("pipe (pid {holder})")
+                };
+                if !wait {
+                    bail!(
+                        "the cache {} is in use by {who}; wait for it to finish, or run again without --no-wait to queue behind it",
+                        self.dir.display()
+                    );
+                }
+                eprintln!(
+                    "pipe: the cache {} is in use by {who}; waiting for it to finish…",
+                    self.dir.display()
+                );
+                file.lock()
+                    .with_context(|| format!("cannot lock {}", path.display()))?;
+                eprintln!("pipe: lock acquired, continuing");
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        (&file).write_all(std::process::id().to_string().as_bytes())?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// Held while a run may write to the cache; released when dropped or when the process
+/// dies (it is an OS file lock, so a killed run never leaves it stuck).
+pub struct RunLock {
+    _file: File,
+}
+
+pub fn read_manifest(entry: &Path) -> anyhow::Result<Manifest> {
+    let path = entry.join(MANIFEST);
+    let text = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a valid manifest", path.display()))
+}
+
+fn hash_tree(dir: &Path) -> anyhow::Result<BTreeMap<String, FileEntry>> {
+    hash_tree_except_manifest(dir)
+}
+
+fn hash_tree_except_manifest(dir: &Path) -> anyhow::Result<BTreeMap<String, FileEntry>> {
+    use rayon::prelude::*;
+    let mut files = Vec::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.with_context(|| format!("cannot walk {}", dir.display()))?;
+        if e.file_type().is_file() {
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .expect("under dir")
+                .to_string_lossy()
+                .into_owned();
+            if rel != MANIFEST {
+                files.push((rel, e.path().to_path_buf()));
+            }
+        }
+    }
+    files
+        .par_iter()
+        .map(|(rel, path)| {
+            let size = fs::metadata(path)?.len();
+            Ok((
+                rel.clone(),
+                FileEntry {
+                    blake3: file_hex(path)?,
+                    size,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Write a small file atomically (temp + fsync + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

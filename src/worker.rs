@@ -1,0 +1,158 @@
+//! The torch worker protocol: how `pipe` runs a stage in `pipe-torch`.
+//!
+//! Architecture invariant: `pipe` never links LibTorch (loading it costs 0.3–0.7 s,
+//! which `pipe status` must not pay). A stage whose kind says
+//! [`Executor::TorchWorker`](crate::stage::Executor) is run by spawning the
+//! `pipe-torch` executable with a [`Job`] file; the worker builds the same
+//! [`Context`] the in-process stages get and reports progress as JSON lines on stdout
+//! ([`Event`]). Its stderr becomes the stage's log. The Slurm executor will submit the
+//! same command.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::progress::Progress;
+use crate::stage::{Context, Device, InputTable};
+use crate::table::TableMeta;
+
+/// Everything the worker needs to run one stage.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Job {
+    pub kind: String,
+    pub stage: String,
+    pub params: serde_json::Value,
+    pub root: PathBuf,
+    pub out_dir: PathBuf,
+    pub inputs: Vec<InputTable>,
+    pub previous: Option<PathBuf>,
+    pub threads: usize,
+    pub device: Device,
+    pub meta: TableMeta,
+}
+
+/// One line of the worker's stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Total(u64),
+    Inc(u64),
+    Message(String),
+    /// Final counters and log lines of the stage.
+    Done {
+        counters: BTreeMap<String, u64>,
+        log: Vec<String>,
+        device: String,
+    },
+}
+
+impl Event {
+    pub fn emit(&self) {
+        use std::io::Write;
+        let line = serde_json::to_string(self).expect("event json");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// Where the worker executable is: `$PIPE_TORCH_WORKER`, else `pipe-torch` beside the
+/// running `pipe`.
+pub fn worker_path() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PIPE_TORCH_WORKER") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("cannot find the running pipe executable")?;
+    let candidate = exe.with_file_name("pipe-torch");
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        bail!(
+            "this stage runs in the torch worker, but {} does not exist; build it with `make build` (cargo build --features torch) or set PIPE_TORCH_WORKER",
+            candidate.display()
+        )
+    }
+}
+
+/// Run `job` in the worker, forwarding its progress to `ctx`. Returns the device it
+/// actually used (it may fall back to the CPU).
+pub fn run_in_worker(job: &Job, job_file: &Path, ctx: &Context) -> anyhow::Result<String> {
+    std::fs::write(job_file, serde_json::to_vec_pretty(job)?)?;
+    let worker = worker_path()?;
+    let mut cmd = Command::new(&worker);
+    cmd.arg("run")
+        .arg(job_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = crate::child::spawn_owned(&mut cmd)
+        .with_context(|| format!("cannot start the torch worker {}", worker.display()))?;
+    let stderr = child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    let mut device = job.device.to_string();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        match serde_json::from_str::<Event>(&line) {
+            Ok(Event::Total(n)) => ctx.progress.set_total(n),
+            Ok(Event::Inc(n)) => ctx.progress.inc(n),
+            Ok(Event::Message(m)) => ctx.progress.set_message(m),
+            Ok(Event::Done {
+                counters,
+                log,
+                device: d,
+            }) => {
+                for (k, v) in counters {
+                    ctx.count(&k, v);
+                }
+                for l in log {
+                    ctx.log(l);
+                }
+                device = d;
+            }
+            Err(_) => ctx.log(line),
+        }
+    }
+    let status = child.wait()?;
+    let stderr = err_thread.join().unwrap_or_default();
+    for l in stderr.lines() {
+        ctx.log(l.to_string());
+    }
+    if !status.success() {
+        let tail: Vec<&str> = stderr
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        bail!("the torch worker failed ({status}):\n{}", tail.join("\n"));
+    }
+    Ok(device)
+}
+
+/// Worker side: build the context for a job file.
+pub fn context_for(job: &Job) -> Context {
+    Context {
+        stage: job.stage.clone(),
+        root: job.root.clone(),
+        out_dir: job.out_dir.clone(),
+        inputs: job.inputs.clone(),
+        previous: job.previous.clone(),
+        threads: job.threads,
+        device: job.device,
+        progress: Progress::emitting(&job.stage),
+        meta: job.meta.clone(),
+        counters: Mutex::new(BTreeMap::new()),
+        log: Mutex::new(Vec::new()),
+    }
+}

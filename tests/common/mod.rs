@@ -1,0 +1,111 @@
+//! Shared helpers for the integration tests: a project in a temp dir and the `pipe`
+//! binary run on it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn pipe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pipe"))
+}
+
+/// The Python with pyarrow, pandas and duckdb (the Makefile puts the venv first on PATH).
+pub fn python() -> String {
+    std::env::var("PIPE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Names of the stages the run summary says ran.
+    pub fn ran(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .stdout
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("✓ "))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "pipe failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl Project {
+    /// A project with `tests/fixtures/emit.py` copied to `scripts/emit.py`.
+    pub fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+        std::fs::copy(fixture("emit.py"), dir.path().join("scripts/emit.py")).unwrap();
+        Project { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> &Self {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    pub fn pipe(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().unwrap())
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(pipe_bin());
+        c.args(args).current_dir(self.dir.path());
+        c
+    }
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A `command` stage running emit.py.
+pub fn emit_stage(name: &str, value: &str, input: Option<&str>, extra: &str) -> String {
+    let (inputs, in_arg) = match input {
+        Some(i) => (
+            format!("\n    inputs: [{i}]"),
+            format!(
+                ", --input, \"{{in:{}}}\"",
+                i.split('.').nth(1).unwrap_or("out")
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "  {name}:\n    kind: command{inputs}\n    params:\n      run: [python3, scripts/emit.py, \"{{out:out}}\", --value, \"{value}\"{in_arg}{extra}]\n      outputs: [out]\n      files: [scripts/emit.py]\n"
+    )
+}
