@@ -328,7 +328,8 @@ pub fn adopt(
                 .iter()
                 .zip(target.fields())
                 .map(|(c, f)| {
-                    arrow::compute::cast(c, f.data_type()).with_context(|| {
+                    let strict = arrow::compute::CastOptions { safe: false, ..Default::default() };
+                    arrow::compute::cast_with_options(c, f.data_type(), &strict).with_context(|| {
                         format!(
                             "{}: column `{}` cannot be read as {}",
                             src.display(),
