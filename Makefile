@@ -34,21 +34,21 @@ $(VENV)/.pipe-ready: requirements.txt
 venv: .venv
 
 build: venv
-	cargo build --release --features torch --bins
+	cargo build --release --workspace --bins
 
 run: build
 	$(RELEASE)/pipe run $(DEMO)
 
 test: venv
-	cargo build --features torch --bins
-	cargo test --features torch -- --test-threads=2
+	cargo build --workspace --bins
+	PIPE_REQUIRE_TORCH=1 cargo test -- --test-threads=2
 
 bench: build
 	$(VENV)/bin/python benches/run.py --pipe $(RELEASE)/pipe
 
 lint:
 	cargo fmt --check
-	cargo clippy --all-targets --features torch -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 clean-cache:
 	rm -rf cache/entries cache/tmp cache/views cache/stat cache/quarantine cache/logs cache/lock

@@ -22,6 +22,24 @@ use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::{Deserialize, Serialize};
 
+/// The declared schema of a table, embedded from `schemas/<name>.yaml` at build time:
+/// `schema!("torch_check/devices")`.
+#[macro_export]
+macro_rules! schema {
+    ($name:literal) => {
+        $crate::table::TableSchema::parse(
+            concat!("schemas/", $name, ".yaml"),
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/schemas/",
+                $name,
+                ".yaml"
+            )),
+        )
+        .expect("embedded schema is valid")
+    };
+}
+
 /// Rows per row group: small enough to stream a table of 100k DICOM headers in pieces,
 /// large enough that zstd and column statistics pay off.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -328,15 +346,20 @@ pub fn adopt(
                 .iter()
                 .zip(target.fields())
                 .map(|(c, f)| {
-                    let strict = arrow::compute::CastOptions { safe: false, ..Default::default() };
-                    arrow::compute::cast_with_options(c, f.data_type(), &strict).with_context(|| {
-                        format!(
-                            "{}: column `{}` cannot be read as {}",
-                            src.display(),
-                            f.name(),
-                            f.data_type()
-                        )
-                    })
+                    let strict = arrow::compute::CastOptions {
+                        safe: false,
+                        ..Default::default()
+                    };
+                    arrow::compute::cast_with_options(c, f.data_type(), &strict).with_context(
+                        || {
+                            format!(
+                                "{}: column `{}` cannot be read as {}",
+                                src.display(),
+                                f.name(),
+                                f.data_type()
+                            )
+                        },
+                    )
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let names = b

@@ -5,6 +5,23 @@
 
 use std::process::ExitCode;
 
+// Each torch kind keeps its LibTorch code beside its contract, in the stage's folder;
+// only this crate compiles it.
+#[path = "../../src/stages/torch_check/worker.rs"]
+mod torch_check;
+
+/// Run a torch kind's job; returns the device actually used.
+fn run_torch(
+    kind: &str,
+    params: &serde_json::Value,
+    ctx: &pipe::stage::Context,
+) -> anyhow::Result<String> {
+    match kind {
+        pipe::stages::torch_check::KIND => torch_check::run(params, ctx),
+        other => anyhow::bail!("kind `{other}` does not run in the torch worker"),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str) {
@@ -30,7 +47,7 @@ fn run(job_file: &str) -> anyhow::Result<()> {
     let job: pipe::worker::Job =
         serde_json::from_slice(&text).with_context(|| format!("{job_file} is not a job file"))?;
     let ctx = pipe::worker::context_for(&job);
-    let device = pipe::stages::run_torch(&job.kind, &job.params, &ctx)?;
+    let device = run_torch(&job.kind, &job.params, &ctx)?;
     pipe::worker::Event::Done {
         counters: ctx.counters.lock().unwrap().clone(),
         log: ctx.log.lock().unwrap().clone(),
