@@ -44,7 +44,7 @@ test: venv
 	PIPE_REQUIRE_TORCH=1 cargo test -- --test-threads=2
 
 bench: build
-	$(VENV)/bin/python benches/run.py --pipe $(RELEASE)/pipe
+	$(VENV)/bin/python benches/noop.py --pipe $(RELEASE)/pipe $(BENCH_ARGS)
 
 lint:
 	cargo fmt --check
