@@ -36,7 +36,15 @@ venv: .venv
 build: venv
 	cargo build --release --workspace --bins
 
+# The demo runs on a synthetic hospital; written once (deterministic), then reused.
+SYNTH ?= data/synth
+SYNTH_STUDIES ?= 2000
+
+$(SYNTH)/truth/dicoms.parquet:
+	$(RELEASE)/pipe synth --out $(SYNTH) --studies $(SYNTH_STUDIES) --seed 7 --size 256
+
 run: build
+	$(MAKE) --no-print-directory $(SYNTH)/truth/dicoms.parquet
 	$(RELEASE)/pipe run $(DEMO)
 
 test: venv
@@ -45,6 +53,7 @@ test: venv
 
 bench: build
 	$(VENV)/bin/python benches/noop.py --pipe $(RELEASE)/pipe $(BENCH_ARGS)
+	$(VENV)/bin/python benches/hospital.py --pipe $(RELEASE)/pipe $(BENCH_ARGS)
 
 lint:
 	cargo fmt --check

@@ -97,6 +97,18 @@ enum Cmd {
         #[arg(long, default_value = "cache")]
         cache: PathBuf,
     },
+    /// Write a deterministic synthetic hospital (PACS DICOM, HIS XML, ground truth).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        studies: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
     /// Remove cache entries no pipeline refers to (dry run unless --delete).
     Gc {
         /// Pipelines whose results to keep (default: pipelines/*.yaml).
@@ -191,21 +203,13 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     .collect();
                 writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
-                writeln!(
-                    out,
-                    "{} ({}), cache {}",
-                    p.name,
-                    file.display(),
-                    p.cache_dir.display()
-                )?;
+                writeln!(out, "{} ({}), cache {}", p.name, file.display(), p.cache_dir.display())?;
                 let w = p.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
                 for &i in p.dag.topo_order() {
                     let (s, pl) = (&p.stages[i], &plans[i]);
                     match &pl.state {
                         State::Fresh => writeln!(out, "  {:w$}  fresh  {}", s.name, &pl.key[..12])?,
-                        State::Stale(why) => {
-                            writeln!(out, "  {:w$}  stale  {}", s.name, why.join("; "))?
-                        }
+                        State::Stale(why) => writeln!(out, "  {:w$}  stale  {}", s.name, why.join("; "))?,
                     }
                 }
             }
@@ -229,20 +233,10 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 DagFormat::Dot => {
                     writeln!(out, "digraph \"{}\" {{\n  rankdir=LR;", p.name)?;
                     for s in &p.stages {
-                        writeln!(
-                            out,
-                            "  \"{}\" [label=\"{}\\n({})\"];",
-                            s.name,
-                            s.name,
-                            s.kind.name()
-                        )?;
+                        writeln!(out, "  \"{}\" [label=\"{}\\n({})\"];", s.name, s.name, s.kind.name())?;
                     }
                     for (a, b) in edges {
-                        writeln!(
-                            out,
-                            "  \"{}\" -> \"{}\";",
-                            p.stages[a].name, p.stages[b].name
-                        )?;
+                        writeln!(out, "  \"{}\" -> \"{}\";", p.stages[a].name, p.stages[b].name)?;
                     }
                     writeln!(out, "}}")?;
                 }
@@ -281,11 +275,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     if f.is_nullable() { "" } else { " (not null)" }
                 )?;
             }
-            writeln!(
-                out,
-                "{}",
-                arrow::util::pretty::pretty_format_batches(&batches)?
-            )?;
+            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Path { file, target } => {
@@ -327,11 +317,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     for pr in problems {
                         writeln!(out, "  {pr}")?;
                     }
-                    writeln!(
-                        out,
-                        "  moved to {}; the next run rebuilds it",
-                        dest.display()
-                    )?;
+                    writeln!(out, "  moved to {}; the next run rebuilds it", dest.display())?;
                 }
             }
             writeln!(
@@ -341,26 +327,49 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 keys.len() - bad,
                 bad
             )?;
-            Ok(if bad > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(if bad > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
-        Cmd::Gc {
-            files,
-            cache,
-            delete,
+        Cmd::Synth {
+            out: dir,
+            studies,
+            seed,
+            size,
         } => {
-            let files = if files.is_empty() {
-                default_pipelines()?
-            } else {
-                files
-            };
+            let t = std::time::Instant::now();
+            let s = crate::synth::generate::generate(&crate::synth::generate::Options {
+                out: dir.clone(),
+                studies,
+                seed,
+                size,
+            })?;
+            writeln!(
+                out,
+                "synthetic hospital in {}: {studies} studies, {} DICOM files, {} HIS session files ({} reports), truth in {}/truth ({:.1}s)",
+                dir.display(),
+                s.dicom_files,
+                s.his_files,
+                s.reports,
+                dir.display(),
+                t.elapsed().as_secs_f64()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Gc { files, cache, delete } => {
+            let files = if files.is_empty() { default_pipelines()? } else { files };
             let mut keep = std::collections::BTreeSet::new();
             let mut dir = cache;
             for f in &files {
-                let p = load(f)?;
+                let p = match load(f) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!(
+                            "warning: skipping {} ({})",
+                            f.display(),
+                            e.to_string().lines().next().unwrap_or("")
+                        );
+                        continue;
+                    }
+                };
                 let d = dir.get_or_insert_with(|| p.cache_dir.clone()).clone();
                 if p.cache_dir != d {
                     continue; // a pipeline with another cache keeps nothing here
@@ -428,11 +437,7 @@ pub fn table_path(p: &Pipeline, target: &str) -> anyhow::Result<PathBuf> {
         format!(
             "no stage `{stage}` in {} (stages: {})",
             p.file.display(),
-            p.stages
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            p.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
         )
     })?;
     let s = &p.stages[i];
@@ -456,9 +461,7 @@ pub fn table_path(p: &Pipeline, target: &str) -> anyhow::Result<PathBuf> {
     let store = Store::new(&p.cache_dir);
     let plans = plan(p, &store)?;
     match &plans[i].state {
-        State::Fresh => Ok(store
-            .entry_dir(&plans[i].key)
-            .join(format!("{table}.parquet"))),
+        State::Fresh => Ok(store.entry_dir(&plans[i].key).join(format!("{table}.parquet"))),
         State::Stale(why) => bail!(
             "stage `{stage}` has no current result ({}); run `pipe run {} --until {stage}` first",
             why.join("; "),
@@ -491,8 +494,7 @@ fn print_report(
                 device,
             } => {
                 let rows: Vec<String> = rows.iter().map(|(t, n)| format!("{t}={n}")).collect();
-                let counters: Vec<String> =
-                    counters.iter().map(|(t, n)| format!("{t}={n}")).collect();
+                let counters: Vec<String> = counters.iter().map(|(t, n)| format!("{t}={n}")).collect();
                 let dev = if device == "cpu" {
                     String::new()
                 } else {
@@ -509,9 +511,7 @@ fn print_report(
                     }
                 )?
             }
-            Outcome::WouldRun(why) => {
-                writeln!(out, "  → {name:w$}  would run: {}", why.join("; "))?
-            }
+            Outcome::WouldRun(why) => writeln!(out, "  → {name:w$}  would run: {}", why.join("; "))?,
             Outcome::Failed(e) => writeln!(out, "  ✗ {name:w$}  FAILED: {e}")?,
             Outcome::Skipped(why) => writeln!(out, "  - {name:w$}  skipped: {why}")?,
         }

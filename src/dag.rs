@@ -24,10 +24,10 @@ impl Dag {
         for (i, s) in stages.iter().enumerate() {
             let mut seen = BTreeSet::new();
             for input in &s.inputs {
-                if let Some(j) = stages.iter().position(|u| u.name == input.stage) {
-                    if seen.insert(j) {
-                        graph.add_edge(nodes[j], nodes[i], ());
-                    }
+                if let Some(j) = stages.iter().position(|u| u.name == input.stage)
+                    && seen.insert(j)
+                {
+                    graph.add_edge(nodes[j], nodes[i], ());
                 }
             }
         }

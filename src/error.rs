@@ -82,9 +82,7 @@ impl std::error::Error for Diagnostic {}
 
 fn source_line(file: &Path, line: usize) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
-    text.lines()
-        .nth(line.checked_sub(1)?)
-        .map(|l| l.trim_end().to_string())
+    text.lines().nth(line.checked_sub(1)?).map(|l| l.trim_end().to_string())
 }
 
 /// Several diagnostics found in one validation pass, shown together so a user fixes

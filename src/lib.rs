@@ -17,6 +17,7 @@ pub mod progress;
 pub mod scheduler;
 pub mod stage;
 pub mod stages;
+pub mod synth;
 pub mod table;
 pub mod worker;
 

@@ -39,12 +39,9 @@ pub fn plan(p: &Pipeline, store: &Store) -> anyhow::Result<Vec<StagePlan>> {
         let s = &p.stages[i];
         let mut references = Vec::new();
         for r in &s.prepared.references {
-            let f = fp.fingerprint(&p.resolve(&r.path)).with_context(|| {
-                format!(
-                    "stage `{}`: cannot fingerprint `{}` ({})",
-                    s.name, r.param, r.path
-                )
-            })?;
+            let f = fp
+                .fingerprint(&p.resolve(&r.path))
+                .with_context(|| format!("stage `{}`: cannot fingerprint `{}` ({})", s.name, r.param, r.path))?;
             references.push(ReferenceHash {
                 param: r.param.clone(),
                 path: r.path.clone(),
@@ -85,10 +82,7 @@ pub fn plan(p: &Pipeline, store: &Store) -> anyhow::Result<Vec<StagePlan>> {
         };
         out[i] = Some(StagePlan { parts, key, state });
     }
-    Ok(out
-        .into_iter()
-        .map(|o| o.expect("every stage planned"))
-        .collect())
+    Ok(out.into_iter().map(|o| o.expect("every stage planned")).collect())
 }
 
 fn reasons(

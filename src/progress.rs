@@ -25,8 +25,7 @@ impl Reporter {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(0));
             overall.set_style(
-                ProgressStyle::with_template("{prefix:.bold} {pos}/{len} stages {wide_msg}")
-                    .expect("template"),
+                ProgressStyle::with_template("{prefix:.bold} {pos}/{len} stages {wide_msg}").expect("template"),
             );
             overall.set_prefix("overall");
             Reporter {
@@ -85,18 +84,14 @@ impl Reporter {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{spinner} {prefix:>14.cyan} {pos} items {per_sec} {elapsed_precise} {wide_msg}",
-    )
-    .expect("template")
+    ProgressStyle::with_template("{spinner} {prefix:>14.cyan} {pos} items {per_sec} {elapsed_precise} {wide_msg}")
+        .expect("template")
 }
 
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "  {prefix:>14.cyan} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {wide_msg}",
-    )
-    .expect("template")
-    .progress_chars("=> ")
+    ProgressStyle::with_template("  {prefix:>14.cyan} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {wide_msg}")
+        .expect("template")
+        .progress_chars("=> ")
 }
 
 struct Inner {
@@ -166,11 +161,7 @@ impl Progress {
                 *last = Instant::now();
                 let rate = done as f64 / self.0.start.elapsed().as_secs_f64().max(1e-9);
                 let total = self.0.total.load(Ordering::Relaxed);
-                let of = if total > 0 {
-                    format!("/{total}")
-                } else {
-                    String::new()
-                };
+                let of = if total > 0 { format!("/{total}") } else { String::new() };
                 eprintln!("[{}] {done}{of} items ({rate:.0}/s)", self.0.name);
             }
         }

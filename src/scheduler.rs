@@ -74,9 +74,7 @@ impl RunReport {
             .collect()
     }
     pub fn failed(&self) -> bool {
-        self.outcomes
-            .iter()
-            .any(|(_, o)| matches!(o, Outcome::Failed(_)))
+        self.outcomes.iter().any(|(_, o)| matches!(o, Outcome::Failed(_)))
     }
 }
 
@@ -111,11 +109,7 @@ fn select(p: &Pipeline, opts: &RunOptions) -> anyhow::Result<BTreeSet<usize>> {
             format!(
                 "no stage `{name}` in {} (stages: {})",
                 p.file.display(),
-                p.stages
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                p.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
             )
         })
     };
@@ -211,9 +205,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
     store.clean_tmp(&|name| resumable.iter().any(|k| name.starts_with(k.as_str())))?;
 
     let jobs = if opts.jobs == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     } else {
         opts.jobs
     };
@@ -262,7 +254,10 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                             Some(g) => Some(g),
                             None if gpus > 0 => continue, // wait for a GPU
                             None => {
-                                warnings.push(format!("stage `{}` asked for a GPU; none is available, it ran on the CPU", s.name));
+                                warnings.push(format!(
+                                    "stage `{}` asked for a GPU; none is available, it ran on the CPU",
+                                    s.name
+                                ));
                                 None
                             }
                         }
@@ -281,7 +276,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                     scope.spawn(move || {
                         let device = gpu.map_or(Device::Cpu, Device::Cuda);
                         let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            execute(p, i, plan, &plans, store, cpu, device, progress.clone())
+                            execute(p, i, plan, plans, store, cpu, device, progress.clone())
                         }))
                         .unwrap_or_else(|panic| {
                             let msg = panic
@@ -301,10 +296,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
             reporter.overall(
                 finished,
                 total,
-                &running
-                    .keys()
-                    .map(|&i| p.stages[i].name.clone())
-                    .collect::<Vec<_>>(),
+                &running.keys().map(|&i| p.stages[i].name.clone()).collect::<Vec<_>>(),
             );
             if running.is_empty() {
                 break;
@@ -342,8 +334,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
     });
     for i in pending {
         outcomes[i] = Outcome::Skipped(
-            "not started after an earlier failure (use --keep-going to run independent stages)"
-                .into(),
+            "not started after an earlier failure (use --keep-going to run independent stages)".into(),
         );
     }
     reporter.finish();
@@ -359,12 +350,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
 
 fn report(p: &Pipeline, outcomes: Vec<Outcome>, warnings: Vec<String>) -> RunReport {
     RunReport {
-        outcomes: p
-            .stages
-            .iter()
-            .map(|s| s.name.clone())
-            .zip(outcomes)
-            .collect(),
+        outcomes: p.stages.iter().map(|s| s.name.clone()).zip(outcomes).collect(),
         warnings,
     }
 }
@@ -422,6 +408,7 @@ fn execute(
     let ctx = Context {
         stage: s.name.clone(),
         root: p.root.clone(),
+        cache_dir: store.dir.clone(),
         out_dir: out_dir.clone(),
         inputs,
         previous,
@@ -433,17 +420,15 @@ fn execute(
         log: Mutex::new(Vec::new()),
     };
 
-    let result = match s.kind.executor() {
-        Executor::InProcess => s
-            .kind
-            .run(&s.prepared.params, &ctx)
-            .map(|()| device.to_string()),
+    let result = match s.prepared.executor {
+        Executor::InProcess => s.kind.run(&s.prepared.params, &ctx).map(|()| device.to_string()),
         Executor::TorchWorker => {
             let job = Job {
                 kind: s.kind.name().into(),
                 stage: s.name.clone(),
                 params: s.prepared.params.clone(),
                 root: ctx.root.clone(),
+                cache_dir: ctx.cache_dir.clone(),
                 out_dir: out_dir.clone(),
                 inputs: ctx.inputs.clone(),
                 previous: ctx.previous.clone(),
@@ -466,12 +451,7 @@ fn execute(
         Err(e) => {
             let log = keep_failure_log(store, p, &s.name, &log_text);
             return Err(e.context(match log {
-                Some(l) => format!(
-                    "stage `{}` (kind `{}`); log: {}",
-                    s.name,
-                    s.kind.name(),
-                    l.display()
-                ),
+                Some(l) => format!("stage `{}` (kind `{}`); log: {}", s.name, s.kind.name(), l.display()),
                 None => format!("stage `{}` (kind `{}`)", s.name, s.kind.name()),
             }));
         }
@@ -487,8 +467,7 @@ fn execute(
                 path.display()
             );
         }
-        let (n, _) = footer(&path)
-            .with_context(|| format!("stage `{}` wrote a broken table `{t}`", s.name))?;
+        let (n, _) = footer(&path).with_context(|| format!("stage `{}` wrote a broken table `{t}`", s.name))?;
         rows.insert(t.clone(), n);
     }
     std::fs::write(out_dir.join("log.txt"), &log_text)?;

@@ -65,7 +65,6 @@ pub trait Stage: Send + Sync + 'static {
     const VERSION: u32;
     /// One line for `pipe check` and the unknown-kind error.
     const ABOUT: &'static str;
-    const EXECUTOR: Executor = Executor::InProcess;
     /// Whether an interrupted run may leave its work directory for the next attempt to
     /// resume from (training checkpoints); other kinds always start from an empty one.
     const RESUMABLE: bool = false;
@@ -82,6 +81,12 @@ pub trait Stage: Send + Sync + 'static {
         Resources::default()
     }
 
+    /// Where `run` executes; a kind may pick per params (filter: `tags` in process,
+    /// `model` in the torch worker).
+    fn executor(_params: &Self::Params) -> Executor {
+        Executor::InProcess
+    }
+
     fn run(params: &Self::Params, ctx: &Context) -> anyhow::Result<()>;
 }
 
@@ -93,6 +98,7 @@ pub struct Prepared {
     pub outputs: Vec<String>,
     pub references: Vec<Reference>,
     pub resources: Resources,
+    pub executor: Executor,
 }
 
 /// A params error with the path of the offending field inside `params`.
@@ -107,7 +113,6 @@ pub trait Kind: Send + Sync {
     fn name(&self) -> &'static str;
     fn version(&self) -> u32;
     fn about(&self) -> &'static str;
-    fn executor(&self) -> Executor;
     fn resumable(&self) -> bool;
     fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, ParamsError>;
     fn run(&self, params: &serde_json::Value, ctx: &Context) -> anyhow::Result<()>;
@@ -124,9 +129,6 @@ impl<S: Stage> Kind for KindOf<S> {
     }
     fn about(&self) -> &'static str {
         S::ABOUT
-    }
-    fn executor(&self) -> Executor {
-        S::EXECUTOR
     }
     fn resumable(&self) -> bool {
         S::RESUMABLE
@@ -154,17 +156,13 @@ impl<S: Stage> Kind for KindOf<S> {
             outputs: S::outputs(&typed),
             references: S::references(&typed),
             resources: S::resources(&typed),
+            executor: S::executor(&typed),
         })
     }
 
     fn run(&self, params: &serde_json::Value, ctx: &Context) -> anyhow::Result<()> {
-        let typed: S::Params = serde_json::from_value(params.clone()).with_context(|| {
-            format!(
-                "params of stage `{}` no longer fit kind `{}`",
-                ctx.stage,
-                S::KIND
-            )
-        })?;
+        let typed: S::Params = serde_json::from_value(params.clone())
+            .with_context(|| format!("params of stage `{}` no longer fit kind `{}`", ctx.stage, S::KIND))?;
         S::run(&typed, ctx)
     }
 }
@@ -200,6 +198,8 @@ pub struct Context {
     pub stage: String,
     /// Pipeline root: relative paths in params resolve against it.
     pub root: PathBuf,
+    /// The cache directory (for the stat caches of scanned trees).
+    pub cache_dir: PathBuf,
     /// Empty directory the stage writes into; it becomes the cache entry on success.
     pub out_dir: PathBuf,
     pub inputs: Vec<InputTable>,
@@ -259,20 +259,24 @@ impl Context {
 
     /// A Parquet writer for output `table`, checked against `schema`.
     pub fn writer(&self, table: &str, schema: &TableSchema) -> anyhow::Result<TableWriter> {
-        TableWriter::create(
-            &self.output_path(table),
-            schema,
-            &self.meta.for_table(table),
-        )
+        TableWriter::create(&self.output_path(table), schema, &self.meta.for_table(table))
+    }
+
+    /// Files of a tree named by a param, with content hashes (see
+    /// [`crate::cache::fingerprint`]); unchanged files are not read again.
+    pub fn scan_tree(&self, path: &str) -> anyhow::Result<Vec<crate::cache::fingerprint::FileHash>> {
+        crate::cache::fingerprint::Fingerprinter::new(&self.cache_dir).files(&self.resolve(path))
+    }
+
+    /// A thread pool of the stage's thread budget.
+    pub fn pool(&self) -> anyhow::Result<rayon::ThreadPool> {
+        Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads.max(1))
+            .build()?)
     }
 
     pub fn count(&self, name: &str, n: u64) {
-        *self
-            .counters
-            .lock()
-            .unwrap()
-            .entry(name.to_string())
-            .or_default() += n;
+        *self.counters.lock().unwrap().entry(name.to_string()).or_default() += n;
     }
 
     pub fn log(&self, line: impl Into<String>) {
@@ -282,10 +286,7 @@ impl Context {
 
 /// Look up a kind by name.
 pub fn kind(name: &str) -> Option<&'static dyn Kind> {
-    crate::stages::KINDS
-        .iter()
-        .copied()
-        .find(|k| k.name() == name)
+    crate::stages::KINDS.iter().copied().find(|k| k.name() == name)
 }
 
 /// Names of all kinds, for error messages.

@@ -29,12 +29,7 @@ macro_rules! schema {
     ($name:literal) => {
         $crate::table::TableSchema::parse(
             concat!("schemas/", $name, ".yaml"),
-            include_str!(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/schemas/",
-                $name,
-                ".yaml"
-            )),
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/", $name, ".yaml")),
         )
         .expect("embedded schema is valid")
     };
@@ -103,8 +98,8 @@ pub struct TableSchema {
 impl TableSchema {
     /// Parse a schema file's text; `origin` names it in errors.
     pub fn parse(origin: &str, text: &str) -> anyhow::Result<TableSchema> {
-        let s: TableSchema = serde_yaml::from_str(text)
-            .with_context(|| format!("{origin}: not a valid table schema"))?;
+        let s: TableSchema =
+            serde_yaml::from_str(text).with_context(|| format!("{origin}: not a valid table schema"))?;
         for c in &s.columns {
             arrow_type(&c.data_type).with_context(|| format!("{origin}: column `{}`", c.name))?;
         }
@@ -112,8 +107,7 @@ impl TableSchema {
     }
 
     pub fn load(path: &Path) -> anyhow::Result<TableSchema> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read schema {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read schema {}", path.display()))?;
         Self::parse(&path.display().to_string(), &text)
     }
 
@@ -121,13 +115,7 @@ impl TableSchema {
         let fields: Vec<Field> = self
             .columns
             .iter()
-            .map(|c| {
-                Field::new(
-                    &c.name,
-                    arrow_type(&c.data_type).expect("checked in parse"),
-                    c.nullable,
-                )
-            })
+            .map(|c| Field::new(&c.name, arrow_type(&c.data_type).expect("checked in parse"), c.nullable))
             .collect();
         Arc::new(Schema::new(fields))
     }
@@ -136,12 +124,7 @@ impl TableSchema {
     /// in a column declared not nullable.
     pub fn check(&self, batch: &RecordBatch) -> anyhow::Result<()> {
         let got = batch.schema();
-        let names = |s: &Schema| {
-            s.fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect::<Vec<_>>()
-        };
+        let names = |s: &Schema| s.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
         let want = self.arrow();
         if names(&got) != names(&want) {
             bail!(
@@ -209,9 +192,7 @@ pub struct TableWriter {
 
 fn writer_properties(meta: &TableMeta) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid zstd level"),
-        ))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("pipe {}", crate::VERSION))
         .set_key_value_metadata(Some(meta.key_values()))
@@ -219,13 +200,8 @@ fn writer_properties(meta: &TableMeta) -> WriterProperties {
 }
 
 impl TableWriter {
-    pub fn create(
-        path: &Path,
-        schema: &TableSchema,
-        meta: &TableMeta,
-    ) -> anyhow::Result<TableWriter> {
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    pub fn create(path: &Path, schema: &TableSchema, meta: &TableMeta) -> anyhow::Result<TableWriter> {
+        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         let inner = ArrowWriter::try_new(file, schema.arrow(), Some(writer_properties(meta)))?;
         Ok(TableWriter {
             path: path.to_path_buf(),
@@ -300,12 +276,7 @@ pub fn footer(path: &Path) -> anyhow::Result<(u64, HashMap<String, String>)> {
 
 /// Rewrite a Parquet file some other program wrote (a `command` stage) through the
 /// common write path, so it gets zstd, the metadata and, when given, a schema check.
-pub fn adopt(
-    src: &Path,
-    dst: &Path,
-    schema: Option<&TableSchema>,
-    meta: &TableMeta,
-) -> anyhow::Result<u64> {
+pub fn adopt(src: &Path, dst: &Path, schema: Option<&TableSchema>, meta: &TableMeta) -> anyhow::Result<u64> {
     let (arrow_schema, batches) = read_table(src)?;
     let declared = match schema {
         Some(s) => s.clone(),
@@ -350,24 +321,17 @@ pub fn adopt(
                         safe: false,
                         ..Default::default()
                     };
-                    arrow::compute::cast_with_options(c, f.data_type(), &strict).with_context(
-                        || {
-                            format!(
-                                "{}: column `{}` cannot be read as {}",
-                                src.display(),
-                                f.name(),
-                                f.data_type()
-                            )
-                        },
-                    )
+                    arrow::compute::cast_with_options(c, f.data_type(), &strict).with_context(|| {
+                        format!(
+                            "{}: column `{}` cannot be read as {}",
+                            src.display(),
+                            f.name(),
+                            f.data_type()
+                        )
+                    })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let names = b
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect::<Vec<_>>();
+            let names = b.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>();
             let fields = names
                 .iter()
                 .zip(target.fields())
@@ -413,9 +377,123 @@ pub fn head(path: &Path, n: usize) -> anyhow::Result<(SchemaRef, Vec<RecordBatch
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{} is not a readable Parquet file", path.display()))?;
     let schema = builder.schema().clone();
-    let reader = builder
-        .with_batch_size(n.clamp(1, 8192))
-        .with_limit(n)
-        .build()?;
+    let reader = builder.with_batch_size(n.clamp(1, 8192)).with_limit(n).build()?;
     Ok((schema, reader.collect::<Result<Vec<_>, _>>()?))
+}
+
+/// Builds a table row by row against its declared schema; cells are set by column name.
+pub struct TableBuilder {
+    schema: TableSchema,
+    names: Vec<String>,
+    builders: Vec<Box<dyn arrow::array::ArrayBuilder>>,
+}
+
+impl TableBuilder {
+    pub fn new(schema: &TableSchema) -> TableBuilder {
+        let arrow = schema.arrow();
+        TableBuilder {
+            schema: schema.clone(),
+            names: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            builders: arrow
+                .fields()
+                .iter()
+                .map(|f| arrow::array::make_builder(f.data_type(), 1024))
+                .collect(),
+        }
+    }
+
+    fn col<B: 'static>(&mut self, name: &str) -> &mut B {
+        let i = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("table `{}` has no column `{name}`", self.schema.table));
+        self.builders[i]
+            .as_any_mut()
+            .downcast_mut::<B>()
+            .unwrap_or_else(|| panic!("column `{name}` set with the wrong type"))
+    }
+
+    pub fn str(&mut self, name: &str, v: Option<&str>) -> &mut Self {
+        self.col::<arrow::array::StringBuilder>(name).append_option(v);
+        self
+    }
+    pub fn i64(&mut self, name: &str, v: Option<i64>) -> &mut Self {
+        self.col::<arrow::array::Int64Builder>(name).append_option(v);
+        self
+    }
+    pub fn i32(&mut self, name: &str, v: Option<i32>) -> &mut Self {
+        self.col::<arrow::array::Int32Builder>(name).append_option(v);
+        self
+    }
+    pub fn f64(&mut self, name: &str, v: Option<f64>) -> &mut Self {
+        self.col::<arrow::array::Float64Builder>(name).append_option(v);
+        self
+    }
+    pub fn bool(&mut self, name: &str, v: Option<bool>) -> &mut Self {
+        self.col::<arrow::array::BooleanBuilder>(name).append_option(v);
+        self
+    }
+    /// A local date-time (no time zone), stored as microseconds.
+    pub fn time(&mut self, name: &str, v: Option<chrono::NaiveDateTime>) -> &mut Self {
+        self.col::<arrow::array::TimestampMicrosecondBuilder>(name)
+            .append_option(v.map(|t| t.and_utc().timestamp_micros()));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.builders.first().map_or(0, |b| b.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows so far as a batch (the builder starts empty again).
+    pub fn finish(&mut self) -> anyhow::Result<RecordBatch> {
+        let cols: Vec<arrow::array::ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        let n = cols.iter().map(|c| c.len()).collect::<std::collections::BTreeSet<_>>();
+        anyhow::ensure!(
+            n.len() <= 1,
+            "table `{}`: columns of different lengths {n:?} (a row missed a cell)",
+            self.schema.table
+        );
+        Ok(RecordBatch::try_new(self.schema.arrow(), cols)?)
+    }
+}
+
+/// A whole table as one batch.
+pub fn read_batch(path: &Path) -> anyhow::Result<RecordBatch> {
+    let (schema, batches) = read_table(path)?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, what: &str) -> anyhow::Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .with_context(|| format!("input table has no column `{name}`"))?
+        .as_any()
+        .downcast_ref::<T>()
+        .with_context(|| format!("column `{name}` is not {what}"))
+}
+
+/// Typed views of input columns, with an error naming the column.
+pub fn str_col<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::StringArray> {
+    column(batch, name, "text")
+}
+pub fn time_col<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::TimestampMicrosecondArray> {
+    column(batch, name, "a timestamp")
+}
+pub fn f64_col<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::Float64Array> {
+    column(batch, name, "float64")
+}
+pub fn i32_col<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::Int32Array> {
+    column(batch, name, "int32")
+}
+
+/// Microseconds since the epoch (as stored) back to a local date-time.
+pub fn to_datetime(micros: i64) -> chrono::NaiveDateTime {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|d| d.naive_utc())
+        .unwrap_or_default()
 }

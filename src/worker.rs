@@ -28,6 +28,7 @@ pub struct Job {
     pub stage: String,
     pub params: serde_json::Value,
     pub root: PathBuf,
+    pub cache_dir: PathBuf,
     pub out_dir: PathBuf,
     pub inputs: Vec<InputTable>,
     pub previous: Option<PathBuf>,
@@ -145,6 +146,7 @@ pub fn context_for(job: &Job) -> Context {
     Context {
         stage: job.stage.clone(),
         root: job.root.clone(),
+        cache_dir: job.cache_dir.clone(),
         out_dir: job.out_dir.clone(),
         inputs: job.inputs.clone(),
         previous: job.previous.clone(),

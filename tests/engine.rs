@@ -28,9 +28,7 @@ fn unchanged_pipeline_runs_nothing_and_params_rerun_descendants_only() {
     let second = p.pipe(&["run", "pipelines/p.yaml"]).ok();
     assert!(second.ran().is_empty(), "{}", second.stdout);
     assert!(
-        second
-            .stdout
-            .contains("all 4 stages are fresh; nothing to run"),
+        second.stdout.contains("all 4 stages are fresh; nothing to run"),
         "{}",
         second.stdout
     );
@@ -45,28 +43,16 @@ fn unchanged_pipeline_runs_nothing_and_params_rerun_descendants_only() {
             .unwrap()
             .to_string()
     };
-    assert!(
-        line("b ").contains("param `run` changed from"),
-        "{}",
-        status.stdout
-    );
+    assert!(line("b ").contains("param `run` changed from"), "{}", status.stdout);
     assert!(line("b ").contains("\"B2\""), "{}", status.stdout);
-    assert!(
-        line("c ").contains("input `b` is stale"),
-        "{}",
-        status.stdout
-    );
+    assert!(line("c ").contains("input `b` is stale"), "{}", status.stdout);
     assert!(
         line("a ").contains("fresh") && line("d ").contains("fresh"),
         "{}",
         status.stdout
     );
-    let json: serde_json::Value = serde_json::from_str(
-        &p.pipe(&["status", "pipelines/p.yaml", "--json"])
-            .ok()
-            .stdout,
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&p.pipe(&["status", "pipelines/p.yaml", "--json"]).ok().stdout).unwrap();
     let stale: Vec<&str> = json
         .as_array()
         .unwrap()
@@ -91,20 +77,13 @@ fn referenced_files_count_by_content_not_mtime() {
     p.pipe(&["run", "pipelines/p.yaml"]).ok();
     // Same content rewritten (new mtime): nothing reruns.
     p.write("data/x.txt", "x");
-    p.write(
-        "scripts/emit.py",
-        &std::fs::read_to_string(fixture("emit.py")).unwrap(),
-    );
+    p.write("scripts/emit.py", &std::fs::read_to_string(fixture("emit.py")).unwrap());
     let r = p.pipe(&["run", "pipelines/p.yaml"]).ok();
     assert!(r.ran().is_empty(), "{}", r.stdout);
     // New content in the tree: only d (which names `data`) reruns, with the reason.
     p.write("data/sub/y.txt", "changed");
     let status = p.pipe(&["status", "pipelines/p.yaml"]).ok();
-    assert!(
-        status.stdout.contains("directory data changed"),
-        "{}",
-        status.stdout
-    );
+    assert!(status.stdout.contains("directory data changed"), "{}", status.stdout);
     assert_eq!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran(), ["d"]);
     // A new file in the tree counts too.
     p.write("data/new.txt", "");
@@ -120,10 +99,7 @@ fn referenced_files_count_by_content_not_mtime() {
         "{}",
         status.stdout
     );
-    assert_eq!(
-        p.pipe(&["run", "pipelines/p.yaml"]).ok().ran(),
-        ["a", "b", "c", "d"]
-    );
+    assert_eq!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran(), ["a", "b", "c", "d"]);
 }
 
 #[test]
@@ -137,12 +113,7 @@ fn killed_run_leaves_no_half_entry_and_verify_detects_flipped_bytes() {
         &format!(
             "name: t\nroot: ..\nstages:\n{}{}",
             emit_stage("a", "A", None, ""),
-            emit_stage(
-                "b",
-                "B",
-                Some("a.out"),
-                &format!(", --slow-if, \"{}\"", slow.display())
-            )
+            emit_stage("b", "B", Some("a.out"), &format!(", --slow-if, \"{}\"", slow.display()))
         ),
     );
     std::fs::write(&slow, "").unwrap();
@@ -205,18 +176,10 @@ fn killed_run_leaves_no_half_entry_and_verify_detects_flipped_bytes() {
     std::fs::write(&path, bytes).unwrap();
     let v = p.pipe(&["verify", "pipelines/p.yaml"]);
     assert_eq!(v.code, 1);
-    assert!(
-        v.stdout.contains("out.parquet: content changed"),
-        "{}",
-        v.stdout
-    );
+    assert!(v.stdout.contains("out.parquet: content changed"), "{}", v.stdout);
     assert!(v.stdout.contains("1 damaged"), "{}", v.stdout);
     let status = p.pipe(&["status", "pipelines/p.yaml"]).ok();
-    assert!(
-        status.stdout.contains("cache entry is gone"),
-        "{}",
-        status.stdout
-    );
+    assert!(status.stdout.contains("cache entry is gone"), "{}", status.stdout);
     assert_eq!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran(), ["b"]);
     assert!(
         p.pipe(&["verify", "pipelines/p.yaml"])
@@ -241,29 +204,17 @@ fn second_concurrent_run_waits_for_the_first() {
         "pipelines/p.yaml",
         &format!(
             "name: t\nroot: ..\nstages:\n{}",
-            emit_stage(
-                "a",
-                "A",
-                None,
-                &format!(", --slow-if, \"{}\"", slow.display())
-            )
+            emit_stage("a", "A", None, &format!(", --slow-if, \"{}\"", slow.display()))
         ),
     );
-    let mut first = p
-        .command(&["run", "pipelines/p.yaml", "-q"])
-        .spawn()
-        .unwrap();
+    let mut first = p.command(&["run", "pipelines/p.yaml", "-q"]).spawn().unwrap();
     let started = p.path("slow.started");
     while !started.exists() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let refused = p.pipe(&["run", "pipelines/p.yaml", "--no-wait"]);
     assert_ne!(refused.code, 0);
-    assert!(
-        refused.stderr.contains("is in use by pipe (pid"),
-        "{}",
-        refused.stderr
-    );
+    assert!(refused.stderr.contains("is in use by pipe (pid"), "{}", refused.stderr);
     let second = p
         .command(&["run", "pipelines/p.yaml"])
         .stdout(std::process::Stdio::piped())
@@ -301,17 +252,13 @@ fn selection_flags_and_failures() {
     );
     assert!(!p.path("cache/entries").exists());
     assert_eq!(
-        p.pipe(&["run", "pipelines/p.yaml", "--until", "b"])
-            .ok()
-            .ran(),
+        p.pipe(&["run", "pipelines/p.yaml", "--until", "b"]).ok().ran(),
         ["a", "b"]
     );
     let only = p.pipe(&["run", "pipelines/p.yaml", "--only", "c"]).ok();
     assert_eq!(only.ran(), ["c"]);
     assert_eq!(
-        p.pipe(&["run", "pipelines/p.yaml", "--force", "b"])
-            .ok()
-            .ran(),
+        p.pipe(&["run", "pipelines/p.yaml", "--force", "b"]).ok().ran(),
         ["b", "d"]
     );
     assert_eq!(
@@ -358,14 +305,8 @@ fn extend_overrides_params_of_the_base_pipeline() {
     let status = p.pipe(&["status", "pipelines/child.yaml", "--json"]).ok();
     assert!(!status.stdout.contains("stale"), "{}", status.stdout);
     assert!(p.path("cache/views/child/b").exists() && p.path("cache/views/t/b").exists());
-    let gc = p
-        .pipe(&["gc", "pipelines/p.yaml", "pipelines/child.yaml"])
-        .ok();
-    assert!(
-        gc.stdout.contains("0 unreferenced entries"),
-        "{}",
-        gc.stdout
-    );
+    let gc = p.pipe(&["gc", "pipelines/p.yaml", "pipelines/child.yaml"]).ok();
+    assert!(gc.stdout.contains("0 unreferenced entries"), "{}", gc.stdout);
 }
 
 #[test]
@@ -375,19 +316,9 @@ fn gc_removes_unreferenced_entries_only_when_asked() {
     p.write("pipelines/p.yaml", &chain_pipeline("B2"));
     p.pipe(&["run", "pipelines/p.yaml"]).ok();
     let dry = p.pipe(&["gc", "pipelines/p.yaml"]).ok();
-    assert!(
-        dry.stdout.contains("2 unreferenced entries"),
-        "{}",
-        dry.stdout
-    );
-    assert_eq!(
-        std::fs::read_dir(p.path("cache/entries")).unwrap().count(),
-        6
-    );
+    assert!(dry.stdout.contains("2 unreferenced entries"), "{}", dry.stdout);
+    assert_eq!(std::fs::read_dir(p.path("cache/entries")).unwrap().count(), 6);
     p.pipe(&["gc", "pipelines/p.yaml", "--delete"]).ok();
-    assert_eq!(
-        std::fs::read_dir(p.path("cache/entries")).unwrap().count(),
-        4
-    );
+    assert_eq!(std::fs::read_dir(p.path("cache/entries")).unwrap().count(), 4);
     assert!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran().is_empty());
 }

@@ -8,16 +8,8 @@ fn check(yaml: &str) -> String {
     p.write("data/x.txt", "x");
     p.write("pipelines/p.yaml", yaml);
     let r = p.pipe(&["check", "pipelines/p.yaml"]);
-    assert_eq!(
-        r.code, 2,
-        "expected a config error\n{}\n{}",
-        r.stdout, r.stderr
-    );
-    assert!(
-        r.stderr.lines().count() <= 20,
-        "more than a screen:\n{}",
-        r.stderr
-    );
+    assert_eq!(r.code, 2, "expected a config error\n{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.lines().count() <= 20, "more than a screen:\n{}", r.stderr);
     // Run refuses the same file before doing anything.
     let run = p.pipe(&["run", "pipelines/p.yaml"]);
     assert_eq!(run.code, 2);
@@ -29,14 +21,15 @@ const OK_STAGE: &str = "  a:\n    kind: command\n    params:\n      run: [python
 
 #[test]
 fn unknown_kind_lists_valid_kinds() {
-    let e = check(&format!(
-        "root: ..\nstages:\n{OK_STAGE}  b:\n    kind: trian\n"
-    ));
+    let e = check(&format!("root: ..\nstages:\n{OK_STAGE}  b:\n    kind: trian\n"));
     assert!(
         e.contains("pipelines/p.yaml:9:11: unknown stage kind `trian` in stage `b`"),
         "{e}"
     );
-    assert!(e.contains("valid kinds: command, torch_check"), "{e}");
+    assert!(
+        e.contains("valid kinds: collect, filter, parse, match, command, torch_check"),
+        "{e}"
+    );
     assert!(e.contains("9 |     kind: trian"), "{e}");
 }
 
@@ -46,16 +39,12 @@ fn missing_input_stage_and_table() {
         "root: ..\nstages:\n{OK_STAGE}  b:\n    kind: command\n    inputs: [a.nope, zzz]\n    params:\n      run: [x]\n"
     ));
     assert!(
-        e.contains(
-            "pipelines/p.yaml:10:14: stage `b` takes input `a.nope`, but `a` has no table `nope`"
-        ),
+        e.contains("pipelines/p.yaml:10:14: stage `b` takes input `a.nope`, but `a` has no table `nope`"),
         "{e}"
     );
     assert!(e.contains("`a` writes: out"), "{e}");
     assert!(
-        e.contains(
-            "pipelines/p.yaml:10:22: stage `b` takes input `zzz`, but there is no stage `zzz`"
-        ),
+        e.contains("pipelines/p.yaml:10:22: stage `b` takes input `zzz`, but there is no stage `zzz`"),
         "{e}"
     );
     assert!(e.contains("2 errors"), "{e}");
@@ -64,9 +53,7 @@ fn missing_input_stage_and_table() {
 #[test]
 fn cycle_is_printed_as_a_path() {
     let stage = |n: &str, i: &str| {
-        format!(
-            "  {n}:\n    kind: command\n    inputs: [{i}]\n    params:\n      run: [x]\n      outputs: [out]\n"
-        )
+        format!("  {n}:\n    kind: command\n    inputs: [{i}]\n    params:\n      run: [x]\n      outputs: [out]\n")
     };
     let e = check(&format!(
         "root: ..\nstages:\n{}{}{}",
@@ -85,24 +72,19 @@ fn cycle_is_printed_as_a_path() {
 
 #[test]
 fn params_that_do_not_fit_the_kind() {
-    let e = check(
-        "root: ..\nstages:\n  a:\n    kind: command\n    params:\n      run: [x]\n      outputz: [out]\n",
-    );
+    let e = check("root: ..\nstages:\n  a:\n    kind: command\n    params:\n      run: [x]\n      outputz: [out]\n");
     assert!(
-        e.contains(
-            "pipelines/p.yaml:7:7: params of stage `a` (kind `command`): unknown field `outputz`"
-        ),
+        e.contains("pipelines/p.yaml:7:7: params of stage `a` (kind `command`): unknown field `outputz`"),
         "{e}"
     );
-    let e = check(
-        "root: ..\nstages:\n  a:\n    kind: command\n    params:\n      run: [x]\n      threads: many\n",
+    let e = check("root: ..\nstages:\n  a:\n    kind: command\n    params:\n      run: [x]\n      threads: many\n");
+    assert!(
+        e.contains("pipelines/p.yaml:7:16: params of stage `a` (kind `command`): invalid type: string \"many\""),
+        "{e}"
     );
-    assert!(e.contains("pipelines/p.yaml:7:16: params of stage `a` (kind `command`): invalid type: string \"many\""), "{e}");
     let e = check("root: ..\nstages:\n  a:\n    kind: command\n    params: {}\n");
     assert!(
-        e.contains(
-            "pipelines/p.yaml:5:13: params of stage `a` (kind `command`): missing field `run`"
-        ),
+        e.contains("pipelines/p.yaml:5:13: params of stage `a` (kind `command`): missing field `run`"),
         "{e}"
     );
 }
@@ -112,10 +94,7 @@ fn missing_referenced_file() {
     let e = check(
         "root: ..\nstages:\n  a:\n    kind: command\n    params:\n      run: [x]\n      files: [data, scripts/nope.py]\n",
     );
-    assert!(
-        e.contains("pipelines/p.yaml:7:21: stage `a`: `files[1]` names"),
-        "{e}"
-    );
+    assert!(e.contains("pipelines/p.yaml:7:21: stage `a`: `files[1]` names"), "{e}");
     assert!(e.contains("scripts/nope.py, which does not exist"), "{e}");
 }
 
@@ -124,10 +103,7 @@ fn yaml_syntax_and_unknown_keys() {
     let e = check("root: ..\nstages:\n  a:\n    kind: command\n   params: [\n");
     assert!(e.contains("pipelines/p.yaml:5:"), "{e}");
     let e = check("root: ..\nstagez: {}\n");
-    assert!(
-        e.contains("pipelines/p.yaml:2:1: unknown field `stagez`"),
-        "{e}"
-    );
+    assert!(e.contains("pipelines/p.yaml:2:1: unknown field `stagez`"), "{e}");
     let e = check("root: ..\nstages:\n  a:\n    kind: command\n    param: {}\n");
     assert!(
         e.contains("pipelines/p.yaml:5:5: stages.a: unknown field `param`")

@@ -26,11 +26,7 @@ fn pyarrow_pandas_and_duckdb_read_our_tables_and_metadata() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["pyarrow_rows"], 5);
     assert_eq!(seen["pandas_rows"], 5);
@@ -56,11 +52,7 @@ fn pyarrow_pandas_and_duckdb_read_our_tables_and_metadata() {
     let view = p.path("cache/views/t/a/out.parquet");
     assert_eq!(std::fs::read(view).unwrap(), std::fs::read(&path).unwrap());
     let show = p.pipe(&["show", "pipelines/p.yaml", "a", "-n", "2"]).ok();
-    assert!(
-        show.stdout.contains("5 rows · kind command"),
-        "{}",
-        show.stdout
-    );
+    assert!(show.stdout.contains("5 rows · kind command"), "{}", show.stdout);
     assert!(show.stdout.contains("value: Utf8"), "{}", show.stdout);
     assert!(show.stdout.contains("héllo"), "{}", show.stdout);
 }
@@ -73,9 +65,7 @@ fn declared_schema_is_checked_on_write() {
     let stage = |schema: &str| {
         emit_stage("a", "v", None, "").replace(
             "      files: [scripts/emit.py]\n",
-            &format!(
-                "      files: [scripts/emit.py]\n      schemas: {{ out: schemas/{schema}.yaml }}\n"
-            ),
+            &format!("      files: [scripts/emit.py]\n      schemas: {{ out: schemas/{schema}.yaml }}\n"),
         )
     };
     p.write(

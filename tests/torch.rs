@@ -24,10 +24,7 @@ fn worker() -> Option<std::path::PathBuf> {
 #[test]
 fn worker_creates_a_tensor() {
     let Some(worker) = worker() else { return };
-    let out = std::process::Command::new(worker)
-        .arg("smoke")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(worker).arg("smoke").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -40,16 +37,8 @@ fn worker_creates_a_tensor() {
 #[test]
 fn pipe_does_not_link_libtorch_but_the_worker_does() {
     let Some(worker) = worker() else { return };
-    let ldd = |bin: &str| {
-        String::from_utf8(
-            std::process::Command::new("ldd")
-                .arg(bin)
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-    };
+    let ldd =
+        |bin: &str| String::from_utf8(std::process::Command::new("ldd").arg(bin).output().unwrap().stdout).unwrap();
     let pipe = ldd(env!("CARGO_BIN_EXE_pipe"));
     assert!(
         !pipe.contains("torch") && !pipe.contains("c10"),
@@ -72,11 +61,7 @@ fn torch_stage_runs_in_the_worker_and_is_cached() {
     let r = p.pipe(&["run", "pipelines/p.yaml"]).ok();
     assert_eq!(r.ran(), ["check"]);
     let show = p.pipe(&["show", "pipelines/p.yaml", "check.devices"]).ok();
-    assert!(
-        show.stdout.contains("1 rows · kind torch_check"),
-        "{}",
-        show.stdout
-    );
+    assert!(show.stdout.contains("1 rows · kind torch_check"), "{}", show.stdout);
     // ones(64,64)/64 squared sums to exactly 64.
     assert!(
         show.stdout.contains("| 64.0     |") || show.stdout.contains("64.0"),
@@ -84,13 +69,8 @@ fn torch_stage_runs_in_the_worker_and_is_cached() {
         show.stdout
     );
     let log = std::fs::read_to_string(
-        std::path::Path::new(
-            &p.pipe(&["path", "pipelines/p.yaml", "check"])
-                .ok()
-                .stdout
-                .trim(),
-        )
-        .with_file_name("log.txt"),
+        std::path::Path::new(&p.pipe(&["path", "pipelines/p.yaml", "check"]).ok().stdout.trim())
+            .with_file_name("log.txt"),
     )
     .unwrap();
     assert!(log.contains("64x64 matmul"), "{log}");

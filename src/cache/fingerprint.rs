@@ -36,6 +36,15 @@ pub struct Fingerprint {
     pub rehashed: u64,
 }
 
+/// One file of a scanned tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHash {
+    /// Path relative to the tree's root ("" when the root is a file).
+    pub rel: String,
+    pub size: u64,
+    pub hash: String,
+}
+
 /// Fingerprints paths, remembering results for the life of one command.
 pub struct Fingerprinter {
     stat_dir: PathBuf,
@@ -70,14 +79,22 @@ impl Fingerprinter {
         if let Some(f) = self.memo.get(path) {
             return Ok(f.clone());
         }
-        let md = std::fs::metadata(path)
-            .with_context(|| format!("{} does not exist", path.display()))?;
+        let (fp, _) = self.scan(path)?;
+        self.memo.insert(path.to_path_buf(), fp.clone());
+        Ok(fp)
+    }
+
+    /// Every file of a tree with its size and content hash, sorted by relative path;
+    /// only files whose stat changed since the last scan are read.
+    pub fn files(&mut self, path: &Path) -> anyhow::Result<Vec<FileHash>> {
+        Ok(self.scan(path)?.1)
+    }
+
+    fn scan(&mut self, path: &Path) -> anyhow::Result<(Fingerprint, Vec<FileHash>)> {
+        let md = std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))?;
         let mut listing = Vec::new();
         if md.is_dir() {
-            for entry in walkdir::WalkDir::new(path)
-                .follow_links(true)
-                .sort_by_file_name()
-            {
+            for entry in walkdir::WalkDir::new(path).follow_links(true).sort_by_file_name() {
                 let entry = entry.with_context(|| format!("cannot walk {}", path.display()))?;
                 if !entry.file_type().is_file() {
                     continue;
@@ -99,9 +116,7 @@ impl Fingerprinter {
 
         let store = self.stat_dir.join(format!(
             "{}.tsv",
-            &KeyHasher::new("stat")
-                .str("root", &path.to_string_lossy())
-                .hex()[..32]
+            &KeyHasher::new("stat").str("root", &path.to_string_lossy()).hex()[..32]
         ));
         let known = read_stat_cache(&store);
         let hashes: Vec<anyhow::Result<(String, bool)>> = listing
@@ -155,8 +170,15 @@ impl Fingerprinter {
             // Best effort: a failure to save only costs a re-hash next time.
             let _ = write_stat_cache(&store, path, &hashed);
         }
-        self.memo.insert(path.to_path_buf(), fp.clone());
-        Ok(fp)
+        let files = hashed
+            .into_iter()
+            .map(|(rel, s, hash)| FileHash {
+                rel,
+                size: s.size,
+                hash,
+            })
+            .collect();
+        Ok((fp, files))
     }
 }
 
@@ -175,29 +197,13 @@ fn read_stat_cache(store: &Path) -> HashMap<String, (Stat, String)> {
         let (Ok(size), Ok(mtime_ns), Ok(ino)) = (size.parse(), mtime.parse(), ino.parse()) else {
             continue;
         };
-        map.insert(
-            rel.to_string(),
-            (
-                Stat {
-                    size,
-                    mtime_ns,
-                    ino,
-                },
-                hash.to_string(),
-            ),
-        );
+        map.insert(rel.to_string(), (Stat { size, mtime_ns, ino }, hash.to_string()));
     }
     map
 }
 
-fn write_stat_cache(
-    store: &Path,
-    root: &Path,
-    entries: &[(String, Stat, String)],
-) -> anyhow::Result<()> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+fn write_stat_cache(store: &Path, root: &Path, entries: &[(String, Stat, String)]) -> anyhow::Result<()> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let racy_after = (now.saturating_sub(RACY_WINDOW)).as_nanos() as i128;
     std::fs::create_dir_all(store.parent().expect("stat dir"))?;
     let mut out = Vec::with_capacity(entries.len() * 100);
@@ -206,11 +212,7 @@ fn write_stat_cache(
         if s.mtime_ns >= racy_after || rel.contains(['\n', '\t']) {
             continue;
         }
-        writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}",
-            s.size, s.mtime_ns, s.ino, hash, rel
-        )?;
+        writeln!(out, "{}\t{}\t{}\t{}\t{}", s.size, s.mtime_ns, s.ino, hash, rel)?;
     }
     crate::cache::store::write_atomic(store, &out)
 }

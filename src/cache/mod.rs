@@ -79,13 +79,9 @@ pub struct KeyParts {
 impl KeyParts {
     pub fn key(&self) -> String {
         let mut h = KeyHasher::new(KEY_DOMAIN);
-        h.str("kind", &self.kind)
-            .field("version", &self.version.to_le_bytes());
+        h.str("kind", &self.kind).field("version", &self.version.to_le_bytes());
         // serde_json's map is a BTreeMap (no `preserve_order`), so this is canonical.
-        h.str(
-            "params",
-            &serde_json::to_string(&self.params).expect("json"),
-        );
+        h.str("params", &serde_json::to_string(&self.params).expect("json"));
         for i in &self.inputs {
             h.str("input.table", i.table.as_deref().unwrap_or("*"))
                 .str("input.key", &i.key);
@@ -102,17 +98,10 @@ impl KeyParts {
 }
 
 /// Human reasons why `now` differs from `before` (empty when they are equal).
-pub fn explain(
-    before: &KeyParts,
-    now: &KeyParts,
-    stale_inputs: &dyn Fn(&str) -> bool,
-) -> Vec<String> {
+pub fn explain(before: &KeyParts, now: &KeyParts, stale_inputs: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut why = Vec::new();
     if before.kind != now.kind {
-        why.push(format!(
-            "kind changed from `{}` to `{}`",
-            before.kind, now.kind
-        ));
+        why.push(format!("kind changed from `{}` to `{}`", before.kind, now.kind));
     } else if before.version != now.version {
         why.push(format!(
             "kind `{}` version changed from {} to {}",
@@ -151,10 +140,7 @@ pub fn explain(
             Some(b) if b.path != r.path => {}
             Some(b) if b.hash != r.hash => {
                 let what = if r.is_dir {
-                    format!(
-                        "directory {} changed ({} files, was {})",
-                        r.path, r.files, b.files
-                    )
+                    format!("directory {} changed ({} files, was {})", r.path, r.files, b.files)
                 } else {
                     format!("file {} changed", r.path)
                 };

@@ -54,9 +54,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(dir: &Path) -> Store {
-        Store {
-            dir: dir.to_path_buf(),
-        }
+        Store { dir: dir.to_path_buf() }
     }
 
     pub fn entry_dir(&self, key: &str) -> PathBuf {
@@ -100,17 +98,13 @@ impl Store {
         fs::create_dir_all(&entries)?;
         let target = entries.join(&manifest.key);
         if target.exists() {
-            let old = self
-                .dir
-                .join("tmp")
-                .join(format!("{}.replaced", manifest.key));
+            let old = self.dir.join("tmp").join(format!("{}.replaced", manifest.key));
             let _ = fs::remove_dir_all(&old);
             fs::rename(&target, &old)?;
             fs::rename(tmp, &target)?;
             fs::remove_dir_all(&old)?;
         } else {
-            fs::rename(tmp, &target)
-                .with_context(|| format!("cannot commit {}", target.display()))?;
+            fs::rename(tmp, &target).with_context(|| format!("cannot commit {}", target.display()))?;
         }
         File::open(&entries)?.sync_all()?;
         Ok(())
@@ -127,8 +121,7 @@ impl Store {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !keep(&name) {
-                fs::remove_dir_all(e.path())
-                    .with_context(|| format!("cannot remove {}", e.path().display()))?;
+                fs::remove_dir_all(e.path()).with_context(|| format!("cannot remove {}", e.path().display()))?;
                 n += 1;
             }
         }
@@ -150,8 +143,7 @@ impl Store {
         let tmp = parent.join(format!(".{stage}.{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(Path::new("../../entries").join(key), &tmp)?;
-        fs::rename(&tmp, &link)
-            .with_context(|| format!("cannot update view {}", link.display()))?;
+        fs::rename(&tmp, &link).with_context(|| format!("cannot update view {}", link.display()))?;
         Ok(())
     }
 
@@ -177,16 +169,12 @@ impl Store {
     /// Keys pointed at by any pipeline's views.
     pub fn viewed_keys(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for p in fs::read_dir(self.dir.join("views"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
+        for p in fs::read_dir(self.dir.join("views")).into_iter().flatten().flatten() {
             for s in fs::read_dir(p.path()).into_iter().flatten().flatten() {
-                if let Ok(t) = fs::read_link(s.path()) {
-                    if let Some(k) = t.file_name() {
-                        out.push(k.to_string_lossy().into_owned());
-                    }
+                if let Ok(t) = fs::read_link(s.path())
+                    && let Some(k) = t.file_name()
+                {
+                    out.push(k.to_string_lossy().into_owned());
                 }
             }
         }
@@ -202,10 +190,7 @@ impl Store {
         };
         let mut problems = Vec::new();
         if manifest.key != key {
-            problems.push(format!(
-                "manifest says key {} but the entry is {key}",
-                manifest.key
-            ));
+            problems.push(format!("manifest says key {} but the entry is {key}", manifest.key));
         }
         let actual = match hash_tree_except_manifest(&dir) {
             Ok(a) => a,
@@ -214,10 +199,9 @@ impl Store {
         for (path, want) in &manifest.files {
             match actual.get(path) {
                 None => problems.push(format!("{path}: missing")),
-                Some(got) if got.size != want.size => problems.push(format!(
-                    "{path}: size {} but manifest says {}",
-                    got.size, want.size
-                )),
+                Some(got) if got.size != want.size => {
+                    problems.push(format!("{path}: size {} but manifest says {}", got.size, want.size))
+                }
                 Some(got) if got.blake3 != want.blake3 => {
                     problems.push(format!("{path}: content changed (blake3 differs)"))
                 }
@@ -276,8 +260,7 @@ impl Store {
                     "pipe: the cache {} is in use by {who}; waiting for it to finish…",
                     self.dir.display()
                 );
-                file.lock()
-                    .with_context(|| format!("cannot lock {}", path.display()))?;
+                file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
                 eprintln!("pipe: lock acquired, continuing");
             }
             Err(fs::TryLockError::Error(e)) => {
@@ -299,8 +282,7 @@ pub struct RunLock {
 pub fn read_manifest(entry: &Path) -> anyhow::Result<Manifest> {
     let path = entry.join(MANIFEST);
     let text = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not a valid manifest", path.display()))
+    serde_json::from_slice(&text).with_context(|| format!("{} is not a valid manifest", path.display()))
 }
 
 fn hash_tree(dir: &Path) -> anyhow::Result<BTreeMap<String, FileEntry>> {

@@ -13,12 +13,15 @@ use yaml_rust2::scanner::Marker;
 
 use crate::error::Location;
 
+/// (line, column) of a key (absent for sequence items) and of its value.
+type Spot = (Option<(usize, usize)>, (usize, usize));
+
 /// Positions of the keys and values of one YAML file.
 #[derive(Debug, Default, Clone)]
 pub struct Locations {
     file: PathBuf,
     /// path -> (position of the key, position of the value); 1-based line, 1-based column.
-    spots: HashMap<String, (Option<(usize, usize)>, (usize, usize))>,
+    spots: HashMap<String, Spot>,
 }
 
 impl Locations {
@@ -50,11 +53,7 @@ impl Locations {
         let mut p = path.to_string();
         loop {
             if let Some((key, value)) = self.spots.get(&p) {
-                let (line, column) = if want_key {
-                    key.unwrap_or(*value)
-                } else {
-                    *value
-                };
+                let (line, column) = if want_key { key.unwrap_or(*value) } else { *value };
                 return Some(Location {
                     file: self.file.clone(),
                     line,
@@ -85,7 +84,7 @@ enum Frame {
 
 struct Receiver {
     stack: Vec<Frame>,
-    spots: HashMap<String, (Option<(usize, usize)>, (usize, usize))>,
+    spots: HashMap<String, Spot>,
 }
 
 fn spot(mark: &Marker) -> (usize, usize) {
@@ -104,11 +103,7 @@ impl Receiver {
                     None
                 }
                 Some((k, key_spot)) => {
-                    let p = if path.is_empty() {
-                        k
-                    } else {
-                        format!("{path}.{k}")
-                    };
+                    let p = if path.is_empty() { k } else { format!("{path}.{k}") };
                     self.spots.insert(p.clone(), (Some(key_spot), spot(mark)));
                     Some(p)
                 }

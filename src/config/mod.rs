@@ -111,11 +111,7 @@ fn syntax_error(file: &Path, e: &serde_yaml::Error) -> Diagnostic {
     })))
 }
 
-fn load_layers(
-    file: &Path,
-    from: Option<Location>,
-    chain: &mut Vec<Layer>,
-) -> Result<(), Diagnostic> {
+fn load_layers(file: &Path, from: Option<Location>, chain: &mut Vec<Layer>) -> Result<(), Diagnostic> {
     if chain.iter().any(|l| l.file == file) {
         return Err(Diagnostic::new(format!("`extend` loops back to {}", file.display())).at(from));
     }
@@ -158,10 +154,7 @@ fn merge_yaml(base: &mut serde_yaml::Value, top: &serde_yaml::Value) {
 }
 
 fn valid_stage_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Pipeline {
@@ -171,11 +164,7 @@ impl Pipeline {
         load_layers(file, None, &mut chain).map_err(|d| Diagnostics(vec![d]))?;
 
         // Root and cache: the nearest file that sets them decides, relative to itself.
-        let dir_of = |f: &Path| {
-            f.parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("."))
-        };
+        let dir_of = |f: &Path| f.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let root = chain
             .iter()
             .find_map(|l| l.raw.root.as_ref().map(|r| dir_of(&l.file).join(r)))
@@ -234,10 +223,8 @@ impl Pipeline {
             let at = |sub: &str| p.value_at(&format!("stages.{name}{sub}"));
             if !valid_stage_name(name) {
                 errors.push(
-                    Diagnostic::new(format!(
-                        "stage name `{name}` may only use letters, digits, `_` and `-`"
-                    ))
-                    .at(p.key_at(&format!("stages.{name}"))),
+                    Diagnostic::new(format!("stage name `{name}` may only use letters, digits, `_` and `-`"))
+                        .at(p.key_at(&format!("stages.{name}"))),
                 );
                 continue;
             }
@@ -251,38 +238,32 @@ impl Pipeline {
             };
             let Some(kind) = kind(kind_name) else {
                 errors.push(
-                    Diagnostic::new(format!(
-                        "unknown stage kind `{kind_name}` in stage `{name}`"
-                    ))
-                    .at(at(".kind"))
-                    .help(format!("valid kinds: {}", kind_names().join(", "))),
+                    Diagnostic::new(format!("unknown stage kind `{kind_name}` in stage `{name}`"))
+                        .at(at(".kind"))
+                        .help(format!("valid kinds: {}", kind_names().join(", "))),
                 );
                 continue;
             };
-            let prepared =
-                match kind.prepare(raw.params.as_ref().unwrap_or(&serde_yaml::Value::Null)) {
-                    Ok(prep) => prep,
-                    Err(e) => {
-                        let path = if e.path.is_empty() {
-                            "stages.{name}.params".replace("{name}", name)
-                        } else {
-                            format!("stages.{name}.params.{}", e.path)
-                        };
-                        let loc = if e.message.starts_with("unknown field") {
-                            p.key_at(&path)
-                        } else {
-                            p.value_at(&path)
-                        };
-                        errors.push(
-                            Diagnostic::new(format!(
-                                "params of stage `{name}` (kind `{kind_name}`): {}",
-                                e.message
-                            ))
+            let prepared = match kind.prepare(raw.params.as_ref().unwrap_or(&serde_yaml::Value::Null)) {
+                Ok(prep) => prep,
+                Err(e) => {
+                    let path = if e.path.is_empty() {
+                        "stages.{name}.params".replace("{name}", name)
+                    } else {
+                        format!("stages.{name}.params.{}", e.path)
+                    };
+                    let loc = if e.message.starts_with("unknown field") {
+                        p.key_at(&path)
+                    } else {
+                        p.value_at(&path)
+                    };
+                    errors.push(
+                        Diagnostic::new(format!("params of stage `{name}` (kind `{kind_name}`): {}", e.message))
                             .at(loc),
-                        );
-                        continue;
-                    }
-                };
+                    );
+                    continue;
+                }
+            };
             for r in &prepared.references {
                 let abs = p.resolve(&r.path);
                 if !abs.exists() {
@@ -335,14 +316,21 @@ impl Pipeline {
                         )),
                     ),
                     Some(u) => {
-                        if let Some(t) = &input.table {
-                            if !u.prepared.outputs.contains(t) {
-                                errors.push(
-                                    Diagnostic::new(format!("stage `{}` takes input `{input}`, but `{}` has no table `{t}`", s.name, u.name))
-                                        .at(loc)
-                                        .help(format!("`{}` writes: {}", u.name, u.prepared.outputs.join(", "))),
-                                );
-                            }
+                        if let Some(t) = &input.table
+                            && !u.prepared.outputs.contains(t)
+                        {
+                            errors.push(
+                                Diagnostic::new(format!(
+                                    "stage `{}` takes input `{input}`, but `{}` has no table `{t}`",
+                                    s.name, u.name
+                                ))
+                                .at(loc)
+                                .help(format!(
+                                    "`{}` writes: {}",
+                                    u.name,
+                                    u.prepared.outputs.join(", ")
+                                )),
+                            );
                         }
                     }
                 }
@@ -367,7 +355,9 @@ impl Pipeline {
                 return Err(Diagnostics(vec![
                     Diagnostic::new(format!("the stages form a cycle: {}", cycle.join(" -> ")))
                         .at(loc)
-                        .help("a stage cannot depend, directly or through others, on itself; remove one of these inputs"),
+                        .help(
+                            "a stage cannot depend, directly or through others, on itself; remove one of these inputs",
+                        ),
                 ]));
             }
         }
@@ -393,10 +383,7 @@ impl Pipeline {
     }
 
     fn source_for(&self, path: &str) -> &Locations {
-        self.sources
-            .iter()
-            .find(|l| l.has(path))
-            .unwrap_or(&self.sources[0])
+        self.sources.iter().find(|l| l.has(path)).unwrap_or(&self.sources[0])
     }
 
     /// Where the value at a dotted path was written (the overriding file wins).

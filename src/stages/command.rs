@@ -64,8 +64,7 @@ impl Stage for Command {
     type Params = Params;
     const KIND: &'static str = "command";
     const VERSION: u32 = 1;
-    const ABOUT: &'static str =
-        "run a program with input/output Parquet paths, cached like any stage";
+    const ABOUT: &'static str = "run a program with input/output Parquet paths, cached like any stage";
 
     fn outputs(p: &Params) -> Vec<String> {
         p.outputs.clone()
@@ -84,10 +83,7 @@ impl Stage for Command {
     }
 
     fn resources(p: &Params) -> Resources {
-        Resources {
-            cpu: p.threads,
-            gpu: 0,
-        }
+        Resources { cpu: p.threads, gpu: 0 }
     }
 
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
@@ -102,8 +98,7 @@ impl Stage for Command {
         let staging = ctx.out_dir.join(STAGING);
         std::fs::create_dir_all(&staging)?;
         let staged = |t: &str| staging.join(format!("{t}.parquet"));
-        let expand =
-            |arg: &str| -> anyhow::Result<String> { expand(arg, &p.outputs, ctx, &staged) };
+        let expand = |arg: &str| -> anyhow::Result<String> { expand(arg, &p.outputs, ctx, &staged) };
 
         let mut cmd = Process::new(program);
         for a in args {
@@ -131,16 +126,11 @@ impl Stage for Command {
         for (k, v) in &p.env {
             cmd.env(k, v);
         }
-        ctx.progress.set_message(format!("{}", p.run.join(" ")));
+        ctx.progress.set_message(p.run.join(" "));
         let mut child = crate::child::spawn_owned(&mut cmd)
             .with_context(|| format!("cannot start `{program}` (is it installed and on PATH?)"))?;
         let stderr = child.stderr.take().expect("piped");
-        let err = std::thread::spawn(move || {
-            BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<_>>()
-        });
+        let err = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
         for line in BufReader::new(child.stdout.take().expect("piped"))
             .lines()
             .map_while(Result::ok)
@@ -186,13 +176,8 @@ impl Stage for Command {
                 Some(f) => Some(TableSchema::load(&ctx.resolve(f))?),
                 None => None,
             };
-            let rows = adopt(
-                &src,
-                &ctx.output_path(t),
-                schema.as_ref(),
-                &ctx.meta.for_table(t),
-            )
-            .with_context(|| format!("output table `{t}`"))?;
+            let rows = adopt(&src, &ctx.output_path(t), schema.as_ref(), &ctx.meta.for_table(t))
+                .with_context(|| format!("output table `{t}`"))?;
             ctx.count(&format!("rows_{t}"), rows);
         }
         std::fs::remove_dir_all(&staging)?;

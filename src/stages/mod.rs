@@ -5,11 +5,20 @@ use std::marker::PhantomData;
 
 use crate::stage::{Kind, KindOf};
 
+pub mod collect;
 pub mod command;
+pub mod filter;
+#[path = "match.rs"]
+pub mod matching;
+pub mod parse;
 pub mod torch_check;
 
 /// Every kind a pipeline may use.
 pub static KINDS: &[&dyn Kind] = &[
+    &KindOf::<collect::Collect>(PhantomData),
+    &KindOf::<filter::Filter>(PhantomData),
+    &KindOf::<parse::Parse>(PhantomData),
+    &KindOf::<matching::Match>(PhantomData),
     &KindOf::<command::Command>(PhantomData),
     &KindOf::<torch_check::TorchCheck>(PhantomData),
 ];

@@ -88,9 +88,7 @@ impl Project {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A `command` stage running emit.py.
@@ -98,10 +96,7 @@ pub fn emit_stage(name: &str, value: &str, input: Option<&str>, extra: &str) -> 
     let (inputs, in_arg) = match input {
         Some(i) => (
             format!("\n    inputs: [{i}]"),
-            format!(
-                ", --input, \"{{in:{}}}\"",
-                i.split('.').nth(1).unwrap_or("out")
-            ),
+            format!(", --input, \"{{in:{}}}\"", i.split('.').nth(1).unwrap_or("out")),
         ),
         None => (String::new(), String::new()),
     };

@@ -11,11 +11,7 @@ use std::process::ExitCode;
 mod torch_check;
 
 /// Run a torch kind's job; returns the device actually used.
-fn run_torch(
-    kind: &str,
-    params: &serde_json::Value,
-    ctx: &pipe::stage::Context,
-) -> anyhow::Result<String> {
+fn run_torch(kind: &str, params: &serde_json::Value, ctx: &pipe::stage::Context) -> anyhow::Result<String> {
     match kind {
         pipe::stages::torch_check::KIND => torch_check::run(params, ctx),
         other => anyhow::bail!("kind `{other}` does not run in the torch worker"),

@@ -38,7 +38,6 @@ impl Stage for TorchCheck {
     const KIND: &'static str = KIND;
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "check LibTorch in the worker: device, CUDA, a matmul";
-    const EXECUTOR: Executor = Executor::TorchWorker;
 
     fn outputs(_: &Params) -> Vec<String> {
         vec!["devices".into()]
@@ -46,6 +45,10 @@ impl Stage for TorchCheck {
 
     fn resources(_: &Params) -> Resources {
         Resources { cpu: 1, gpu: 1 }
+    }
+
+    fn executor(_: &Params) -> Executor {
+        Executor::TorchWorker
     }
 
     fn run(_: &Params, _: &Context) -> anyhow::Result<()> {

@@ -51,8 +51,6 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     let mut w = ctx.writer("devices", &schema)?;
     w.write(&batch)?;
     w.finish()?;
-    ctx.log(format!(
-        "{used}: {n}x{n} matmul in {ms:.2} ms, checksum {checksum}"
-    ));
+    ctx.log(format!("{used}: {n}x{n} matmul in {ms:.2} ms, checksum {checksum}"));
     Ok(used)
 }

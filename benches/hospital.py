@@ -1,0 +1,191 @@
+"""Benchmarks of the data stages against the Python tools a user would otherwise use,
+side by side in one run (issue 3):
+
+  collect header scan  vs  pydicom.dcmread(stop_before_pixels=True) over the same files
+  parse                vs  xml.etree.ElementTree (and lxml if installed) on the same XML
+  match                vs  pandas merge + filter, 100k images x 100k reports
+  collect peak memory  at two archive sizes (flat = independent of the archive size)
+
+usage: python benches/hospital.py --pipe PATH/TO/release/pipe [--files 20000] [--match-rows 100000] [--memory-studies 20000,100000]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--pipe", required=True)
+ap.add_argument("--files", type=int, default=20000, help="DICOM files for the header scan")
+ap.add_argument("--match-rows", type=int, default=100000)
+ap.add_argument("--memory-studies", default="20000,100000")
+ap.add_argument("--work", default=None, help="keep data here (default: a temp dir)")
+a = ap.parse_args()
+pipe = os.path.abspath(a.pipe)
+work = a.work or tempfile.mkdtemp(prefix="pipe-bench-hospital-")
+os.makedirs(os.path.join(work, "pipelines"), exist_ok=True)
+repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def hospital(name, studies):
+    d = os.path.join(work, name)
+    if not os.path.isdir(d):
+        sh([pipe, "synth", "--out", d, "--studies", str(studies), "--seed", "3", "--size", "64"])
+    return d
+
+
+def run_stage(pipeline_text, name, stage):
+    path = os.path.join(work, "pipelines", f"{name}.yaml")
+    with open(path, "w") as f:
+        f.write(pipeline_text)
+    t = time.perf_counter()
+    sh([pipe, "run", path, "-q", "--until", stage], cwd=work)
+    wall = time.perf_counter() - t
+    entry = sh([pipe, "path", path, stage + (".dicoms" if stage == "collect" else ".reports" if stage == "parse" else ".pairs")], cwd=work).stdout.strip()
+    manifest = json.load(open(os.path.join(os.path.dirname(entry), "manifest.json")))
+    return wall, manifest["wall_seconds"]
+
+
+def row(label, pipe_s, py_s, n, unit):
+    print(f"  {label:<34} pipe {pipe_s:8.3f} s ({n / pipe_s:9.0f} {unit}/s)   python {py_s:8.3f} s ({n / py_s:9.0f} {unit}/s)   x{py_s / pipe_s:6.1f}")
+
+
+print(f"work dir: {work}")
+# ---------------------------------------------------------------- collect vs pydicom
+studies = int(a.files / 1.05)
+h = hospital("h_scan", studies)
+files = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(h, "pacs")) for f in fs]
+services = os.path.join(repo, "stages/parse/chest_services.txt")
+text = f"""name: scan
+stages:
+  collect:
+    kind: collect
+    params: {{ pacs: {h}/pacs, his: {h}/his }}
+  parse:
+    kind: parse
+    inputs: [collect.his_files]
+    params: {{ services: {services} }}
+"""
+wall, stage_s = run_stage(text, "scan", "collect")
+import pydicom
+
+t = time.perf_counter()
+for f in files:
+    try:
+        pydicom.dcmread(f, stop_before_pixels=True)
+    except Exception:
+        pass
+py = time.perf_counter() - t
+print(f"header scan of {len(files)} DICOM files (64 px images; pipe also BLAKE3-hashes every file; cold cache)")
+row("collect (whole pipe run)", wall, py, len(files), "files")
+row("collect (stage wall time)", stage_s, py, len(files), "files")
+
+# ---------------------------------------------------------------- parse vs ElementTree
+xmls = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(h, "his")) for f in fs]
+_, parse_s = run_stage(text, "scan", "parse")
+
+
+def parse_python(parser):
+    out = []
+    for f in xmls:
+        try:
+            root = parser(f)
+        except Exception:
+            continue
+        head = {c.tag: (c.text or "") for c in root if c.tag != "REPORTS"}
+        for r in root.iter("REPORT"):
+            rec = {c.tag: (c.text or "") for c in r}
+            rec.update(head)
+            rec["t"] = datetime.strptime(rec.get("REPORT_TIME", "01/01/2000 00:00:00"), "%d/%m/%Y %H:%M:%S")
+            out.append(rec)
+    return out
+
+
+t = time.perf_counter()
+parse_python(lambda f: ET.parse(f).getroot())
+et = time.perf_counter() - t
+print(f"parse of {len(xmls)} HIS session files")
+row("parse vs xml.etree", parse_s, et, len(xmls), "files")
+try:
+    from lxml import etree as LX
+
+    t = time.perf_counter()
+    parse_python(lambda f: LX.parse(f).getroot())
+    row("parse vs lxml", parse_s, time.perf_counter() - t, len(xmls), "files")
+except ImportError:
+    print("  lxml not installed (pip install lxml) — skipped")
+
+# ---------------------------------------------------------------- match vs pandas
+n = a.match_rows
+rng = np.random.default_rng(0)
+patients = np.array([f"BN{i:08d}" for i in rng.integers(0, n, n)])
+t0 = np.datetime64("2020-11-01T00:00:00", "us")
+study = t0 + (rng.integers(0, 150 * 24 * 3600, n) * 1_000_000).astype("timedelta64[us]")
+rep_patients = patients[rng.permutation(n)]
+rep_time = t0 + (rng.integers(0, 150 * 24 * 3600, n) * 1_000_000).astype("timedelta64[us]")
+# Most reports sit a few hours after an image of their patient.
+same = rng.random(n) < 0.9
+rep_patients[same] = patients[same]
+rep_time[same] = study[same] + (rng.integers(1800, 6 * 3600, same.sum()) * 1_000_000).astype("timedelta64[us]")
+check_in = rep_time - np.timedelta64(8, "h")
+check_out = rep_time + np.timedelta64(48, "h")
+kept = pa.table({"sop_instance_uid": [f"1.2.{i}" for i in range(n)], "path": [f"pacs/{i}.dcm" for i in range(n)], "patient_id": patients, "study_time": pa.array(study, pa.timestamp("us"))})
+reports = pa.table({
+    "report_id": [f"S{i}/0" for i in range(n)], "session_id": [f"S{i}" for i in range(n)], "patient_id": rep_patients,
+    "check_in": pa.array(check_in, pa.timestamp("us")), "check_out": pa.array(check_out, pa.timestamp("us")),
+    "report_time": pa.array(rep_time, pa.timestamp("us")), "description": ["- Lồng ngực cân đối."] * n, "conclusion": [None] * n,
+})
+pq.write_table(kept, os.path.join(work, "kept.parquet"))
+pq.write_table(reports, os.path.join(work, "reports.parquet"))
+copy = os.path.join(work, "copy.py")
+with open(copy, "w") as f:
+    f.write("import shutil, sys\nshutil.copy(sys.argv[1], sys.argv[2])\n")
+text = f"""name: m
+stages:
+  images:
+    kind: command
+    params: {{ run: [python3, {copy}, {work}/kept.parquet, "{{out:kept}}"], outputs: [kept], files: [kept.parquet] }}
+  his:
+    kind: command
+    params: {{ run: [python3, {copy}, {work}/reports.parquet, "{{out:reports}}"], outputs: [reports], files: [reports.parquet] }}
+  match:
+    kind: match
+    inputs: [images.kept, his.reports]
+    params: {{ resolutions: {repo}/stages/match/resolutions.csv }}
+"""
+_, match_s = run_stage(text, "m", "match")
+t = time.perf_counter()
+k = pd.read_parquet(os.path.join(work, "kept.parquet"))
+r = pd.read_parquet(os.path.join(work, "reports.parquet"))
+m = k.merge(r, on="patient_id")
+m = m[((m.report_time - m.study_time).abs() <= pd.Timedelta(hours=24)) & (m.check_in <= m.study_time) & (m.study_time <= m.check_out)]
+counts = m.groupby("sop_instance_uid").report_id.count()
+pandas_s = time.perf_counter() - t
+print(f"match {n} images x {n} reports ({len(m)} candidate pairs; pipe also resolves duplicates and explains every unmatched row)")
+row("match vs pandas merge+filter", match_s, pandas_s, n, "images")
+
+# ---------------------------------------------------------------- collect memory
+print("collect peak memory (max RSS of the pipe process, cold cache)")
+for s in [int(x) for x in a.memory_studies.split(",")]:
+    h = hospital(f"h_mem_{s}", s)
+    p = os.path.join(work, "pipelines", f"mem{s}.yaml")
+    with open(p, "w") as f:
+        f.write(f"name: mem{s}\ncache: cache_mem{s}\nstages:\n  collect:\n    kind: collect\n    params: {{ pacs: {h}/pacs, his: {h}/his }}\n")
+    out = subprocess.run(["/usr/bin/time", "-f", "%M %e", pipe, "run", p, "-q"], cwd=work, capture_output=True, text=True)
+    rss_kb, secs = out.stderr.strip().splitlines()[-1].split()
+    nfiles = sum(len(fs) for _, _, fs in os.walk(os.path.join(h, "pacs")))
+    print(f"  {nfiles:>7} files: {int(rss_kb) / 1024:7.1f} MiB max RSS, {float(secs):6.1f} s")

@@ -1,0 +1,447 @@
+//! `collect`: walk the PACS and HIS exports, fingerprint every file, read DICOM headers.
+//!
+//! Paper, "Data collection": DICOM files from PACS and XML session files from HIS. Only
+//! headers are read (`read_until(PixelData)`); pixel data is first touched by `filter`
+//! (model) or `convert`. Every file ends in `dicoms`, `his_files` or `rejects`.
+//!
+//! Incremental: the previous result of this stage is the starting point. A file whose
+//! path and BLAKE3 are unchanged keeps its row without being opened; hashes of
+//! unchanged files come from the stat cache, so a new night of PACS files costs work
+//! proportional to the new files (counters `files_read` / `files_reused`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::fingerprint::FileHash;
+use crate::stage::{Context, Reference, Resources, Stage};
+use crate::table::{TableBuilder, TableSchema, read_table, str_col, write_table};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Root of the PACS export (DICOM files, any names, any depth).
+    pub pacs: String,
+    /// Root of the HIS export (XML session files).
+    pub his: String,
+    /// Threads for reading headers (0 = the run's `--jobs`).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+pub struct Collect;
+
+pub fn dicoms_schema() -> TableSchema {
+    crate::schema!("collect/dicoms")
+}
+fn his_schema() -> TableSchema {
+    crate::schema!("collect/his_files")
+}
+fn rejects_schema() -> TableSchema {
+    crate::schema!("collect/rejects")
+}
+
+impl Stage for Collect {
+    type Params = Params;
+    const KIND: &'static str = "collect";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "walk PACS and HIS exports, fingerprint files, read DICOM headers";
+
+    fn outputs(_: &Params) -> Vec<String> {
+        vec!["dicoms".into(), "his_files".into(), "rejects".into()]
+    }
+
+    fn references(p: &Params) -> Vec<Reference> {
+        vec![
+            Reference {
+                param: "pacs".into(),
+                path: p.pacs.clone(),
+            },
+            Reference {
+                param: "his".into(),
+                path: p.his.clone(),
+            },
+        ]
+    }
+
+    fn resources(p: &Params) -> Resources {
+        Resources { cpu: p.threads, gpu: 0 }
+    }
+
+    fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
+        let pacs = ctx.scan_tree(&p.pacs)?;
+        let his = ctx.scan_tree(&p.his)?;
+        ctx.progress.set_total(pacs.len() as u64);
+        let join = |root: &str, rel: &str| {
+            if rel.is_empty() {
+                root.to_string()
+            } else {
+                format!("{}/{rel}", root.trim_end_matches('/'))
+            }
+        };
+
+        // Rows of the previous result, by (path, hash).
+        let previous = Previous::load(ctx.previous.as_deref())?;
+        let mut fresh: Vec<&FileHash> = Vec::new();
+        let mut reused_dicoms = Vec::new();
+        let mut reused_rejects = Vec::new();
+        for f in &pacs {
+            let path = join(&p.pacs, &f.rel);
+            match previous.find(&path, &f.hash) {
+                Some(Found::Dicom(i)) => reused_dicoms.push(i),
+                Some(Found::Reject(i)) => reused_rejects.push(i),
+                None => fresh.push(f),
+            }
+        }
+        ctx.count("files_reused", (reused_dicoms.len() + reused_rejects.len()) as u64);
+        ctx.count("files_read", fresh.len() as u64);
+        ctx.progress.inc((reused_dicoms.len() + reused_rejects.len()) as u64);
+
+        let root = ctx.resolve(&p.pacs);
+        let headers: Vec<(String, &FileHash, Result<Header, String>)> = ctx.pool()?.install(|| {
+            fresh
+                .par_iter()
+                .map(|f| {
+                    let file = if f.rel.is_empty() {
+                        root.clone()
+                    } else {
+                        root.join(&f.rel)
+                    };
+                    let h = read_header(&file, f.size);
+                    ctx.progress.inc(1);
+                    (join(&p.pacs, &f.rel), *f, h)
+                })
+                .collect()
+        });
+
+        let mut dicoms = TableBuilder::new(&dicoms_schema());
+        let mut rejects = TableBuilder::new(&rejects_schema());
+        for (path, f, h) in &headers {
+            match h {
+                Ok(h) => h.push(&mut dicoms, path, f),
+                Err(reason) => {
+                    rejects
+                        .str("path", Some(path))
+                        .str("file_hash", Some(&f.hash))
+                        .i64("size", Some(f.size as i64))
+                        .str("reason", Some(reason));
+                }
+            }
+        }
+        let dicoms = merge(previous.dicoms.as_ref(), &reused_dicoms, dicoms.finish()?)?;
+        let rejects = merge(previous.rejects.as_ref(), &reused_rejects, rejects.finish()?)?;
+        write_table(
+            &ctx.output_path("dicoms"),
+            &dicoms_schema(),
+            &ctx.meta.for_table("dicoms"),
+            &[dicoms],
+        )?;
+        write_table(
+            &ctx.output_path("rejects"),
+            &rejects_schema(),
+            &ctx.meta.for_table("rejects"),
+            &[rejects],
+        )?;
+
+        let mut his_rows = TableBuilder::new(&his_schema());
+        for f in &his {
+            his_rows
+                .str("path", Some(&join(&p.his, &f.rel)))
+                .str("file_hash", Some(&f.hash))
+                .i64("size", Some(f.size as i64));
+        }
+        write_table(
+            &ctx.output_path("his_files"),
+            &his_schema(),
+            &ctx.meta.for_table("his_files"),
+            &[his_rows.finish()?],
+        )?;
+        Ok(())
+    }
+}
+
+enum Found {
+    Dicom(u32),
+    Reject(u32),
+}
+
+/// The previous result's rows, to reuse those of unchanged files.
+struct Previous {
+    dicoms: Option<RecordBatch>,
+    rejects: Option<RecordBatch>,
+    index: HashMap<(String, String), Found>,
+}
+
+impl Previous {
+    fn load(entry: Option<&Path>) -> anyhow::Result<Previous> {
+        let mut p = Previous {
+            dicoms: None,
+            rejects: None,
+            index: HashMap::new(),
+        };
+        let Some(entry) = entry else { return Ok(p) };
+        for (table, schema) in [("dicoms", dicoms_schema()), ("rejects", rejects_schema())] {
+            let path = entry.join(format!("{table}.parquet"));
+            let (s, batches) = match read_table(&path) {
+                Ok(t) => t,
+                Err(_) => {
+                    return Ok(Previous {
+                        dicoms: None,
+                        rejects: None,
+                        index: HashMap::new(),
+                    });
+                }
+            };
+            let batch = arrow::compute::concat_batches(&s, &batches)?;
+            // A previous result of another layout (older version) is not reused.
+            if schema.check(&batch).is_err() {
+                return Ok(Previous {
+                    dicoms: None,
+                    rejects: None,
+                    index: HashMap::new(),
+                });
+            }
+            let paths = str_col(&batch, "path")?;
+            let hashes = str_col(&batch, "file_hash")?;
+            for i in 0..batch.num_rows() {
+                let found = if table == "dicoms" {
+                    Found::Dicom(i as u32)
+                } else {
+                    Found::Reject(i as u32)
+                };
+                p.index
+                    .insert((paths.value(i).to_string(), hashes.value(i).to_string()), found);
+            }
+            if table == "dicoms" {
+                p.dicoms = Some(batch);
+            } else {
+                p.rejects = Some(batch);
+            }
+        }
+        Ok(p)
+    }
+
+    fn find(&self, path: &str, hash: &str) -> Option<Found> {
+        match self.index.get(&(path.to_string(), hash.to_string()))? {
+            Found::Dicom(i) => Some(Found::Dicom(*i)),
+            Found::Reject(i) => Some(Found::Reject(*i)),
+        }
+    }
+}
+
+/// Reused rows of `previous` plus `new` rows, sorted by path.
+fn merge(previous: Option<&RecordBatch>, reuse: &[u32], new: RecordBatch) -> anyhow::Result<RecordBatch> {
+    let batch = match previous {
+        Some(prev) if !reuse.is_empty() => {
+            let idx = UInt32Array::from(reuse.to_vec());
+            let cols: Vec<ArrayRef> = prev
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::take(c, &idx, None))
+                .collect::<Result<_, _>>()?;
+            let old = RecordBatch::try_new(new.schema(), cols)?;
+            arrow::compute::concat_batches(&new.schema(), &[old, new])?
+        }
+        _ => new,
+    };
+    let order = arrow::compute::sort_to_indices(batch.column_by_name("path").expect("path column"), None, None)?;
+    let cols: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::compute::take(c, &order, None))
+        .collect::<Result<_, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), cols)?)
+}
+
+/// What collect keeps of a DICOM header.
+pub struct Header {
+    sop_instance_uid: String,
+    sop_class_uid: Option<String>,
+    study_instance_uid: Option<String>,
+    series_instance_uid: Option<String>,
+    patient_id: String,
+    patient_name: Option<String>,
+    study_time: NaiveDateTime,
+    modality: Option<String>,
+    body_part: Option<String>,
+    view_position: Option<String>,
+    photometric: Option<String>,
+    rows: Option<i32>,
+    cols: Option<i32>,
+    bits_allocated: Option<i32>,
+    bits_stored: Option<i32>,
+    rescale_slope: Option<f64>,
+    rescale_intercept: Option<f64>,
+    window_center: Option<f64>,
+    window_width: Option<f64>,
+    transfer_syntax: String,
+}
+
+impl Header {
+    fn push(&self, t: &mut TableBuilder, path: &str, f: &FileHash) {
+        t.str("path", Some(path))
+            .str("file_hash", Some(&f.hash))
+            .i64("size", Some(f.size as i64))
+            .str("sop_instance_uid", Some(&self.sop_instance_uid))
+            .str("sop_class_uid", self.sop_class_uid.as_deref())
+            .str("study_instance_uid", self.study_instance_uid.as_deref())
+            .str("series_instance_uid", self.series_instance_uid.as_deref())
+            .str("patient_id", Some(&self.patient_id))
+            .str("patient_name", self.patient_name.as_deref())
+            .time("study_time", Some(self.study_time))
+            .str("modality", self.modality.as_deref())
+            .str("body_part", self.body_part.as_deref())
+            .str("view_position", self.view_position.as_deref())
+            .str("photometric", self.photometric.as_deref())
+            .i32("rows", self.rows)
+            .i32("cols", self.cols)
+            .i32("bits_allocated", self.bits_allocated)
+            .i32("bits_stored", self.bits_stored)
+            .f64("rescale_slope", self.rescale_slope)
+            .f64("rescale_intercept", self.rescale_intercept)
+            .f64("window_center", self.window_center)
+            .f64("window_width", self.window_width)
+            .str("transfer_syntax", Some(&self.transfer_syntax));
+    }
+}
+
+/// Parse DICOM DA + TM into a local date-time (TM may be HH, HHMM, HHMMSS(.frac)).
+pub fn dicom_datetime(date: &str, time: Option<&str>) -> Option<NaiveDateTime> {
+    let d = NaiveDate::parse_from_str(date.trim(), "%Y%m%d").ok()?;
+    let t = time.map(str::trim).unwrap_or("");
+    let digits: String = t
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let part = |a: usize| digits.get(a..a + 2).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    let time = if digits.is_empty() {
+        NaiveTime::MIN
+    } else {
+        NaiveTime::from_hms_opt(part(0), part(2), part(4).min(59))?
+    };
+    Some(d.and_time(time))
+}
+
+/// Read a file's header; `Err` is the reject reason.
+pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
+    check_dicm_marker(path)?;
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| format!("cannot read DICOM header: {}", error_chain(&e)))?;
+    let text = |tag| -> Option<String> {
+        obj.get(tag)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let int = |tag| obj.get(tag).and_then(|e| e.to_int::<i32>().ok());
+    let float = |tag| {
+        obj.get(tag)
+            .and_then(|e| e.to_multi_float64().ok())
+            .and_then(|v| v.first().copied())
+    };
+    let sop_instance_uid = text(tags::SOP_INSTANCE_UID).ok_or("missing SOPInstanceUID (0008,0018)")?;
+    let patient_id = text(tags::PATIENT_ID).ok_or("missing PatientID (0010,0020)")?;
+    let date = text(tags::STUDY_DATE).ok_or("missing StudyDate (0008,0020)")?;
+    let study_time = dicom_datetime(&date, text(tags::STUDY_TIME).as_deref())
+        .ok_or_else(|| format!("unreadable StudyDate/StudyTime {date:?} {:?}", text(tags::STUDY_TIME)))?;
+    let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let (rows, cols, bits_allocated) = (int(tags::ROWS), int(tags::COLUMNS), int(tags::BITS_ALLOCATED));
+    // Header-only reading stops before the pixel data, so a file cut off inside it
+    // would pass unnoticed: check that the element fits in the file.
+    if let Some(problem) = check_pixel_data_extent(path, size, ts == "1.2.840.10008.1.2") {
+        return Err(problem);
+    }
+    Ok(Header {
+        sop_instance_uid,
+        sop_class_uid: text(tags::SOP_CLASS_UID),
+        study_instance_uid: text(tags::STUDY_INSTANCE_UID),
+        series_instance_uid: text(tags::SERIES_INSTANCE_UID),
+        patient_id,
+        patient_name: text(tags::PATIENT_NAME),
+        study_time,
+        modality: text(tags::MODALITY),
+        body_part: text(tags::BODY_PART_EXAMINED),
+        view_position: text(tags::VIEW_POSITION),
+        photometric: text(tags::PHOTOMETRIC_INTERPRETATION),
+        rows,
+        cols,
+        bits_allocated,
+        bits_stored: int(tags::BITS_STORED),
+        rescale_slope: float(tags::RESCALE_SLOPE),
+        rescale_intercept: float(tags::RESCALE_INTERCEPT),
+        window_center: float(tags::WINDOW_CENTER),
+        window_width: float(tags::WINDOW_WIDTH),
+        transfer_syntax: ts,
+    })
+}
+
+/// A DICOM file (PS3.10) has a 128-byte preamble and then `DICM`.
+fn check_dicm_marker(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    match f.read_exact(&mut head) {
+        Ok(()) if &head[128..132] == b"DICM" => Ok(()),
+        Ok(()) => Err("not a DICOM file: no `DICM` marker after the 128-byte preamble".into()),
+        Err(_) => Err("not a DICOM file: shorter than the 132-byte preamble and marker".into()),
+    }
+}
+
+/// An error and its sources in one line ("a: b: c").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Find the PixelData element in the first MiB and check that its value fits in the
+/// file (native) or that the file ends with the sequence delimiter (encapsulated).
+fn check_pixel_data_extent(path: &Path, size: u64, implicit_vr: bool) -> Option<String> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut head)
+        .ok()?;
+    let tag = [0xE0u8, 0x7F, 0x10, 0x00];
+    let at = head.get(132..)?.windows(4).position(|w| w == tag)? + 132;
+    let (len, value_at) = if implicit_vr {
+        (u32::from_le_bytes(head.get(at + 4..at + 8)?.try_into().ok()?), at + 8)
+    } else {
+        (u32::from_le_bytes(head.get(at + 8..at + 12)?.try_into().ok()?), at + 12)
+    };
+    if len == u32::MAX {
+        return (!ends_with_sequence_delimiter(path))
+            .then(|| "truncated: encapsulated pixel data does not end with its sequence delimiter".to_string());
+    }
+    let end = value_at as u64 + len as u64;
+    (end > size).then(|| format!("truncated: pixel data ends at byte {end} but the file has only {size} bytes"))
+}
+
+fn ends_with_sequence_delimiter(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut tail = [0u8; 8];
+    f.seek(SeekFrom::End(-8)).is_ok() && f.read_exact(&mut tail).is_ok() && tail == [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]
+}

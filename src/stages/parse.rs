@@ -1,0 +1,377 @@
+//! `parse`: HIS session XML → sessions and chest radiography reports.
+//!
+//! Paper, "XML parser": a session file has a header (SESSION_ID, PATIENT_ID,
+//! CHECK_IN_TIME, CHECK_OUT_TIME) and reports (SERVICE_ID, REPORT_TIME, DESCRIPTION, …);
+//! only reports whose SERVICE_ID is in the chest radiography allow-list are kept.
+//! Element names and time formats are params, so another hospital's HIS is a config
+//! change. quick-xml streams the events; UTF-8 and UTF-16 (by byte-order mark) are
+//! read, and text is kept in Unicode NFC so equal descriptions compare equal.
+
+use std::collections::HashSet;
+
+use anyhow::Context as _;
+use chrono::NaiveDateTime;
+use quick_xml::events::Event;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+use crate::stage::{Context, Reference, Resources, Stage};
+use crate::table::{TableBuilder, TableSchema, read_table, str_col, write_table};
+
+/// Element names of the HIS export.
+#[derive(Debug, Serialize, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fields {
+    pub session_id: String,
+    pub patient_id: String,
+    pub check_in: String,
+    pub check_out: String,
+    pub report: String,
+    pub service_id: String,
+    pub service_name: String,
+    pub report_time: String,
+    pub description: String,
+    pub conclusion: String,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields {
+            session_id: "SESSION_ID".into(),
+            patient_id: "PATIENT_ID".into(),
+            check_in: "CHECK_IN_TIME".into(),
+            check_out: "CHECK_OUT_TIME".into(),
+            report: "REPORT".into(),
+            service_id: "SERVICE_ID".into(),
+            service_name: "SERVICE_NAME".into(),
+            report_time: "REPORT_TIME".into(),
+            description: "DESCRIPTION".into(),
+            conclusion: "CONCLUSION".into(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Allow-list of chest radiography SERVICE_IDs (first token of each line; `#` comments).
+    #[serde(default = "default_services")]
+    pub services: String,
+    /// chrono formats tried in order for every time field.
+    #[serde(default = "default_time_formats")]
+    pub time_formats: Vec<String>,
+    #[serde(default)]
+    pub fields: Fields,
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn default_services() -> String {
+    "stages/parse/chest_services.txt".into()
+}
+
+fn default_time_formats() -> Vec<String> {
+    vec![
+        "%d/%m/%Y %H:%M:%S".into(),
+        "%Y-%m-%d %H:%M:%S".into(),
+        "%Y-%m-%dT%H:%M:%S".into(),
+    ]
+}
+
+pub struct Parse;
+
+fn sessions_schema() -> TableSchema {
+    crate::schema!("parse/sessions")
+}
+pub fn reports_schema() -> TableSchema {
+    crate::schema!("parse/reports")
+}
+fn rejects_schema() -> TableSchema {
+    crate::schema!("parse/rejects")
+}
+
+impl Stage for Parse {
+    type Params = Params;
+    const KIND: &'static str = "parse";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "parse HIS session XML into sessions and chest radiography reports";
+
+    fn outputs(_: &Params) -> Vec<String> {
+        vec!["sessions".into(), "reports".into(), "rejects".into()]
+    }
+
+    fn references(p: &Params) -> Vec<Reference> {
+        vec![Reference {
+            param: "services".into(),
+            path: p.services.clone(),
+        }]
+    }
+
+    fn resources(p: &Params) -> Resources {
+        Resources { cpu: p.threads, gpu: 0 }
+    }
+
+    fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
+        let services = load_services(&ctx.resolve(&p.services))?;
+        let (_, batches) = read_table(ctx.input("his_files")?)?;
+        let mut files = Vec::new();
+        for b in &batches {
+            let (paths, hashes) = (str_col(b, "path")?, str_col(b, "file_hash")?);
+            for i in 0..b.num_rows() {
+                files.push((paths.value(i).to_string(), hashes.value(i).to_string()));
+            }
+        }
+        ctx.progress.set_total(files.len() as u64);
+        let parsed: Vec<(String, String, Result<Session, String>)> = ctx.pool()?.install(|| {
+            files
+                .into_par_iter()
+                .map(|(path, hash)| {
+                    let r = std::fs::read(ctx.resolve(&path))
+                        .map_err(|e| format!("cannot read: {e}"))
+                        .and_then(|bytes| parse_session(&bytes, p));
+                    ctx.progress.inc(1);
+                    (path, hash, r)
+                })
+                .collect()
+        });
+
+        let mut sessions = TableBuilder::new(&sessions_schema());
+        let mut reports = TableBuilder::new(&reports_schema());
+        let mut rejects = TableBuilder::new(&rejects_schema());
+        let mut other = 0u64;
+        for (path, hash, r) in &parsed {
+            let s = match r {
+                Ok(s) => s,
+                Err(reason) => {
+                    rejects
+                        .str("path", Some(path))
+                        .str("report_id", None)
+                        .str("reason", Some(reason));
+                    continue;
+                }
+            };
+            let mut chest = 0;
+            for (i, rep) in s.reports.iter().enumerate() {
+                if !services.contains(rep.service_id.as_str()) {
+                    other += 1;
+                    continue;
+                }
+                chest += 1;
+                let id = format!("{}/{i}", s.session_id);
+                let time = rep.report_time.as_deref().map(|t| parse_time(t, &p.time_formats));
+                let problem = match (&time, rep.description.trim().is_empty()) {
+                    (None, _) => Some(format!("missing {}", p.fields.report_time)),
+                    (Some(Err(e)), _) => Some(e.clone()),
+                    (_, true) => Some(format!("empty {}", p.fields.description)),
+                    _ => None,
+                };
+                if let Some(reason) = problem {
+                    rejects
+                        .str("path", Some(path))
+                        .str("report_id", Some(&id))
+                        .str("reason", Some(&reason));
+                    continue;
+                }
+                let Some(Ok(time)) = time else {
+                    unreachable!("checked above")
+                };
+                reports
+                    .str("report_id", Some(&id))
+                    .str("session_id", Some(&s.session_id))
+                    .str("patient_id", Some(&s.patient_id))
+                    .time("check_in", Some(s.check_in))
+                    .time("check_out", Some(s.check_out))
+                    .str("service_id", Some(&rep.service_id))
+                    .str("service_name", rep.service_name.as_deref())
+                    .time("report_time", Some(time))
+                    .str("description", Some(rep.description.trim()))
+                    .str("conclusion", rep.conclusion.as_deref())
+                    .str("path", Some(path));
+            }
+            sessions
+                .str("path", Some(path))
+                .str("file_hash", Some(hash))
+                .str("session_id", Some(&s.session_id))
+                .str("patient_id", Some(&s.patient_id))
+                .time("check_in", Some(s.check_in))
+                .time("check_out", Some(s.check_out))
+                .str("encoding", Some(s.encoding))
+                .i32("reports", Some(s.reports.len() as i32))
+                .i32("chest_reports", Some(chest));
+        }
+        ctx.count("other_service_reports", other);
+        for (table, schema, mut b) in [
+            ("sessions", sessions_schema(), sessions),
+            ("reports", reports_schema(), reports),
+            ("rejects", rejects_schema(), rejects),
+        ] {
+            let batch = b.finish()?;
+            write_table(&ctx.output_path(table), &schema, &ctx.meta.for_table(table), &[batch])?;
+        }
+        Ok(())
+    }
+}
+
+fn load_services(path: &std::path::Path) -> anyhow::Result<HashSet<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the SERVICE_ID list {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect())
+}
+
+pub fn parse_time(text: &str, formats: &[String]) -> Result<NaiveDateTime, String> {
+    let t = text.trim();
+    formats
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+        .ok_or_else(|| format!("time {t:?} matches none of the formats {formats:?}"))
+}
+
+#[derive(Debug, Default)]
+struct RawReport {
+    service_id: String,
+    service_name: Option<String>,
+    report_time: Option<String>,
+    description: String,
+    conclusion: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    session_id: String,
+    patient_id: String,
+    check_in: NaiveDateTime,
+    check_out: NaiveDateTime,
+    encoding: &'static str,
+    reports: Vec<RawReport>,
+}
+
+/// Decode by byte-order mark: UTF-16 LE/BE, UTF-8 with or without BOM.
+fn decode(bytes: &[u8]) -> Result<(String, &'static str), String> {
+    let utf16 = |body: &[u8], le: bool| -> Result<String, String> {
+        if !body.len().is_multiple_of(2) {
+            return Err("UTF-16 file with an odd number of bytes".into());
+        }
+        let units: Vec<u16> = body
+            .chunks_exact(2)
+            .map(|c| {
+                if le {
+                    u16::from_le_bytes([c[0], c[1]])
+                } else {
+                    u16::from_be_bytes([c[0], c[1]])
+                }
+            })
+            .collect();
+        String::from_utf16(&units).map_err(|e| format!("invalid UTF-16: {e}"))
+    };
+    match bytes {
+        [0xFF, 0xFE, rest @ ..] => Ok((utf16(rest, true)?, "utf-16le")),
+        [0xFE, 0xFF, rest @ ..] => Ok((utf16(rest, false)?, "utf-16be")),
+        [0xEF, 0xBB, 0xBF, rest @ ..] => Ok((
+            String::from_utf8(rest.to_vec()).map_err(|e| format!("invalid UTF-8: {e}"))?,
+            "utf-8-bom",
+        )),
+        _ => Ok((
+            String::from_utf8(bytes.to_vec()).map_err(|e| format!("invalid UTF-8: {e}"))?,
+            "utf-8",
+        )),
+    }
+}
+
+/// Parse one session file.
+pub fn parse_session(bytes: &[u8], p: &Params) -> Result<Session, String> {
+    let (text, encoding) = decode(bytes)?;
+    let f = &p.fields;
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut stack: Vec<String> = Vec::new();
+    let mut header: std::collections::HashMap<String, String> = Default::default();
+    let mut reports = Vec::new();
+    let mut current: Option<RawReport> = None;
+    let mut buf = String::new();
+    loop {
+        let ev = reader
+            .read_event()
+            .map_err(|e| format!("malformed XML at byte {}: {e}", reader.error_position()))?;
+        match ev {
+            Event::Start(e) => {
+                let name = e.name().as_ref().to_string();
+                if name == f.report {
+                    current = Some(RawReport::default());
+                }
+                stack.push(name);
+                buf.clear();
+            }
+            Event::Text(t) => buf.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0)),
+            Event::GeneralRef(r) => {
+                let c = match r
+                    .resolve_char_ref()
+                    .map_err(|e| format!("bad character reference at byte {}: {e}", reader.buffer_position()))?
+                {
+                    Some(c) => c,
+                    None => match &*r {
+                        "amp" => '&',
+                        "lt" => '<',
+                        "gt" => '>',
+                        "quot" => '"',
+                        "apos" => '\'',
+                        other => {
+                            return Err(format!("unknown entity &{other}; at byte {}", reader.buffer_position()));
+                        }
+                    },
+                };
+                buf.push(c);
+            }
+            Event::CData(c) => buf.push_str(&c),
+            Event::End(e) => {
+                let name = e.name().as_ref().to_string();
+                stack.pop();
+                let value: String = buf.trim().nfc().collect();
+                buf.clear();
+                if name == f.report {
+                    reports.extend(current.take());
+                } else if let Some(r) = current.as_mut() {
+                    let v = || Some(value.clone()).filter(|v| !v.is_empty());
+                    if name == f.service_id {
+                        r.service_id = value.clone();
+                    } else if name == f.service_name {
+                        r.service_name = v();
+                    } else if name == f.report_time {
+                        r.report_time = v();
+                    } else if name == f.description {
+                        r.description = value.clone();
+                    } else if name == f.conclusion {
+                        r.conclusion = v();
+                    }
+                } else if stack.len() == 1 {
+                    header.insert(name, value);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !stack.is_empty() {
+        return Err(format!("malformed XML: the file ends inside <{}>", stack.join("><")));
+    }
+    let get = |k: &str| {
+        header
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .ok_or_else(|| format!("missing {k} in the session header"))
+    };
+    let time = |k: &str| get(k).and_then(|v| parse_time(&v, &p.time_formats).map_err(|e| format!("{k}: {e}")));
+    Ok(Session {
+        session_id: get(&f.session_id)?,
+        patient_id: get(&f.patient_id)?,
+        check_in: time(&f.check_in)?,
+        check_out: time(&f.check_out)?,
+        encoding,
+        reports,
+    })
+}
