@@ -12,6 +12,7 @@ pub mod config;
 pub mod dag;
 pub mod error;
 pub mod hash;
+pub mod pixels;
 pub mod plan;
 pub mod progress;
 pub mod scheduler;

@@ -12,21 +12,7 @@ use arrow::array::Array;
 use pipe::table::{read_batch, str_col};
 
 fn synth(dir: &Path, studies: usize) {
-    let out = std::process::Command::new(pipe_bin())
-        .args([
-            "synth",
-            "--out",
-            dir.to_str().unwrap(),
-            "--studies",
-            &studies.to_string(),
-            "--seed",
-            "11",
-            "--size",
-            "32",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::synth(dir, studies, 32);
 }
 
 fn pipeline(p: &Project, resolutions: &str) {

@@ -76,3 +76,101 @@ fn torch_stage_runs_in_the_worker_and_is_cached() {
     assert!(log.contains("64x64 matmul"), "{log}");
     assert!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran().is_empty());
 }
+
+#[test]
+fn filter_runs_a_torchscript_model_on_the_pixels() {
+    if worker().is_none() {
+        return;
+    }
+    let p = Project::new();
+    synth(&p.path("hosp"), 80, 32);
+    // A model whose output is the mean display value: checkable against pydicom.
+    let script = format!(
+        "import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n        return x.mean(dim=[1, 2, 3])\ntorch.jit.trace(M(), torch.zeros(2, 1, 32, 32)).save('{}')\n",
+        p.path("model.pt").display()
+    );
+    let out = std::process::Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same preprocessing computed independently (pydicom + numpy, uncompressed files).
+    let files: Vec<String> = walkdir::WalkDir::new(p.path("hosp/pacs"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().display().to_string())
+        .collect();
+    let out = std::process::Command::new(python())
+        .arg(fixture("display_mean.py"))
+        .args(&files)
+        .output()
+        .unwrap();
+    // Damaged files make pydicom fail: run it file by file only if the batch fails.
+    let stdout = if out.status.success() {
+        String::from_utf8(out.stdout).unwrap()
+    } else {
+        files
+            .iter()
+            .filter_map(|f| {
+                let o = std::process::Command::new(python())
+                    .arg(fixture("display_mean.py"))
+                    .arg(f)
+                    .output()
+                    .unwrap();
+                o.status.success().then(|| String::from_utf8(o.stdout).unwrap())
+            })
+            .collect()
+    };
+    let expected: std::collections::BTreeMap<String, f64> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["path"].as_str().unwrap().to_string(), v["mean"].as_f64().unwrap()))
+        .collect();
+    assert!(expected.len() > 50, "{} uncompressed files", expected.len());
+    let mut means: Vec<f64> = expected.values().copied().collect();
+    means.sort_by(f64::total_cmp);
+    let threshold = means[means.len() / 2];
+    p.write(
+        "pipelines/m.yaml",
+        &format!("name: m\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: {{ pacs: hosp/pacs, his: hosp/his }}\n  filter:\n    kind: filter\n    inputs: [collect.dicoms]\n    params: {{ method: model, model: model.pt, input_size: 32, output: probability, threshold: {threshold}, batch_size: 8 }}\n"),
+    );
+    let r = p.pipe(&["run", "pipelines/m.yaml"]).ok();
+    assert_eq!(r.ran(), ["collect", "filter"]);
+    let read = |t: &str| {
+        pipe::table::read_batch(std::path::Path::new(
+            p.pipe(&["path", "pipelines/m.yaml", t]).ok().stdout.trim(),
+        ))
+        .unwrap()
+    };
+    let (dicoms, kept, dropped) = (read("collect.dicoms"), read("filter.kept"), read("filter.dropped"));
+    assert_eq!(kept.num_rows() + dropped.num_rows(), dicoms.num_rows());
+    assert!(
+        kept.num_rows() > 0 && dropped.num_rows() > 0,
+        "threshold splits nothing"
+    );
+    let mut score = std::collections::BTreeMap::new();
+    for (b, keep) in [(&kept, true), (&dropped, false)] {
+        let (paths, s) = (
+            pipe::table::str_col(b, "path").unwrap(),
+            pipe::table::f64_col(b, "p_pa_chest").unwrap(),
+        );
+        for i in 0..b.num_rows() {
+            assert_eq!(s.value(i) > threshold, keep);
+            score.insert(p.path(paths.value(i)).display().to_string(), s.value(i));
+        }
+        assert!((0..b.num_rows()).all(|i| pipe::table::str_col(b, "method").unwrap().value(i) == "model"));
+    }
+    // Files collect rejected (no PatientID, …) have no score; all others are compared.
+    let mut compared = 0;
+    for (path, mean) in &expected {
+        if let Some(ours) = score.get(path) {
+            assert!(
+                (ours - mean).abs() < 1e-4,
+                "{path}: pipe says {ours}, pydicom + numpy {mean}"
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 50, "{compared} compared");
+}

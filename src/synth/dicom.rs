@@ -179,3 +179,40 @@ pub fn write(path: &Path, study: &Study, img: &Image, k: usize, size: usize, see
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::hospital::study;
+
+    /// The same study written with every encoding decodes (through dicom-pixeldata) to
+    /// the same display image.
+    #[test]
+    fn every_encoding_decodes_to_the_same_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = study(5, 3);
+        let mut img = s.images[0].clone();
+        img.defect = None;
+        let mut decoded = Vec::new();
+        for enc in [
+            Encoding::ExplicitLittle,
+            Encoding::ImplicitLittle,
+            Encoding::Rle,
+            Encoding::JpegLossless,
+        ] {
+            for bits in [12u16, 16] {
+                img.encoding = enc;
+                img.bits_stored = bits;
+                let path = dir.path().join(format!("{enc:?}-{bits}.dcm"));
+                write(&path, &s, &img, 0, 48, 5).unwrap();
+                let (g, _) = crate::pixels::load(&path).unwrap_or_else(|e| panic!("{enc:?}/{bits}: {e:#}"));
+                assert_eq!((g.width, g.height), (48, 48));
+                decoded.push(((enc, bits), g.data));
+            }
+        }
+        for ((enc, bits), data) in &decoded {
+            let reference = &decoded.iter().find(|((_, b), _)| b == bits).unwrap().1;
+            assert_eq!(data, reference, "{enc:?} at {bits} bits decodes differently");
+        }
+    }
+}

@@ -104,3 +104,22 @@ pub fn emit_stage(name: &str, value: &str, input: Option<&str>, extra: &str) -> 
         "  {name}:\n    kind: command{inputs}\n    params:\n      run: [python3, scripts/emit.py, \"{{out:out}}\", --value, \"{value}\"{in_arg}{extra}]\n      outputs: [out]\n      files: [scripts/emit.py]\n"
     )
 }
+
+/// Write a synthetic hospital with `pipe synth` (seed 11).
+pub fn synth(dir: &Path, studies: usize, size: usize) {
+    let out = Command::new(pipe_bin())
+        .args([
+            "synth",
+            "--out",
+            dir.to_str().unwrap(),
+            "--studies",
+            &studies.to_string(),
+            "--seed",
+            "11",
+            "--size",
+            &size.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 // Each torch kind keeps its LibTorch code beside its contract, in the stage's folder;
 // only this crate compiles it.
+#[path = "../../src/stages/filter/worker.rs"]
+mod filter;
 #[path = "../../src/stages/torch_check/worker.rs"]
 mod torch_check;
 
@@ -14,6 +16,7 @@ mod torch_check;
 fn run_torch(kind: &str, params: &serde_json::Value, ctx: &pipe::stage::Context) -> anyhow::Result<String> {
     match kind {
         pipe::stages::torch_check::KIND => torch_check::run(params, ctx),
+        k if k == <pipe::stages::filter::Filter as pipe::stage::Stage>::KIND => filter::run(params, ctx),
         other => anyhow::bail!("kind `{other}` does not run in the torch worker"),
     }
 }

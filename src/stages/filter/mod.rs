@@ -49,6 +49,17 @@ pub struct Params {
     pub input_size: i64,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// `model`: what the model returns per image: a logit (sigmoid applied) or a probability.
+    #[serde(default)]
+    pub output: ModelOutput,
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelOutput {
+    #[default]
+    Logit,
+    Probability,
 }
 
 fn half() -> f64 {
@@ -125,6 +136,7 @@ impl Stage for Filter {
 
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
         anyhow::ensure!(p.method == Method::Tags, "method `model` runs in the pipe-torch worker");
+        anyhow::ensure!(p.model.is_none(), "params.model is only used with `method: model`");
         let dicoms = read_batch(ctx.input("dicoms")?)?;
         let (m, b, v) = (
             str_col(&dicoms, "modality")?,

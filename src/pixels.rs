@@ -1,0 +1,199 @@
+//! DICOM pixel data → display values in [0, 1]: the one decode path of pipe (the model
+//! filter now, image conversion next).
+//!
+//! Order of operations (DICOM PS3.3 C.11): stored values → modality LUT (RescaleSlope,
+//! RescaleIntercept) → VOI LUT (the first WindowCenter/WindowWidth, linear function
+//! of C.11.2.1.2; min–max of the image when there is no window) → MONOCHROME1
+//! inverted so that bright is always dense. Codecs: uncompressed, RLE Lossless and
+//! JPEG (baseline and lossless) through dicom-pixeldata's native decoders.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use dicom_dictionary_std::tags;
+use dicom_pixeldata::PixelDecoder;
+
+/// A grey image, row-major, values in [0, 1].
+#[derive(Debug, Clone)]
+pub struct Gray {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+/// The VOI transform applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Voi {
+    Window { center: f64, width: f64 },
+    MinMax { min: f64, max: f64 },
+}
+
+/// Decode the first frame of a DICOM file into display values.
+pub fn load(path: &Path) -> anyhow::Result<(Gray, Voi)> {
+    let obj = dicom_object::open_file(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| anyhow::anyhow!("cannot decode pixel data: {e}"))?;
+    let (w, h) = (decoded.columns() as usize, decoded.rows() as usize);
+    if decoded.samples_per_pixel() != 1 {
+        bail!(
+            "{} samples per pixel: only greyscale radiographs are supported",
+            decoded.samples_per_pixel()
+        );
+    }
+    let bytes = decoded
+        .frame_data(0)
+        .map_err(|e| anyhow::anyhow!("cannot read frame 0: {e}"))?;
+    let signed = matches!(
+        decoded.pixel_representation(),
+        dicom_pixeldata::PixelRepresentation::Signed
+    );
+    let n = w * h;
+    let stored: Vec<f64> = match decoded.bits_allocated() {
+        8 => bytes
+            .iter()
+            .take(n)
+            .map(|&b| if signed { b as i8 as f64 } else { b as f64 })
+            .collect(),
+        16 => bytes
+            .chunks_exact(2)
+            .take(n)
+            .map(|c| {
+                let v = u16::from_le_bytes([c[0], c[1]]);
+                let bits = decoded.bits_stored() as u32;
+                let v = if bits < 16 { v & ((1u32 << bits) - 1) as u16 } else { v };
+                if signed && bits < 16 && v >> (bits - 1) & 1 == 1 {
+                    (v as i32 - (1i32 << bits)) as f64
+                } else if signed {
+                    v as i16 as f64
+                } else {
+                    v as f64
+                }
+            })
+            .collect(),
+        b => bail!("BitsAllocated {b} is not supported"),
+    };
+    if stored.len() != n {
+        bail!("pixel data has {} samples, expected {n} ({w}×{h})", stored.len());
+    }
+    let num = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_multi_float64().ok())
+            .and_then(|v| v.first().copied())
+    };
+    let slope = num(tags::RESCALE_SLOPE).unwrap_or(1.0);
+    let intercept = num(tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+    let values: Vec<f64> = stored.iter().map(|v| v * slope + intercept).collect();
+    let voi = match (num(tags::WINDOW_CENTER), num(tags::WINDOW_WIDTH)) {
+        (Some(center), Some(width)) if width >= 1.0 => Voi::Window { center, width },
+        _ => {
+            let (min, max) = values
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            Voi::MinMax { min, max }
+        }
+    };
+    let monochrome1 = obj
+        .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_str().ok())
+        .is_some_and(|s| s.trim() == "MONOCHROME1");
+    let data = values
+        .iter()
+        .map(|&x| {
+            let y = apply_voi(voi, x);
+            (if monochrome1 { 1.0 - y } else { y }) as f32
+        })
+        .collect();
+    Ok((
+        Gray {
+            width: w,
+            height: h,
+            data,
+        },
+        voi,
+    ))
+}
+
+/// The linear VOI function of PS3.3 C.11.2.1.2.1 (output in [0, 1]), or min–max.
+pub fn apply_voi(voi: Voi, x: f64) -> f64 {
+    match voi {
+        Voi::Window { center, width } => {
+            let (c, w) = (center - 0.5, width - 1.0);
+            if x <= c - w / 2.0 {
+                0.0
+            } else if x > c + w / 2.0 {
+                1.0
+            } else {
+                (x - c) / w + 0.5
+            }
+        }
+        Voi::MinMax { min, max } => {
+            if max > min {
+                ((x - min) / (max - min)).clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+/// Bilinear resize (pixel centres aligned, as PIL and torch's `align_corners=False`).
+pub fn resize(img: &Gray, width: usize, height: usize) -> Gray {
+    if img.width == width && img.height == height {
+        return img.clone();
+    }
+    let (sx, sy) = (img.width as f32 / width as f32, img.height as f32 / height as f32);
+    let mut data = Vec::with_capacity(width * height);
+    for y in 0..height {
+        let fy = ((y as f32 + 0.5) * sy - 0.5).clamp(0.0, (img.height - 1) as f32);
+        let (y0, ty) = (fy.floor() as usize, fy - fy.floor());
+        let y1 = (y0 + 1).min(img.height - 1);
+        for x in 0..width {
+            let fx = ((x as f32 + 0.5) * sx - 0.5).clamp(0.0, (img.width - 1) as f32);
+            let (x0, tx) = (fx.floor() as usize, fx - fx.floor());
+            let x1 = (x0 + 1).min(img.width - 1);
+            let p = |yy: usize, xx: usize| img.data[yy * img.width + xx];
+            let top = p(y0, x0) * (1.0 - tx) + p(y0, x1) * tx;
+            let bottom = p(y1, x0) * (1.0 - tx) + p(y1, x1) * tx;
+            data.push(top * (1.0 - ty) + bottom * ty);
+        }
+    }
+    Gray { width, height, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voi_window_follows_the_standard() {
+        let w = Voi::Window {
+            center: 100.0,
+            width: 11.0,
+        };
+        assert_eq!(apply_voi(w, 94.0), 0.0);
+        assert_eq!(apply_voi(w, 106.0), 1.0);
+        assert!((apply_voi(w, 99.5) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn resize_keeps_a_constant_image_and_averages_neighbours() {
+        let img = Gray {
+            width: 2,
+            height: 1,
+            data: vec![0.0, 1.0],
+        };
+        let r = resize(&img, 4, 1);
+        assert_eq!(r.data, vec![0.0, 0.25, 0.75, 1.0]);
+        let c = Gray {
+            width: 3,
+            height: 3,
+            data: vec![0.5; 9],
+        };
+        assert!(resize(&c, 7, 5).data.iter().all(|&v| (v - 0.5).abs() < 1e-6));
+    }
+}
