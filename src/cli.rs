@@ -97,6 +97,16 @@ enum Cmd {
         #[arg(long, default_value = "cache")]
         cache: PathBuf,
     },
+    /// Score a label stage against hand labels: precision, recall, F1 per class (Table 3).
+    LabelEval {
+        file: PathBuf,
+        /// Hand labels: Parquet or CSV with report_id and the five label columns.
+        #[arg(long)]
+        truth: PathBuf,
+        /// The label stage of the pipeline.
+        #[arg(long, default_value = "label")]
+        stage: String,
+    },
     /// Write a deterministic synthetic hospital (PACS DICOM, HIS XML, ground truth).
     Synth {
         #[arg(long)]
@@ -328,6 +338,37 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 bad
             )?;
             Ok(if bad > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Cmd::LabelEval { file, truth, stage } => {
+            let p = load(&file)?;
+            let path = table_path(&p, &format!("{stage}.labels"))?;
+            let predicted = crate::stages::label::read_label_table(&path)?;
+            let truth_labels = crate::stages::label::read_label_table(&truth)?;
+            let (scores, n) = crate::stages::label::evaluate(&predicted, &truth_labels);
+            writeln!(
+                out,
+                "{n} reports labelled by `{stage}` and in {} ({} in the truth)",
+                truth.display(),
+                truth_labels.len()
+            )?;
+            writeln!(
+                out,
+                "{:<12} {:>9} {:>9} {:>9} {:>8} {:>8}",
+                "class", "precision", "recall", "F1", "TP", "support"
+            )?;
+            for s in &scores {
+                writeln!(
+                    out,
+                    "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>8} {:>8}",
+                    s.label,
+                    s.precision(),
+                    s.recall(),
+                    s.f1(),
+                    s.tp,
+                    s.tp + s.fn_
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Synth {
             out: dir,

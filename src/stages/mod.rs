@@ -8,6 +8,7 @@ use crate::stage::{Kind, KindOf};
 pub mod collect;
 pub mod command;
 pub mod filter;
+pub mod label;
 #[path = "match.rs"]
 pub mod matching;
 pub mod parse;
@@ -19,6 +20,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<filter::Filter>(PhantomData),
     &KindOf::<parse::Parse>(PhantomData),
     &KindOf::<matching::Match>(PhantomData),
+    &KindOf::<label::Label>(PhantomData),
     &KindOf::<command::Command>(PhantomData),
     &KindOf::<torch_check::TorchCheck>(PhantomData),
 ];

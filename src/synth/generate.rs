@@ -5,6 +5,7 @@
 //! DIR/his/<yyyymm>/<session>.xml                 HIS session files
 //! DIR/truth/{dicoms,his_files,reports}.parquet   what every stage must make of them
 //! DIR/truth/resolutions.csv                      answers to the match review queue
+//! DIR/truth/overrides.csv                        answers to the label review queue
 //! ```
 //!
 //! The truth of matching is computed by [`reference_match`], a deliberately naive
@@ -337,6 +338,22 @@ fn write_truth(out: &Path, studies: &[Study]) -> anyhow::Result<Summary> {
         &meta("reports"),
         &[t.finish()?],
     )?;
+
+    // The radiologist's answers for descriptions the labeller cannot decide.
+    let mut overrides = BTreeMap::new();
+    for s in studies {
+        for r in &s.reports {
+            if let Some(rep) = r.report.as_ref().filter(|x| !x.decidable) {
+                let l = rep.labels.map(|b| if b { "1" } else { "0" }).join(",");
+                overrides.insert(crate::stages::label::description_hash(&r.description), l);
+            }
+        }
+    }
+    let mut csv = String::from("description_hash,chest_wall,pleura,parenchyma,cardiac,abnormal,note\n");
+    for (h, l) in &overrides {
+        csv += &format!("{h},{l},synthetic radiologist\n");
+    }
+    std::fs::write(out.join("truth/overrides.csv"), csv)?;
 
     let mut csv = String::from("sop_instance_uid,report_id\n");
     for (sop, id) in &resolutions {

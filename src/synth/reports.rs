@@ -16,7 +16,7 @@ use super::rng::Rng;
 pub const LABELS: [&str; 5] = ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"];
 
 /// Normal descriptions: (chest wall, pleura, lungs, heart) sections.
-pub const NORMAL_SECTIONS: [[&str; 4]; 11] = [
+pub const NORMAL_SECTIONS: [[&str; 4]; 12] = [
     [
         "Lồng ngực cân đối, không thấy tổn thương xương.",
         "Không thấy tràn dịch, tràn khí màng phổi.",
@@ -83,6 +83,12 @@ pub const NORMAL_SECTIONS: [[&str; 4]; 11] = [
         "Phổi hai bên không thấy tổn thương tiến triển.",
         "Bóng tim không to, không thấy vôi hóa quai động mạch chủ.",
     ],
+    [
+        "Lồng ngực cân đối.",
+        "Không thấy tràn dịch màng phổi.",
+        "Hai phổi sáng đều.",
+        "Bóng tim không to, chỉ số tim ngực 0,45.",
+    ],
 ];
 
 /// Finding phrases per region (chest wall, pleura, lungs, heart) and "other".
@@ -111,6 +117,7 @@ const FINDINGS: [&[&str]; 5] = [
         "Bóng tim to, chỉ số tim ngực 0,58.",
         "Quai động mạch chủ giãn, vôi hóa.",
         "Bóng tim to.",
+        "Chỉ số tim ngực 0,56.",
     ],
     &[
         "Liềm hơi dưới cơ hoành phải.",
@@ -226,12 +233,22 @@ pub fn describe(rng: &mut Rng, findings: [bool; 5]) -> Report {
         style = "other_separator";
     }
     let variant = rng.f64();
-    if variant < 0.05 {
+    if variant < 0.04 && (text.contains("tràn dịch màng phổi") || text.contains("tràn khí màng phổi")) {
+        text = text
+            .replace("tràn dịch màng phổi", "TDMP")
+            .replace("Tràn dịch màng phổi", "TDMP");
+        text = text
+            .replace("tràn khí màng phổi", "TKMP")
+            .replace("Tràn khí màng phổi", "TKMP");
+        if style == "plain" {
+            style = "abbreviation";
+        }
+    } else if variant < 0.09 {
         text = strip_diacritics(&text);
         if style == "plain" {
             style = "no_diacritics";
         }
-    } else if variant < 0.08 {
+    } else if variant < 0.12 {
         text = misspell(rng, &text);
         if style == "plain" {
             style = "misspelling";
@@ -261,7 +278,7 @@ pub fn strip_diacritics(s: &str) -> String {
 /// Common typing slips radiologists make.
 fn misspell(rng: &mut Rng, s: &str) -> String {
     const SLIPS: [(&str, &str); 6] = [
-        ("tràn dịch", "tràn dich"),
+        ("tràn dịch", "tràn dch"),
         ("màng phổi", "mang phổi"),
         ("xương sườn", "xương suờn"),
         ("Bóng tim", "Bóng tm"),

@@ -1,0 +1,164 @@
+//! The labeller on the synthetic hospital: labels equal the truth for every decidable
+//! report, the review queue holds exactly the undecidable ones, the truth's overrides
+//! settle them, and `pipe label-eval` shows F1 = 1 per class.
+
+mod common;
+use common::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use arrow::array::{Array, AsArray};
+use pipe::table::{read_batch, str_col};
+
+fn pipeline(p: &Project) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let r = |f: &str| repo.join(f).display().to_string();
+    p.write(
+        "pipelines/l.yaml",
+        &format!(
+            "name: l\nroot: ..\nstages:\n  collect: {{ kind: collect, params: {{ pacs: hosp/pacs, his: hosp/his }} }}\n  filter: {{ kind: filter, inputs: [collect.dicoms], params: {{ method: tags }} }}\n  parse: {{ kind: parse, inputs: [collect.his_files], params: {{ services: {} }} }}\n  match: {{ kind: match, inputs: [filter.kept, parse.reports], params: {{ resolutions: hosp/truth/resolutions.csv }} }}\n  label:\n    kind: label\n    inputs: [match.pairs]\n    params: {{ templates: {}, keywords: {}, abbreviations: {}, misspellings: {}, overrides: overrides.csv }}\n",
+            r("stages/parse/chest_services.txt"),
+            r("stages/label/normal_templates.txt"),
+            r("stages/label/keywords.yaml"),
+            r("stages/label/abbreviations.txt"),
+            r("stages/label/misspellings.txt"),
+        ),
+    );
+}
+
+fn table(p: &Project, target: &str) -> arrow::array::RecordBatch {
+    read_batch(Path::new(
+        p.pipe(&["path", "pipelines/l.yaml", target]).ok().stdout.trim(),
+    ))
+    .unwrap()
+}
+
+const LABELS: [&str; 5] = ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"];
+
+fn labels_of(b: &arrow::array::RecordBatch, i: usize) -> [bool; 5] {
+    std::array::from_fn(|k| b.column_by_name(LABELS[k]).unwrap().as_boolean().value(i))
+}
+
+#[test]
+fn labels_equal_the_truth_and_review_holds_exactly_the_undecidable() {
+    let p = Project::new();
+    synth(&p.path("hosp"), 2000, 32);
+    p.write(
+        "overrides.csv",
+        "description_hash,chest_wall,pleura,parenchyma,cardiac,abnormal\n",
+    );
+    pipeline(&p);
+    p.pipe(&["run", "pipelines/l.yaml"]).ok();
+
+    let truth = read_batch(&p.path("hosp/truth/reports.parquet")).unwrap();
+    let mut want: BTreeMap<String, ([bool; 5], bool, String, String)> = BTreeMap::new();
+    for i in 0..truth.num_rows() {
+        let decidable = truth.column_by_name("decidable").unwrap().as_boolean();
+        if decidable.is_null(i) {
+            continue;
+        }
+        want.insert(
+            str_col(&truth, "report_id").unwrap().value(i).to_string(),
+            (
+                labels_of(&truth, i),
+                decidable.value(i),
+                str_col(&truth, "style").unwrap().value(i).to_string(),
+                str_col(&truth, "description").unwrap().value(i).to_string(),
+            ),
+        );
+    }
+    let pairs = table(&p, "match.pairs");
+    let paired: BTreeSet<String> = (0..pairs.num_rows())
+        .map(|i| str_col(&pairs, "report_id").unwrap().value(i).to_string())
+        .collect();
+
+    let labels = table(&p, "label.labels");
+    let mut styles = BTreeSet::new();
+    let mut labelled = BTreeSet::new();
+    for i in 0..labels.num_rows() {
+        let id = str_col(&labels, "report_id").unwrap().value(i);
+        let (truth_labels, decidable, style, description) = &want[id];
+        assert!(*decidable, "{id} is undecidable but was labelled");
+        assert_eq!(labels_of(&labels, i), *truth_labels, "{id}: {description:?}");
+        styles.insert(style.clone());
+        labelled.insert(id.to_string());
+    }
+    // Every hard case of the text occurs among the labelled reports.
+    for s in [
+        "plain",
+        "no_diacritics",
+        "misspelling",
+        "abbreviation",
+        "semicolons",
+        "other_separator",
+        "sections_out_of_order",
+        "support_device",
+    ] {
+        assert!(styles.contains(s), "no labelled report of style {s}: {styles:?}");
+    }
+    // Review: exactly the undecidable descriptions among the pairs.
+    let review = table(&p, "label.review");
+    let got: BTreeSet<String> = (0..review.num_rows())
+        .map(|i| str_col(&review, "description_hash").unwrap().value(i).to_string())
+        .collect();
+    let undecidable: BTreeSet<String> = paired
+        .iter()
+        .filter(|id| !want[*id].1)
+        .map(|id| pipe::stages::label::description_hash(&want[id].3))
+        .collect();
+    assert!(!undecidable.is_empty());
+    assert_eq!(got, undecidable);
+    let decidable_paired: BTreeSet<String> = paired.iter().filter(|id| want[*id].1).cloned().collect();
+    assert_eq!(labelled, decidable_paired);
+
+    // F1 = 1 per class on the synthetic truth.
+    let eval = p
+        .pipe(&[
+            "label-eval",
+            "pipelines/l.yaml",
+            "--truth",
+            "hosp/truth/reports.parquet",
+        ])
+        .ok();
+    for l in LABELS {
+        let line = eval.stdout.lines().find(|x| x.starts_with(l)).unwrap();
+        let f1: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&f1[1..4], ["1.0000", "1.0000", "1.0000"], "{}", eval.stdout);
+    }
+
+    // The radiologist's answers: only label reruns, review empties, all labels equal the truth.
+    std::fs::copy(p.path("hosp/truth/overrides.csv"), p.path("overrides.csv")).unwrap();
+    let status = p.pipe(&["status", "pipelines/l.yaml"]).ok();
+    assert!(
+        status.stdout.contains("file overrides.csv changed"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(p.pipe(&["run", "pipelines/l.yaml"]).ok().ran(), ["label"]);
+    assert_eq!(table(&p, "label.review").num_rows(), 0);
+    let labels = table(&p, "label.labels");
+    assert_eq!(labels.num_rows(), pairs.num_rows());
+    for i in 0..labels.num_rows() {
+        let id = str_col(&labels, "report_id").unwrap().value(i);
+        assert_eq!(labels_of(&labels, i), want[id].0, "{id}");
+    }
+    let overridden = (0..labels.num_rows())
+        .filter(|&i| str_col(&labels, "decided_by").unwrap().value(i) == "override")
+        .count();
+    assert_eq!(overridden, undecidable.len());
+
+    // A new keyword reruns label and nothing upstream.
+    let kw = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("stages/label/keywords.yaml")).unwrap();
+    p.write(
+        "keywords.yaml",
+        &kw.replace("  - u phổi\n", "  - u phổi\n  - bóng mờ\n"),
+    );
+    let yaml = std::fs::read_to_string(p.path("pipelines/l.yaml")).unwrap();
+    let kw_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("stages/label/keywords.yaml")
+        .display()
+        .to_string();
+    p.write("pipelines/l.yaml", &yaml.replace(&kw_path, "keywords.yaml"));
+    assert_eq!(p.pipe(&["run", "pipelines/l.yaml"]).ok().ran(), ["label"]);
+}
