@@ -158,10 +158,10 @@ text = f"""name: m
 stages:
   images:
     kind: command
-    params: {{ run: [python3, {copy}, {work}/kept.parquet, "{{out:kept}}"], outputs: [kept], files: [kept.parquet] }}
+    params: {{ run: [python3, {copy}, {work}/kept.parquet, "{{out:kept}}"], outputs: [kept], files: [{work}/kept.parquet] }}
   his:
     kind: command
-    params: {{ run: [python3, {copy}, {work}/reports.parquet, "{{out:reports}}"], outputs: [reports], files: [reports.parquet] }}
+    params: {{ run: [python3, {copy}, {work}/reports.parquet, "{{out:reports}}"], outputs: [reports], files: [{work}/reports.parquet] }}
   match:
     kind: match
     inputs: [images.kept, his.reports]

@@ -165,6 +165,34 @@ pub fn resize(img: &Gray, width: usize, height: usize) -> Gray {
     Gray { width, height, data }
 }
 
+/// Aspect-preserving resize into a `size`×`size` square: the longer side becomes `size`,
+/// the shorter one is scaled by the same factor (rounded, at least 1 pixel), the image is
+/// centred and the rest is black (0). An empty image gives an all-black square.
+pub fn letterbox(img: &Gray, size: usize) -> Gray {
+    let mut data = vec![0.0f32; size * size];
+    if img.width == 0 || img.height == 0 || size == 0 {
+        return Gray {
+            width: size,
+            height: size,
+            data,
+        };
+    }
+    let long = img.width.max(img.height);
+    let fit = |side: usize| ((side * size + long / 2) / long).clamp(1, size);
+    let (w, h) = (fit(img.width), fit(img.height));
+    let inner = resize(img, w, h);
+    let (x0, y0) = ((size - w) / 2, (size - h) / 2);
+    for (y, row) in inner.data.chunks_exact(w).enumerate() {
+        let at = (y0 + y) * size + x0;
+        data[at..at + w].copy_from_slice(row);
+    }
+    Gray {
+        width: size,
+        height: size,
+        data,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +223,65 @@ mod tests {
             data: vec![0.5; 9],
         };
         assert!(resize(&c, 7, 5).data.iter().all(|&v| (v - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn letterbox_keeps_the_aspect_and_centres_on_black() {
+        // 4 wide, 2 high, all white → into 8×8: a 8×4 white band in rows 2..6.
+        let img = Gray {
+            width: 4,
+            height: 2,
+            data: vec![1.0; 8],
+        };
+        let l = letterbox(&img, 8);
+        assert_eq!((l.width, l.height), (8, 8));
+        for y in 0..8 {
+            for x in 0..8 {
+                let want = if (2..6).contains(&y) { 1.0 } else { 0.0 };
+                assert!((l.data[y * 8 + x] - want).abs() < 1e-6, "({x}, {y})");
+            }
+        }
+        // Tall: 1 wide, 3 high into 6×6 → a 2×6 column at x 2..4.
+        let tall = Gray {
+            width: 1,
+            height: 3,
+            data: vec![0.5; 3],
+        };
+        let t = letterbox(&tall, 6);
+        let cols: Vec<usize> = (0..6).filter(|&x| t.data[x] > 0.0).collect();
+        assert_eq!(cols, [2, 3]);
+        assert!((0..6).all(|y| (t.data[y * 6 + 2] - 0.5).abs() < 1e-6));
+        // Same size and square: the pixels are unchanged.
+        let sq = Gray {
+            width: 2,
+            height: 2,
+            data: vec![0.1, 0.2, 0.3, 0.4],
+        };
+        assert_eq!(letterbox(&sq, 2).data, sq.data);
+        // No side below 1 pixel; odd padding leaves the extra row at the bottom.
+        let thin = Gray {
+            width: 100,
+            height: 1,
+            data: vec![1.0; 100],
+        };
+        let th = letterbox(&thin, 5);
+        assert_eq!(th.data.iter().filter(|&&v| v > 0.0).count(), 5);
+        assert!((0..5).all(|x| (th.data[2 * 5 + x] - 1.0).abs() < 1e-6));
+        let row = letterbox(
+            &Gray {
+                width: 4,
+                height: 1,
+                data: vec![1.0; 4],
+            },
+            4,
+        );
+        let lit: Vec<usize> = (0..4).filter(|&y| row.data[y * 4] > 0.0).collect();
+        assert_eq!(lit, [1]);
+        let empty = Gray {
+            width: 0,
+            height: 0,
+            data: vec![],
+        };
+        assert!(letterbox(&empty, 3).data.iter().all(|&v| v == 0.0));
     }
 }

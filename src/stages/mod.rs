@@ -7,11 +7,13 @@ use crate::stage::{Kind, KindOf};
 
 pub mod collect;
 pub mod command;
+pub mod convert;
 pub mod filter;
 pub mod label;
 #[path = "match.rs"]
 pub mod matching;
 pub mod parse;
+pub mod split;
 pub mod torch_check;
 
 /// Every kind a pipeline may use.
@@ -21,6 +23,8 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<parse::Parse>(PhantomData),
     &KindOf::<matching::Match>(PhantomData),
     &KindOf::<label::Label>(PhantomData),
+    &KindOf::<convert::Convert>(PhantomData),
+    &KindOf::<split::Split>(PhantomData),
     &KindOf::<command::Command>(PhantomData),
     &KindOf::<torch_check::TorchCheck>(PhantomData),
 ];

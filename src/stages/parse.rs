@@ -129,7 +129,7 @@ impl Stage for Parse {
                 .map(|(path, hash)| {
                     let r = std::fs::read(ctx.resolve(&path))
                         .map_err(|e| format!("cannot read: {e}"))
-                        .and_then(|bytes| parse_session(&bytes, p));
+                        .and_then(|bytes| parse_session(bytes, p));
                     ctx.progress.inc(1);
                     (path, hash, r)
                 })
@@ -251,8 +251,16 @@ pub struct Session {
     reports: Vec<RawReport>,
 }
 
+/// Text in NFC; most HIS text already is, and checking is much cheaper than composing.
+fn nfc(s: &str) -> String {
+    match unicode_normalization::is_nfc_quick(s.chars()) {
+        unicode_normalization::IsNormalized::Yes => s.to_string(),
+        _ => s.nfc().collect(),
+    }
+}
+
 /// Decode by byte-order mark: UTF-16 LE/BE, UTF-8 with or without BOM.
-fn decode(bytes: &[u8]) -> Result<(String, &'static str), String> {
+fn decode(bytes: Vec<u8>) -> Result<(String, &'static str), String> {
     let utf16 = |body: &[u8], le: bool| -> Result<String, String> {
         if !body.len().is_multiple_of(2) {
             return Err("UTF-16 file with an odd number of bytes".into());
@@ -269,7 +277,7 @@ fn decode(bytes: &[u8]) -> Result<(String, &'static str), String> {
             .collect();
         String::from_utf16(&units).map_err(|e| format!("invalid UTF-16: {e}"))
     };
-    match bytes {
+    match bytes.as_slice() {
         [0xFF, 0xFE, rest @ ..] => Ok((utf16(rest, true)?, "utf-16le")),
         [0xFE, 0xFF, rest @ ..] => Ok((utf16(rest, false)?, "utf-16be")),
         [0xEF, 0xBB, 0xBF, rest @ ..] => Ok((
@@ -277,14 +285,14 @@ fn decode(bytes: &[u8]) -> Result<(String, &'static str), String> {
             "utf-8-bom",
         )),
         _ => Ok((
-            String::from_utf8(bytes.to_vec()).map_err(|e| format!("invalid UTF-8: {e}"))?,
+            String::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?,
             "utf-8",
         )),
     }
 }
 
 /// Parse one session file.
-pub fn parse_session(bytes: &[u8], p: &Params) -> Result<Session, String> {
+pub fn parse_session(bytes: Vec<u8>, p: &Params) -> Result<Session, String> {
     let (text, encoding) = decode(bytes)?;
     let f = &p.fields;
     let mut reader = quick_xml::Reader::from_str(&text);
@@ -330,7 +338,7 @@ pub fn parse_session(bytes: &[u8], p: &Params) -> Result<Session, String> {
             Event::End(e) => {
                 let name = e.name().as_ref().to_string();
                 stack.pop();
-                let value: String = buf.trim().nfc().collect();
+                let value = nfc(buf.trim());
                 buf.clear();
                 if name == f.report {
                     reports.extend(current.take());

@@ -1,0 +1,97 @@
+//! From the synthetic hospital to a split dataset: label → convert → split, with the
+//! paper's 7/3 stratified, patient-level split.
+
+mod common;
+use common::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use arrow::array::AsArray;
+use pipe::table::{read_batch, str_col};
+
+#[test]
+fn split_keeps_patients_together_and_class_rates_within_two_points() {
+    let p = Project::new();
+    synth(&p.path("hosp"), 2000, 32);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The repository's pipeline, pointed at this hospital, with tiny images.
+    p.write(
+        "pipelines/phutho.yaml",
+        &std::fs::read_to_string(repo.join("pipelines/phutho.yaml"))
+            .unwrap()
+            .replace("root: ..", &format!("root: {}", repo.display()))
+            .replace("name: phutho", "name: phutho\ncache: cache_unused"),
+    );
+    p.write(
+        "pipelines/d.yaml",
+        &format!(
+            "name: d\nextend: phutho.yaml\ncache: {cache}\nstages:\n  collect:\n    params: {{ pacs: {h}/pacs, his: {h}/his }}\n  match:\n    params: {{ resolutions: {h}/truth/resolutions.csv }}\n  label:\n    params: {{ overrides: {h}/truth/overrides.csv }}\n  convert:\n    params: {{ size: 32 }}\n",
+            cache = p.path("cache").display(),
+            h = p.path("hosp").display()
+        ),
+    );
+    let r = p.pipe(&["run", "pipelines/d.yaml"]).ok();
+    assert_eq!(
+        r.ran(),
+        ["collect", "convert", "filter", "label", "match", "parse", "split"]
+    );
+
+    let read = |t: &str| read_batch(Path::new(p.pipe(&["path", "pipelines/d.yaml", t]).ok().stdout.trim())).unwrap();
+    let split = read("split.split");
+    let labels = read("label.labels");
+    let images = read("convert.images");
+    assert_eq!(split.num_rows(), images.num_rows().min(labels.num_rows()));
+    assert!(split.num_rows() > 1500, "{} images split", split.num_rows());
+
+    let mut part_of_patient: BTreeMap<String, String> = BTreeMap::new();
+    let mut part_of_sop = BTreeMap::new();
+    for i in 0..split.num_rows() {
+        let (patient, part) = (
+            str_col(&split, "patient_id").unwrap().value(i),
+            str_col(&split, "part").unwrap().value(i),
+        );
+        let prev = part_of_patient.insert(patient.to_string(), part.to_string());
+        assert!(
+            prev.is_none() || prev.as_deref() == Some(part),
+            "patient {patient} is in two parts"
+        );
+        part_of_sop.insert(
+            str_col(&split, "sop_instance_uid").unwrap().value(i).to_string(),
+            part.to_string(),
+        );
+    }
+    let parts: BTreeSet<&str> = part_of_sop.values().map(String::as_str).collect();
+    assert_eq!(parts, BTreeSet::from(["train", "validation"]));
+
+    for label in ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"] {
+        let col = labels.column_by_name(label).unwrap().as_boolean();
+        let mut pos: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for i in 0..labels.num_rows() {
+            let sop = str_col(&labels, "sop_instance_uid").unwrap().value(i);
+            let Some(part) = part_of_sop.get(sop) else { continue };
+            for key in [part.as_str(), "all"] {
+                let e = pos.entry(key).or_default();
+                e.0 += col.value(i) as usize;
+                e.1 += 1;
+            }
+        }
+        let (all_pos, all_n) = pos["all"];
+        let rate = all_pos as f64 / all_n as f64;
+        for part in ["train", "validation"] {
+            let (pp, n) = pos[part];
+            let part_rate = pp as f64 / n as f64;
+            let within_two_points = (part_rate - rate).abs() <= 0.02;
+            let within_one_example = (pp as f64 - rate * n as f64).abs() <= 1.0;
+            assert!(
+                within_two_points || (all_pos < 50 && within_one_example),
+                "{label} in {part}: {part_rate:.4} vs {rate:.4}"
+            );
+        }
+        let share = pos["train"].1 as f64 / all_n as f64;
+        assert!((share - 0.7).abs() < 0.01, "train share {share}");
+    }
+    // split_stats is the paper's Table 2: counts per class and part add up.
+    let stats = read("split.split_stats");
+    assert_eq!(stats.num_rows(), 5 * 3);
+}
