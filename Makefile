@@ -52,8 +52,10 @@ test: venv
 	PIPE_REQUIRE_TORCH=1 cargo test -- --test-threads=2
 
 bench: build
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r benches/requirements.txt
 	$(VENV)/bin/python benches/noop.py --pipe $(RELEASE)/pipe $(BENCH_ARGS)
 	$(VENV)/bin/python benches/hospital.py --pipe $(RELEASE)/pipe $(BENCH_ARGS)
+	$(VENV)/bin/python benches/dataset.py --pipe $(RELEASE)/pipe
 
 lint:
 	cargo fmt --check

@@ -1,0 +1,228 @@
+"""Benchmarks of label and convert against Python implementations (issue 4):
+
+  label    vs  the same rules in Python (unicodedata folding, `in`/regex per keyword,
+               negation, abbreviations, misspellings, cardiothoracic ratio) on 100k reports
+  convert  vs  pydicom + numpy + Pillow (modality LUT, window, MONOCHROME1, resize, PNG)
+
+usage: python benches/dataset.py --pipe PATH/TO/release/pipe [--reports 100000] [--studies 300] [--size 1024] [--out-size 768]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import unicodedata
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--pipe", required=True)
+ap.add_argument("--reports", type=int, default=100000)
+ap.add_argument("--studies", type=int, default=300)
+ap.add_argument("--size", type=int, default=1024)
+ap.add_argument("--out-size", type=int, default=768)
+ap.add_argument("--work", default=None)
+a = ap.parse_args()
+pipe = os.path.abspath(a.pipe)
+repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+work = a.work or tempfile.mkdtemp(prefix="pipe-bench-dataset-")
+os.makedirs(os.path.join(work, "pipelines"), exist_ok=True)
+print(f"work dir: {work}")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def stage_seconds(pipeline, target):
+    entry = os.path.dirname(sh([pipe, "path", pipeline, target], cwd=work).stdout.strip())
+    return json.load(open(os.path.join(entry, "manifest.json")))["wall_seconds"]
+
+
+# ------------------------------------------------------------------ label
+h = os.path.join(work, "hosp")
+if not os.path.isdir(h):
+    sh([pipe, "synth", "--out", h, "--studies", "20000", "--seed", "5", "--size", "16"])
+truth = pq.read_table(os.path.join(h, "truth/reports.parquet")).to_pandas()
+base = truth[truth.chest & (truth.description != "")].description.tolist()
+# Distinct descriptions (the stage labels each distinct text once; so would a careful
+# Python script): a cardiothoracic ratio varies per report.
+descs = [f"{base[i % len(base)]}\n- Chỉ số tim ngực 0,{3000 + (i * 7919) % 7000:04d}." for i in range(a.reports)]
+pairs = pa.table({
+    "sop_instance_uid": [f"1.2.{i}" for i in range(a.reports)],
+    "report_id": [f"R{i}" for i in range(a.reports)],
+    "patient_id": [f"P{i}" for i in range(a.reports)],
+    "description": descs,
+})
+pq.write_table(pairs, os.path.join(work, "pairs.parquet"))
+with open(os.path.join(work, "copy.py"), "w") as f:
+    f.write("import shutil, sys\nshutil.copy(sys.argv[1], sys.argv[2])\n")
+lp = os.path.join(work, "pipelines", "label.yaml")
+with open(lp, "w") as f:
+    f.write(f"""name: label_bench
+root: {repo}
+cache: {work}/cache
+stages:
+  pairs:
+    kind: command
+    params: {{ run: [python3, {work}/copy.py, {work}/pairs.parquet, "{{out:pairs}}"], outputs: [pairs], files: [{work}/pairs.parquet] }}
+  label:
+    kind: label
+    inputs: [pairs.pairs]
+""")
+sh([pipe, "run", lp, "-q"], cwd=work)
+pipe_s = stage_seconds(lp, "label.labels")
+ours = pq.read_table(sh([pipe, "path", lp, "label.labels"], cwd=work).stdout.strip()).to_pandas()
+
+# The same rules in plain Python.
+def fold(s):
+    s = unicodedata.normalize("NFD", s)
+    s = "".join(c for c in s if not unicodedata.combining(c)).replace("đ", "d").replace("Đ", "d").lower()
+    return " ".join(s.split())
+
+
+def arrows(path):
+    out = []
+    for line in open(os.path.join(repo, path), encoding="utf-8"):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            x, y = line.split("=>")
+            out.append((x.strip(), y.strip()))
+    return out
+
+
+kw = yaml.safe_load(open(os.path.join(repo, "stages/label/keywords.yaml"), encoding="utf-8"))
+regions = ["chest_wall", "pleura", "parenchyma", "cardiac", "other", "neutral"]
+keywords = [(r, fold(k)) for r, name in enumerate(regions) for k in kw[name]]
+negations = [fold(n) for n in kw["negation"]]
+abbrev = arrows("stages/label/abbreviations.txt")
+missp = [(fold(x), fold(y)) for x, y in arrows("stages/label/misspellings.txt")]
+
+
+def sections(text):
+    out = []
+    for line in unicodedata.normalize("NFC", text).splitlines():
+        for c in line.split(";"):
+            c = c.strip().lstrip("-–+•*").strip().rstrip(".,:").strip()
+            if c:
+                out.append(c)
+    return out
+
+
+def norm_sections(text):
+    for x, y in abbrev:
+        text = re.sub(rf"(?<!\w){re.escape(x)}(?!\w)", y, text)
+    out = []
+    for s in sections(text):
+        f = fold(s)
+        for x, y in missp:
+            f = re.sub(rf"(?<!\w){re.escape(x)}(?!\w)", y, f)
+        out.append(f)
+    return out
+
+
+blocks = [b for b in "\n".join(l for l in open(os.path.join(repo, "stages/label/normal_templates.txt"), encoding="utf-8") if not l.lstrip().startswith("#")).split("\n\n")]
+templates = [sorted(norm_sections(b)) for b in blocks if norm_sections(b)]
+normal_sections = {s for t in templates for s in t}
+ctr = re.compile(r"chi so tim nguc[ :=~]*([0-9]+(?:[.,][0-9]+)?)\s*(%?)")
+
+
+def negated(s, at):
+    before = s[:at]
+    start = max(before.rfind(c) for c in ".;:") + 1
+    scope = before[start:]
+    cut = max((scope.rfind(b) + len(b) if scope.rfind(b) >= 0 else 0) for b in ["nhung ", "tuy nhien", ", co ", "con "])
+    scope = scope[cut:]
+    return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", scope) for n in negations)
+
+
+def label(text):
+    secs = norm_sections(text)
+    if sorted(secs) in templates:
+        return [False] * 5
+    found = [False] * 5
+    for s in secs:
+        explained = s in normal_sections
+        for r, k in keywords:
+            for m in re.finditer(rf"(?<!\w){re.escape(k)}(?!\w)", s):
+                explained = True
+                if r < 5 and not negated(s, m.start()):
+                    found[r] = True
+        m = ctr.search(s)
+        if m:
+            explained = True
+            v = float(m.group(1).replace(",", "."))
+            if m.group(2) == "%" or v > 1:
+                v /= 100
+            if v > 0.5:
+                found[3] = True
+        if not explained:
+            return None
+    return found[:4] + [any(found)]
+
+
+t = time.perf_counter()
+py = [label(d) for d in descs]
+py_s = time.perf_counter() - t
+ours_by_id = {r: [ours[c].iloc[i] for c in ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"]] for i, r in enumerate(ours.report_id)}
+agree = sum(1 for i, l in enumerate(py) if (l is None and f"R{i}" not in ours_by_id) or (l is not None and ours_by_id.get(f"R{i}") == l))
+print(f"label {a.reports} distinct reports")
+print(f"  pipe label stage  {pipe_s:7.2f} s ({a.reports / pipe_s:9.0f} reports/s)")
+print(f"  python same rules {py_s:7.2f} s ({a.reports / py_s:9.0f} reports/s)   x{py_s / pipe_s:.1f}   (agreement {agree}/{a.reports})")
+
+# ------------------------------------------------------------------ convert
+hc = os.path.join(work, "hosp_big")
+if not os.path.isdir(hc):
+    sh([pipe, "synth", "--out", hc, "--studies", str(a.studies), "--seed", "5", "--size", str(a.size)])
+cp = os.path.join(work, "pipelines", "convert.yaml")
+with open(cp, "w") as f:
+    f.write(f"""name: convert_bench
+extend: {repo}/pipelines/phutho.yaml
+cache: {work}/cache
+stages:
+  collect:
+    params: {{ pacs: {hc}/pacs, his: {hc}/his }}
+  convert:
+    params: {{ size: {a.out_size} }}
+""")
+sh([pipe, "run", cp, "-q", "--until", "match"], cwd=work)
+sh([pipe, "run", cp, "-q", "--until", "convert"], cwd=work)
+conv_s = stage_seconds(cp, "convert.images")
+images = pq.read_table(sh([pipe, "path", cp, "convert.images"], cwd=work).stdout.strip()).to_pandas()
+
+import pydicom
+from PIL import Image
+
+paths = [os.path.join(repo, p) if not os.path.isabs(p) else p for p in images.dicom_path]
+out_dir = os.path.join(work, "py_png")
+os.makedirs(out_dir, exist_ok=True)
+done = 0
+t = time.perf_counter()
+for i, p in enumerate(paths):
+    ds = pydicom.dcmread(p)
+    if ds.file_meta.TransferSyntaxUID not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
+        continue
+    x = ds.pixel_array.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+    if "WindowCenter" in ds:
+        c, w = float(ds.WindowCenter) - 0.5, float(ds.WindowWidth) - 1
+        y = np.clip((x - c) / w + 0.5, 0, 1)
+    else:
+        y = (x - x.min()) / max(x.max() - x.min(), 1e-9)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        y = 1 - y
+    img = Image.fromarray(np.round(y * 255).astype(np.uint8))
+    scale = a.out_size / max(img.size)
+    img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))), Image.BILINEAR)
+    canvas = Image.new("L", (a.out_size, a.out_size))
+    canvas.paste(img, ((a.out_size - img.size[0]) // 2, (a.out_size - img.size[1]) // 2))
+    canvas.save(os.path.join(out_dir, f"{i}.png"))
+    done += 1
+py_c = time.perf_counter() - t
+print(f"convert {a.size}px DICOM → {a.out_size}px PNG")
+print(f"  pipe convert      {conv_s:7.2f} s for {len(images)} images ({len(images) / conv_s:6.1f} images/s, 2 threads)")
+print(f"  pydicom + Pillow  {py_c:7.2f} s for {done} uncompressed images ({done / py_c:6.1f} images/s, 1 process)   x{(len(images) / conv_s) / (done / py_c):.1f}")
