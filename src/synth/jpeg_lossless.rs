@@ -269,21 +269,21 @@ impl BitWriter {
 mod tests {
     use super::*;
 
-    /// Tiny xorshift so the tests need no RNG crate.
-    struct XorShift(u64);
+    /// The synthetic hospital's generator, as a small deterministic noise source.
+    struct Noise(crate::synth::rng::Rng);
 
-    impl XorShift {
+    impl Noise {
+        fn new(seed: u64) -> Noise {
+            Noise(crate::synth::rng::Rng::for_item(seed, 0, 0))
+        }
         fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
+            self.0.next_u64()
         }
     }
 
     /// A smooth gradient plus noise, like a radiograph: mostly small differences.
     fn smooth_image(rows: usize, cols: usize, precision: u8, seed: u64) -> Vec<u16> {
-        let mut rng = XorShift(seed);
+        let mut rng = Noise::new(seed);
         let max = (1u32 << precision) - 1;
         (0..rows * cols)
             .map(|i| {
@@ -297,14 +297,14 @@ mod tests {
 
     /// Uniform noise over the whole range: every category up to `precision` occurs.
     fn noise_image(rows: usize, cols: usize, precision: u8, seed: u64) -> Vec<u16> {
-        let mut rng = XorShift(seed);
+        let mut rng = Noise::new(seed);
         let mask = ((1u32 << precision) - 1) as u64;
         (0..rows * cols).map(|_| (rng.next() & mask) as u16).collect()
     }
 
     /// Alternating extremes with noise: jumps of about half the range and more.
     fn jumpy_image(rows: usize, cols: usize, precision: u8, seed: u64) -> Vec<u16> {
-        let mut rng = XorShift(seed);
+        let mut rng = Noise::new(seed);
         let max = (1u32 << precision) - 1;
         let half = 1u32 << (precision - 1);
         (0..rows * cols)
@@ -441,7 +441,7 @@ mod tests {
             })
             .collect();
         diffs.resize(rows * cols, 0);
-        let mut rng = XorShift(11);
+        let mut rng = Noise::new(11);
         for i in (1..diffs.len()).rev() {
             diffs.swap(i, (rng.next() % (i as u64 + 1)) as usize);
         }
@@ -518,7 +518,7 @@ mod tests {
         let (bits, _) = build_huffman_table(&doubling);
         assert!(bits[MAX_CODE_LEN - 1] > 0, "expected some 16-bit codes");
 
-        let mut rng = XorShift(7);
+        let mut rng = Noise::new(7);
         for _ in 0..200 {
             let mut frequencies = [0u64; CATEGORIES];
             for f in frequencies.iter_mut() {
