@@ -33,6 +33,14 @@ repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 work = a.work or tempfile.mkdtemp(prefix="pipe-bench-dataset-")
 os.makedirs(os.path.join(work, "pipelines"), exist_ok=True)
 print(f"work dir: {work}")
+# Generated data is kept between runs (--work); results never are.
+import shutil
+
+for c in ["cache", "pipelines/cache"]:
+    shutil.rmtree(os.path.join(work, c), ignore_errors=True)
+for c in os.listdir(work):
+    if c.startswith("cache_mem"):
+        shutil.rmtree(os.path.join(work, c), ignore_errors=True)
 
 
 def sh(cmd, **kw):

@@ -349,7 +349,9 @@ pub fn adopt(src: &Path, dst: &Path, schema: Option<&TableSchema>, meta: &TableM
 
 fn type_name(t: &DataType) -> anyhow::Result<String> {
     Ok(match t {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "utf8",
+        // A column of nulls only (pandas/pyarrow write it as type Null) holds no values
+        // yet; text is the type that reads everywhere.
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => "utf8",
         DataType::Boolean => "bool",
         DataType::Int8 => "int8",
         DataType::Int16 => "int16",

@@ -243,9 +243,13 @@ pub fn match_all(
         v.sort_by_key(|&r| (reps.time.value(r), r));
     }
     let report_row: HashMap<&str, usize> = (0..reps.id.len()).map(|r| (reps.id.value(r), r)).collect();
-    let norm: Vec<String> = (0..reps.id.len())
-        .map(|r| normalize_description(reps.description.value(r)))
-        .collect();
+    // Descriptions are compared only between candidates of one image: normalise lazily.
+    let mut norm: Vec<Option<String>> = vec![None; reps.id.len()];
+    let mut normalized = |r: usize| -> String {
+        norm[r]
+            .get_or_insert_with(|| normalize_description(reps.description.value(r)))
+            .clone()
+    };
 
     let mut candidate_of = HashSet::new();
     let mut used = HashSet::new();
@@ -287,7 +291,10 @@ pub fn match_all(
                     )),
                 ),
             }
-        } else if cands.iter().all(|&r| norm[r] == norm[cands[0]]) {
+        } else if cands.len() == 1 || {
+            let first = normalized(cands[0]);
+            cands[1..].iter().all(|&r| normalized(r) == first)
+        } {
             let best = *cands
                 .iter()
                 .min_by_key(|&&r| ((reps.time.value(r) - t).abs(), reps.id.value(r)))

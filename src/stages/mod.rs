@@ -8,6 +8,7 @@ use crate::stage::{Kind, KindOf};
 pub mod collect;
 pub mod command;
 pub mod convert;
+pub mod evaluate;
 pub mod filter;
 pub mod label;
 #[path = "match.rs"]
