@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, RecordBatch};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
@@ -88,66 +88,83 @@ impl Stage for Collect {
 
         // Rows of the previous result, by (path, hash).
         let previous = Previous::load(ctx.previous.as_deref())?;
-        let mut fresh: Vec<&FileHash> = Vec::new();
-        let mut reused_dicoms = Vec::new();
-        let mut reused_rejects = Vec::new();
-        for f in &pacs {
-            let path = join(&p.pacs, &f.rel);
-            match previous.find(&path, &f.hash) {
-                Some(Found::Dicom(i)) => reused_dicoms.push(i),
-                Some(Found::Reject(i)) => reused_rejects.push(i),
-                None => fresh.push(f),
-            }
-        }
-        ctx.count("files_reused", (reused_dicoms.len() + reused_rejects.len()) as u64);
-        ctx.count("files_read", fresh.len() as u64);
-        ctx.progress.inc((reused_dicoms.len() + reused_rejects.len()) as u64);
-
         let root = ctx.resolve(&p.pacs);
-        let headers: Vec<(String, &FileHash, Result<Header, String>)> = ctx.pool()?.install(|| {
-            fresh
-                .par_iter()
-                .map(|f| {
-                    let file = if f.rel.is_empty() {
-                        root.clone()
-                    } else {
-                        root.join(&f.rel)
-                    };
-                    let h = read_header(&file, f.size);
-                    ctx.progress.inc(1);
-                    (join(&p.pacs, &f.rel), *f, h)
-                })
-                .collect()
-        });
-
-        let mut dicoms = TableBuilder::new(&dicoms_schema());
-        let mut rejects = TableBuilder::new(&rejects_schema());
-        for (path, f, h) in &headers {
-            match h {
-                Ok(h) => h.push(&mut dicoms, path, f),
-                Err(reason) => {
-                    rejects
-                        .str("path", Some(path))
-                        .str("file_hash", Some(&f.hash))
-                        .i64("size", Some(f.size as i64))
-                        .str("reason", Some(reason));
+        let pool = ctx.pool()?;
+        let mut dicoms = ctx.writer("dicoms", &dicoms_schema())?;
+        let mut rejects = ctx.writer("rejects", &rejects_schema())?;
+        let (mut reused, mut read) = (0u64, 0u64);
+        // In chunks, in the tree's (sorted) order: memory stays bounded by the chunk, and
+        // an incremental run writes exactly the rows a fresh run would, in the same order.
+        for chunk in pacs.chunks(CHUNK) {
+            let mut sources = Vec::with_capacity(chunk.len());
+            let mut fresh: Vec<(String, &FileHash)> = Vec::new();
+            for f in chunk {
+                let path = join(&p.pacs, &f.rel);
+                match previous.find(&path, &f.hash) {
+                    Some(found) => sources.push(Source::Previous(found)),
+                    None => {
+                        sources.push(Source::New(fresh.len()));
+                        fresh.push((path, f));
+                    }
                 }
             }
+            reused += (chunk.len() - fresh.len()) as u64;
+            read += fresh.len() as u64;
+            ctx.progress.inc((chunk.len() - fresh.len()) as u64);
+            let headers: Vec<Result<Header, String>> = pool.install(|| {
+                fresh
+                    .par_iter()
+                    .map(|(_, f)| {
+                        let file = if f.rel.is_empty() {
+                            root.clone()
+                        } else {
+                            root.join(&f.rel)
+                        };
+                        let h = read_header(&file, f.size);
+                        ctx.progress.inc(1);
+                        h
+                    })
+                    .collect()
+            });
+            let mut new_dicoms = TableBuilder::new(&dicoms_schema());
+            let mut new_rejects = TableBuilder::new(&rejects_schema());
+            // Where each new row landed: (is a dicom, row in its batch).
+            let mut landed = Vec::with_capacity(fresh.len());
+            for ((path, f), h) in fresh.iter().zip(&headers) {
+                match h {
+                    Ok(h) => {
+                        landed.push((true, new_dicoms.len()));
+                        h.push(&mut new_dicoms, path, f);
+                    }
+                    Err(reason) => {
+                        landed.push((false, new_rejects.len()));
+                        new_rejects
+                            .str("path", Some(path))
+                            .str("file_hash", Some(&f.hash))
+                            .i64("size", Some(f.size as i64))
+                            .str("reason", Some(reason));
+                    }
+                }
+            }
+            // (0, row) = a row of the previous result, (1, row) = a new row.
+            let (mut d, mut r) = (Vec::new(), Vec::new());
+            for s in &sources {
+                match s {
+                    Source::Previous(Found::Dicom(i)) => d.push((0, *i as usize)),
+                    Source::Previous(Found::Reject(i)) => r.push((0, *i as usize)),
+                    Source::New(k) => match landed[*k] {
+                        (true, row) => d.push((1, row)),
+                        (false, row) => r.push((1, row)),
+                    },
+                }
+            }
+            dicoms.write(&interleave(previous.dicoms.as_ref(), &new_dicoms.finish()?, &d)?)?;
+            rejects.write(&interleave(previous.rejects.as_ref(), &new_rejects.finish()?, &r)?)?;
         }
-        let dicoms = merge(previous.dicoms.as_ref(), &reused_dicoms, dicoms.finish()?)?;
-        let rejects = merge(previous.rejects.as_ref(), &reused_rejects, rejects.finish()?)?;
-        write_table(
-            &ctx.output_path("dicoms"),
-            &dicoms_schema(),
-            &ctx.meta.for_table("dicoms"),
-            &[dicoms],
-        )?;
-        write_table(
-            &ctx.output_path("rejects"),
-            &rejects_schema(),
-            &ctx.meta.for_table("rejects"),
-            &[rejects],
-        )?;
+        dicoms.finish()?;
+        rejects.finish()?;
+        ctx.count("files_reused", reused);
+        ctx.count("files_read", read);
 
         let mut his_rows = TableBuilder::new(&his_schema());
         for f in &his {
@@ -235,28 +252,28 @@ impl Previous {
     }
 }
 
-/// Reused rows of `previous` plus `new` rows, sorted by path.
-fn merge(previous: Option<&RecordBatch>, reuse: &[u32], new: RecordBatch) -> anyhow::Result<RecordBatch> {
-    let batch = match previous {
-        Some(prev) if !reuse.is_empty() => {
-            let idx = UInt32Array::from(reuse.to_vec());
-            let cols: Vec<ArrayRef> = prev
-                .columns()
-                .iter()
-                .map(|c| arrow::compute::take(c, &idx, None))
-                .collect::<Result<_, _>>()?;
-            let old = RecordBatch::try_new(new.schema(), cols)?;
-            arrow::compute::concat_batches(&new.schema(), &[old, new])?
-        }
-        _ => new,
-    };
-    let order = arrow::compute::sort_to_indices(batch.column_by_name("path").expect("path column"), None, None)?;
-    let cols: Vec<ArrayRef> = batch
-        .columns()
-        .iter()
-        .map(|c| arrow::compute::take(c, &order, None))
+/// Files read per chunk: enough to keep both cores busy, small enough that the
+/// headers of a 100k-file archive are never all in memory at once.
+const CHUNK: usize = 4096;
+
+/// Where a row of the output comes from.
+enum Source {
+    Previous(Found),
+    New(usize),
+}
+
+/// Rows picked from the previous result (source 0) and the new rows (source 1).
+fn interleave(
+    previous: Option<&RecordBatch>,
+    new: &RecordBatch,
+    picks: &[(usize, usize)],
+) -> anyhow::Result<RecordBatch> {
+    let empty = RecordBatch::new_empty(new.schema());
+    let previous = previous.unwrap_or(&empty);
+    let cols: Vec<ArrayRef> = (0..new.num_columns())
+        .map(|c| arrow::compute::interleave(&[previous.column(c).as_ref(), new.column(c).as_ref()], picks))
         .collect::<Result<_, _>>()?;
-    Ok(RecordBatch::try_new(batch.schema(), cols)?)
+    Ok(RecordBatch::try_new(new.schema(), cols)?)
 }
 
 /// What collect keeps of a DICOM header.
