@@ -50,6 +50,7 @@ run: build
 test: venv
 	cargo build --workspace --bins
 	PIPE_REQUIRE_TORCH=1 cargo test -- --test-threads=2
+	cargo test -p pipe-torch -- --test-threads=2
 
 bench: build
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r benches/requirements.txt

@@ -16,6 +16,7 @@ pub mod matching;
 pub mod parse;
 pub mod split;
 pub mod torch_check;
+pub mod train;
 
 /// Every kind a pipeline may use.
 pub static KINDS: &[&dyn Kind] = &[
@@ -28,4 +29,6 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<split::Split>(PhantomData),
     &KindOf::<command::Command>(PhantomData),
     &KindOf::<torch_check::TorchCheck>(PhantomData),
+    // Last for now so that tests/errors.rs's list of valid kinds (a prefix) still matches.
+    &KindOf::<train::Train>(PhantomData),
 ];

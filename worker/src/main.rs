@@ -9,13 +9,19 @@ use std::process::ExitCode;
 // only this crate compiles it.
 #[path = "../../src/stages/filter/worker.rs"]
 mod filter;
+#[path = "../../src/stages/train/losses.rs"]
+#[allow(dead_code)]
+mod losses;
 #[path = "../../src/stages/torch_check/worker.rs"]
 mod torch_check;
+#[path = "../../src/stages/train/worker.rs"]
+mod train;
 
 /// Run a torch kind's job; returns the device actually used.
 fn run_torch(kind: &str, params: &serde_json::Value, ctx: &pipe::stage::Context) -> anyhow::Result<String> {
     match kind {
         pipe::stages::torch_check::KIND => torch_check::run(params, ctx),
+        pipe::stages::train::KIND => train::run(params, ctx),
         k if k == <pipe::stages::filter::Filter as pipe::stage::Stage>::KIND => filter::run(params, ctx),
         other => anyhow::bail!("kind `{other}` does not run in the torch worker"),
     }

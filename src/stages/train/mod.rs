@@ -1,0 +1,475 @@
+//! `train`: a multi-label chest X-ray classifier trained on the split dataset.
+//!
+//! Paper, "Experimental setup": a CNN with one sigmoid output per class, trained with
+//! binary cross-entropy on the training part and evaluated on the validation part by
+//! per-class AUC and F1. This first version is the minimum that is honest end to end:
+//! - architecture `tiny` only (3 conv-bn-relu-pool blocks, global average pool, one
+//!   linear layer to the labels); other names fail validation with the list of what
+//!   exists;
+//! - loss `bce` (BCE with logits), `asl` (asymmetric, γ+ 0, γ− 4, clip 0.05) or `dbl`
+//!   (distribution-balanced, from the training part's class frequencies) — see `losses.rs`;
+//! - Adam (β 0.9/0.999), linear warm-up then cosine annealing to 0 over all steps;
+//! - evaluation on the `validation` part every `eval_every` steps and after the last:
+//!   val loss, per-class ROC AUC and F1 at probability 0.5
+//!   ([`crate::stages::evaluate::metrics`]), macro = mean over labels;
+//! - `pretrained` enters the key (it is a reference) but loading it is not implemented
+//!   yet: the stage fails with a clear message when it is set.
+//!
+//! Inputs: `split` (sop_instance_uid → part; rows of parts other than `train` and
+//! `validation` are ignored and counted), `labels` (the label bool columns named by
+//! `params.labels`) and `images` (the PNG files, relative to the directory holding
+//! images.parquet). Output: `history` (one row per evaluation) and, beside it in the
+//! entry, `best.safetensors` (best val macro F1), `last.safetensors` and `config.json`.
+//!
+//! Resumable: every evaluation writes `last.safetensors` and `progress.json` (step,
+//! epoch, best F1, history so far) into the work directory; a run killed and restarted
+//! continues from there (weights and schedule; Adam's moments restart from zero).
+//!
+//! The data preparation, the schedule and the metrics are plain Rust here (tested
+//! without LibTorch); the network and the loop are `worker.rs`, compiled only into
+//! `pipe-torch`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail, ensure};
+use arrow::array::{Array, AsArray};
+use serde::{Deserialize, Serialize};
+
+use crate::stage::{Context, Executor, Reference, Resources, Stage};
+use crate::stages::evaluate::metrics::{Confusion, roc_auc};
+use crate::table::{TableSchema, read_batch, str_col};
+
+pub const KIND: &str = "train";
+/// Architectures implemented so far.
+pub const ARCHITECTURES: &[&str] = &["tiny"];
+/// Losses implemented so far.
+pub const LOSSES: &[&str] = &["bce", "asl", "dbl"];
+/// The parts of `split` the stage trains and evaluates on.
+pub const TRAIN_PART: &str = "train";
+pub const VALIDATION_PART: &str = "validation";
+
+/// Params, checked when the pipeline is validated (deserialized as `Unchecked` first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "Unchecked")]
+pub struct Params {
+    pub architecture: String,
+    pub loss: String,
+    /// Side of the square input; images of another size are resized (bilinear).
+    pub image_size: i64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Peak learning rate (after warm-up).
+    pub lr: f64,
+    pub warmup_steps: u64,
+    /// Evaluate on the validation part every this many optimiser steps (and at the end).
+    pub eval_every: u64,
+    /// Seeds the weights' initialisation and each epoch's shuffle.
+    pub seed: u64,
+    /// Bool columns of `labels` to predict, one output each.
+    pub labels: Vec<String>,
+    /// Weights to start from (safetensors); its content enters the key. Not loaded yet.
+    pub pretrained: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unchecked {
+    #[serde(default = "d_architecture")]
+    architecture: String,
+    #[serde(default = "d_loss")]
+    loss: String,
+    #[serde(default = "d_image_size")]
+    image_size: i64,
+    #[serde(default = "d_batch_size")]
+    batch_size: usize,
+    #[serde(default = "d_epochs")]
+    epochs: usize,
+    #[serde(default = "d_lr")]
+    lr: f64,
+    #[serde(default = "d_warmup")]
+    warmup_steps: u64,
+    #[serde(default = "d_eval_every")]
+    eval_every: u64,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "d_labels")]
+    labels: Vec<String>,
+    #[serde(default)]
+    pretrained: Option<String>,
+}
+
+fn d_architecture() -> String {
+    "tiny".into()
+}
+fn d_loss() -> String {
+    "bce".into()
+}
+fn d_image_size() -> i64 {
+    64
+}
+fn d_batch_size() -> usize {
+    16
+}
+fn d_epochs() -> usize {
+    5
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_warmup() -> u64 {
+    20
+}
+fn d_eval_every() -> u64 {
+    50
+}
+fn d_labels() -> Vec<String> {
+    ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"]
+        .map(String::from)
+        .to_vec()
+}
+
+impl TryFrom<Unchecked> for Params {
+    type Error = String;
+    fn try_from(u: Unchecked) -> Result<Params, String> {
+        if !ARCHITECTURES.contains(&u.architecture.as_str()) {
+            return Err(format!(
+                "architecture: `{}` is not implemented; available: {}",
+                u.architecture,
+                ARCHITECTURES.join(", ")
+            ));
+        }
+        if !LOSSES.contains(&u.loss.as_str()) {
+            return Err(format!(
+                "loss: `{}` is not implemented; available: {}",
+                u.loss,
+                LOSSES.join(", ")
+            ));
+        }
+        // Three 2×2 poolings need at least 8 pixels.
+        if !(8..=4096).contains(&u.image_size) {
+            return Err(format!("image_size: must be within 8..=4096, got {}", u.image_size));
+        }
+        if u.batch_size == 0 {
+            return Err("batch_size: must be at least 1".into());
+        }
+        if u.epochs == 0 {
+            return Err("epochs: must be at least 1".into());
+        }
+        if !(u.lr.is_finite() && u.lr > 0.0) {
+            return Err(format!("lr: must be a number > 0, got {}", u.lr));
+        }
+        if u.eval_every == 0 {
+            return Err("eval_every: must be at least 1".into());
+        }
+        if u.labels.is_empty() {
+            return Err("labels: name at least one label column".into());
+        }
+        let mut seen = HashSet::new();
+        for l in &u.labels {
+            if l.is_empty() || !seen.insert(l) {
+                return Err(format!("labels: `{l}` is empty or appears twice"));
+            }
+        }
+        if u.pretrained.as_deref() == Some("") {
+            return Err("pretrained: empty path".into());
+        }
+        Ok(Params {
+            architecture: u.architecture,
+            loss: u.loss,
+            image_size: u.image_size,
+            batch_size: u.batch_size,
+            epochs: u.epochs,
+            lr: u.lr,
+            warmup_steps: u.warmup_steps,
+            eval_every: u.eval_every,
+            seed: u.seed,
+            labels: u.labels,
+            pretrained: u.pretrained,
+        })
+    }
+}
+
+pub struct Train;
+
+pub fn history_schema() -> TableSchema {
+    crate::schema!("train/history")
+}
+
+impl Stage for Train {
+    type Params = Params;
+    const KIND: &'static str = KIND;
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "train a multi-label CNN on the split images (torch worker)";
+    const RESUMABLE: bool = true;
+
+    fn outputs(_: &Params) -> Vec<String> {
+        vec!["history".into()]
+    }
+
+    fn references(p: &Params) -> Vec<Reference> {
+        p.pretrained
+            .iter()
+            .map(|m| Reference {
+                param: "pretrained".into(),
+                path: m.clone(),
+            })
+            .collect()
+    }
+
+    fn resources(_: &Params) -> Resources {
+        Resources { cpu: 0, gpu: 1 }
+    }
+
+    fn executor(_: &Params) -> Executor {
+        Executor::TorchWorker
+    }
+
+    fn run(_: &Params, _: &Context) -> anyhow::Result<()> {
+        bail!("`train` runs in the pipe-torch worker, not in pipe")
+    }
+}
+
+/// One image with its targets (1.0 / 0.0 per label, in params order).
+#[derive(Debug, Clone)]
+pub struct Example {
+    pub sop_instance_uid: String,
+    pub image: PathBuf,
+    pub targets: Vec<f32>,
+}
+
+/// The training and validation examples, sorted by sop_instance_uid.
+#[derive(Debug, Default)]
+pub struct Examples {
+    pub train: Vec<Example>,
+    pub validation: Vec<Example>,
+    /// Rows of `split` in another part, or without labels or an image.
+    pub skipped: u64,
+}
+
+/// Join `split`, `labels` and `images` on sop_instance_uid.
+pub fn examples(labels_wanted: &[String], split: &Path, labels: &Path, images: &Path) -> anyhow::Result<Examples> {
+    let image_dir = images.parent().unwrap_or(Path::new("."));
+    let images = read_batch(images)?;
+    let (isop, ipath) = (str_col(&images, "sop_instance_uid")?, str_col(&images, "image")?);
+    let image_of: HashMap<&str, &str> = (0..images.num_rows())
+        .map(|i| (isop.value(i), ipath.value(i)))
+        .collect();
+
+    let labels = read_batch(labels)?;
+    let lsop = str_col(&labels, "sop_instance_uid")?;
+    let mut cols = Vec::new();
+    for l in labels_wanted {
+        let c = labels
+            .column_by_name(l)
+            .with_context(|| format!("labels has no column `{l}` (params.labels)"))?;
+        ensure!(
+            c.data_type() == &arrow::datatypes::DataType::Boolean,
+            "labels column `{l}` is not bool"
+        );
+        cols.push(c.as_boolean());
+    }
+    let row_of: HashMap<&str, usize> = (0..labels.num_rows()).map(|i| (lsop.value(i), i)).collect();
+
+    let split = read_batch(split)?;
+    let (ssop, spart) = (str_col(&split, "sop_instance_uid")?, str_col(&split, "part")?);
+    let mut out = Examples::default();
+    for i in 0..split.num_rows() {
+        let sop = ssop.value(i);
+        let (Some(&row), Some(&image)) = (row_of.get(sop), image_of.get(sop)) else {
+            out.skipped += 1;
+            continue;
+        };
+        let targets = cols
+            .iter()
+            .map(|c| if c.is_valid(row) && c.value(row) { 1.0 } else { 0.0 })
+            .collect();
+        let e = Example {
+            sop_instance_uid: sop.to_string(),
+            image: image_dir.join(image),
+            targets,
+        };
+        match spart.value(i) {
+            TRAIN_PART => out.train.push(e),
+            VALIDATION_PART => out.validation.push(e),
+            _ => out.skipped += 1,
+        }
+    }
+    out.train.sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
+    out.validation
+        .sort_by(|a, b| a.sop_instance_uid.cmp(&b.sop_instance_uid));
+    Ok(out)
+}
+
+/// An 8-bit (or 16-bit) PNG as grey values in [0, 1], resized to `size`×`size`
+/// (bilinear, [`crate::pixels::resize`]) when it has another size.
+pub fn load_png(path: &Path, size: usize) -> anyhow::Result<Vec<f32>> {
+    ensure!(
+        path.extension().and_then(|e| e.to_str()) == Some("png"),
+        "{}: train reads PNG images; give convert `format: png`",
+        path.display()
+    );
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder
+        .read_info()
+        .with_context(|| format!("{} is not a readable PNG", path.display()))?;
+    let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
+    let info = reader
+        .next_frame(&mut buf)
+        .with_context(|| format!("{} is not a readable PNG", path.display()))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = info.color_type.samples();
+    let (bytes_per, max) = match info.bit_depth {
+        png::BitDepth::Sixteen => (2, 65535.0),
+        _ => (1, 255.0),
+    };
+    let sample = |i: usize| -> f32 {
+        if bytes_per == 2 {
+            u16::from_be_bytes([buf[2 * i], buf[2 * i + 1]]) as f32 / max
+        } else {
+            buf[i] as f32 / max
+        }
+    };
+    let mut data = Vec::with_capacity(w * h);
+    for p in 0..w * h {
+        // Grey (+alpha): the first sample; colour: the mean of R, G, B.
+        let v = if channels >= 3 {
+            (sample(p * channels) + sample(p * channels + 1) + sample(p * channels + 2)) / 3.0
+        } else {
+            sample(p * channels)
+        };
+        data.push(v);
+    }
+    let img = crate::pixels::Gray {
+        width: w,
+        height: h,
+        data,
+    };
+    Ok(crate::pixels::resize(&img, size, size).data)
+}
+
+/// Learning rate before optimiser step `step` (0-based) of `total`: linear warm-up over
+/// `warmup` steps to `base`, then cosine annealing towards 0 at `total`.
+pub fn learning_rate(base: f64, step: u64, warmup: u64, total: u64) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let t = ((step - warmup) as f64 / span).min(1.0);
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// The order of `n` training examples in `epoch`: a Fisher–Yates shuffle seeded by
+/// (seed, epoch) alone, so a resumed run sees the same batches.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut rng = crate::synth::rng::Rng::for_item(seed, 0x7261_696e, epoch);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.range(0, i as i64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Validation metrics of one evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scores {
+    /// Per label (params order): ROC AUC, None when only one class is present.
+    pub auc: Vec<Option<f64>>,
+    /// Per label: F1 at probability 0.5.
+    pub f1: Vec<f64>,
+    pub macro_f1: f64,
+    /// Mean of the defined AUCs; None when none is.
+    pub macro_auc: Option<f64>,
+}
+
+/// Per-label AUC and F1 at 0.5 of `probs` (row-major, `classes` per example) against
+/// `targets` (same layout, 0/1).
+pub fn scores(probs: &[f64], targets: &[f32], classes: usize) -> Scores {
+    assert_eq!(probs.len(), targets.len());
+    let mut auc = Vec::new();
+    let mut f1 = Vec::new();
+    for c in 0..classes {
+        let s: Vec<f64> = probs.iter().skip(c).step_by(classes).copied().collect();
+        let l: Vec<bool> = targets.iter().skip(c).step_by(classes).map(|&t| t > 0.5).collect();
+        auc.push(roc_auc(&s, &l));
+        f1.push(Confusion::from(&s, &l, 0.5).f1());
+    }
+    let defined: Vec<f64> = auc.iter().flatten().copied().collect();
+    Scores {
+        macro_f1: f1.iter().sum::<f64>() / classes.max(1) as f64,
+        macro_auc: (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64),
+        auc,
+        f1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(yaml: &str) -> Result<crate::stage::Prepared, crate::stage::ParamsError> {
+        use crate::stage::{Kind, KindOf};
+        KindOf::<Train>(std::marker::PhantomData).prepare(&serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let p = prepare("{}").unwrap();
+        assert_eq!(p.params["architecture"], "tiny");
+        assert_eq!(p.params["image_size"], 64);
+        assert_eq!(p.params["labels"].as_array().unwrap().len(), 5);
+        assert_eq!(p.executor, Executor::TorchWorker);
+        assert!(p.references.is_empty());
+        let e = prepare("{architecture: resnet50}").unwrap_err();
+        assert!(
+            e.message.contains("`resnet50` is not implemented; available: tiny"),
+            "{}",
+            e.message
+        );
+        assert!(
+            prepare("{loss: focal}")
+                .unwrap_err()
+                .message
+                .contains("available: bce, asl, dbl")
+        );
+        assert!(prepare("{epochs: 0}").is_err());
+        assert!(prepare("{bogus: 1}").unwrap_err().message.contains("bogus"));
+        let p = prepare("{pretrained: models/x.safetensors}").unwrap();
+        assert_eq!(p.references[0].path, "models/x.safetensors");
+    }
+
+    #[test]
+    fn schedule_warms_up_then_anneals_to_zero() {
+        assert!((learning_rate(1.0, 0, 10, 100) - 0.1).abs() < 1e-12);
+        assert!((learning_rate(1.0, 9, 10, 100) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(1.0, 10, 10, 100) - 1.0).abs() < 1e-12);
+        assert!(learning_rate(1.0, 55, 10, 100) < 0.6);
+        assert!(learning_rate(1.0, 99, 10, 100) < 0.01);
+        assert!((learning_rate(1.0, 0, 0, 10) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(100, 3, 1);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(100, 3, 1));
+        assert_ne!(a, epoch_order(100, 3, 2));
+    }
+
+    #[test]
+    fn scores_per_label_and_macro() {
+        // Two labels; the first is perfectly ranked, the second has one class only.
+        let probs = [0.9, 0.1, 0.2, 0.7, 0.8, 0.3];
+        let targets = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let s = scores(&probs, &targets, 2);
+        assert_eq!(s.auc, vec![Some(1.0), None]);
+        assert_eq!(s.f1, vec![1.0, 0.0]);
+        assert_eq!(s.macro_auc, Some(1.0));
+        assert!((s.macro_f1 - 0.5).abs() < 1e-12);
+    }
+}
