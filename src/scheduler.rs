@@ -457,6 +457,25 @@ fn execute(
         }
     };
 
+    // The key was computed from the referenced files as they were before the stage ran;
+    // if one changed meanwhile, the result may belong to neither version (cargo checks
+    // the same hazard with its build start time). Refuse to cache it.
+    let mut fingerprints = crate::cache::fingerprint::Fingerprinter::new(&store.dir);
+    for r in &plan.parts.references {
+        let now = fingerprints
+            .fingerprint(&p.resolve(&r.path))
+            .map(|f| f.hash)
+            .unwrap_or_default();
+        if now != r.hash {
+            bail!(
+                "stage `{}`: {} ({}) changed while the stage ran, so its result is not cached; run again",
+                s.name,
+                r.path,
+                r.param
+            );
+        }
+    }
+
     let mut rows = BTreeMap::new();
     for t in &s.prepared.outputs {
         let path = out_dir.join(format!("{t}.parquet"));

@@ -322,3 +322,30 @@ fn gc_removes_unreferenced_entries_only_when_asked() {
     assert_eq!(std::fs::read_dir(p.path("cache/entries")).unwrap().count(), 4);
     assert!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran().is_empty());
 }
+
+#[test]
+fn a_referenced_file_edited_while_the_stage_runs_is_not_cached() {
+    let p = Project::new();
+    p.write("data/x.txt", "x");
+    // The program itself edits the file its stage depends on, as a user saving it mid-run.
+    p.write(
+        "pipelines/p.yaml",
+        "name: t\nroot: ..\nstages:\n  a:\n    kind: command\n    params:\n      run: [sh, -c, \"echo y > data/x.txt; python3 scripts/emit.py $PIPE_OUTPUT_OUT\"]\n      outputs: [out]\n      files: [scripts/emit.py, data/x.txt]\n",
+    );
+    let r = p.pipe(&["run", "pipelines/p.yaml"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("data/x.txt (files[1]) changed while the stage ran"),
+        "{}",
+        r.stdout
+    );
+    assert!(!p.path("cache/entries").exists() || std::fs::read_dir(p.path("cache/entries")).unwrap().count() == 0);
+    // The file is stable now: the next run caches.
+    p.write(
+        "pipelines/p.yaml",
+        &std::fs::read_to_string(p.path("pipelines/p.yaml"))
+            .unwrap()
+            .replace("echo y > data/x.txt; ", ""),
+    );
+    assert_eq!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran(), ["a"]);
+}
