@@ -14,23 +14,7 @@ use pipe::table::{read_batch, str_col};
 fn split_keeps_patients_together_and_class_rates_within_two_points() {
     let p = Project::new();
     synth(&p.path("hosp"), 2000, 32);
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The repository's pipeline, pointed at this hospital, with tiny images.
-    p.write(
-        "pipelines/phutho.yaml",
-        &std::fs::read_to_string(repo.join("pipelines/phutho.yaml"))
-            .unwrap()
-            .replace("root: ..", &format!("root: {}", repo.display()))
-            .replace("name: phutho", "name: phutho\ncache: cache_unused"),
-    );
-    p.write(
-        "pipelines/d.yaml",
-        &format!(
-            "name: d\nextend: phutho.yaml\ncache: {cache}\nstages:\n  collect:\n    params: {{ pacs: {h}/pacs, his: {h}/his }}\n  match:\n    params: {{ resolutions: {h}/truth/resolutions.csv }}\n  label:\n    params: {{ overrides: {h}/truth/overrides.csv }}\n  convert:\n    params: {{ size: 32 }}\n",
-            cache = p.path("cache").display(),
-            h = p.path("hosp").display()
-        ),
-    );
+    phutho_on_hospital(&p, "d", 32, "");
     let r = p.pipe(&["run", "pipelines/d.yaml"]).ok();
     assert_eq!(
         r.ran(),

@@ -7,20 +7,6 @@
 mod common;
 use common::*;
 
-fn worker() -> Option<std::path::PathBuf> {
-    let w = pipe_bin().with_file_name("pipe-torch");
-    if w.is_file() {
-        return Some(w);
-    }
-    assert!(
-        std::env::var_os("PIPE_REQUIRE_TORCH").is_none(),
-        "{} is missing: build it with `cargo build --workspace` (LIBTORCH_USE_PYTORCH=1)",
-        w.display()
-    );
-    eprintln!("skipping: no torch worker at {}", w.display());
-    None
-}
-
 #[test]
 fn worker_creates_a_tensor() {
     let Some(worker) = worker() else { return };

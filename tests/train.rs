@@ -8,26 +8,12 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use pipe::table::read_batch;
-
-fn worker() -> Option<PathBuf> {
-    let w = pipe_bin().with_file_name("pipe-torch");
-    if w.is_file() {
-        return Some(w);
-    }
-    assert!(
-        std::env::var_os("PIPE_REQUIRE_TORCH").is_none(),
-        "{} is missing: build it with `cargo build --workspace` (LIBTORCH_USE_PYTORCH=1)",
-        w.display()
-    );
-    eprintln!("skipping: no torch worker at {}", w.display());
-    None
-}
 
 #[test]
 fn tiny_cnn_learns_the_synthetic_signs() {
@@ -37,22 +23,11 @@ fn tiny_cnn_learns_the_synthetic_signs() {
     let p = Project::new();
     let t = Instant::now();
     synth(&p.path("hosp"), 600, 64);
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The repository's pipeline, pointed at this hospital, with 64-pixel images.
-    p.write(
-        "pipelines/phutho.yaml",
-        &std::fs::read_to_string(repo.join("pipelines/phutho.yaml"))
-            .unwrap()
-            .replace("root: ..", &format!("root: {}", repo.display()))
-            .replace("name: phutho", "name: phutho\ncache: cache_unused"),
-    );
-    p.write(
-        "pipelines/t.yaml",
-        &format!(
-            "name: t\nextend: phutho.yaml\ncache: {cache}\nstages:\n  collect:\n    params: {{ pacs: {h}/pacs, his: {h}/his }}\n  match:\n    params: {{ resolutions: {h}/truth/resolutions.csv }}\n  label:\n    params: {{ overrides: {h}/truth/overrides.csv }}\n  convert:\n    params: {{ size: 64 }}\n  train:\n    kind: train\n    inputs: [split.split, label.labels, convert.images]\n    params: {{ architecture: tiny, image_size: 64, batch_size: 32, epochs: 40, lr: 0.003, warmup_steps: 10, eval_every: 44 }}\n",
-            cache = p.path("cache").display(),
-            h = p.path("hosp").display()
-        ),
+    phutho_on_hospital(
+        &p,
+        "t",
+        64,
+        "  train:\n    kind: train\n    inputs: [split.split, label.labels, convert.images]\n    params: { architecture: tiny, image_size: 64, batch_size: 32, epochs: 40, lr: 0.003, warmup_steps: 10, eval_every: 44 }\n",
     );
     let data = t.elapsed().as_secs_f64();
     let t = Instant::now();

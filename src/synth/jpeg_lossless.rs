@@ -269,27 +269,15 @@ impl BitWriter {
 mod tests {
     use super::*;
 
-    /// The synthetic hospital's generator, as a small deterministic noise source.
-    struct Noise(crate::synth::rng::Rng);
-
-    impl Noise {
-        fn new(seed: u64) -> Noise {
-            Noise(crate::synth::rng::Rng::for_item(seed, 0, 0))
-        }
-        fn next(&mut self) -> u64 {
-            self.0.next_u64()
-        }
-    }
-
     /// A smooth gradient plus noise, like a radiograph: mostly small differences.
     fn smooth_image(rows: usize, cols: usize, precision: u8, seed: u64) -> Vec<u16> {
-        let mut rng = Noise::new(seed);
+        let mut rng = crate::synth::rng::Rng::for_item(seed, 0, 0);
         let max = (1u32 << precision) - 1;
         (0..rows * cols)
             .map(|i| {
                 let (r, c) = ((i / cols) as u32, (i % cols) as u32);
                 let base = (r * 7 + c * 3) % (max + 1);
-                let noise = (rng.next() % 9) as u32;
+                let noise = (rng.next_u64() % 9) as u32;
                 (base + noise).min(max) as u16
             })
             .collect()
@@ -297,19 +285,19 @@ mod tests {
 
     /// Uniform noise over the whole range: every category up to `precision` occurs.
     fn noise_image(rows: usize, cols: usize, precision: u8, seed: u64) -> Vec<u16> {
-        let mut rng = Noise::new(seed);
+        let mut rng = crate::synth::rng::Rng::for_item(seed, 0, 0);
         let mask = ((1u32 << precision) - 1) as u64;
-        (0..rows * cols).map(|_| (rng.next() & mask) as u16).collect()
+        (0..rows * cols).map(|_| (rng.next_u64() & mask) as u16).collect()
     }
 
     /// Alternating extremes with noise: jumps of about half the range and more.
     fn jumpy_image(rows: usize, cols: usize, precision: u8, seed: u64) -> Vec<u16> {
-        let mut rng = Noise::new(seed);
+        let mut rng = crate::synth::rng::Rng::for_item(seed, 0, 0);
         let max = (1u32 << precision) - 1;
         let half = 1u32 << (precision - 1);
         (0..rows * cols)
             .map(|i| {
-                let r = rng.next();
+                let r = rng.next_u64();
                 let value = match (i + i / cols) % 3 {
                     0 => 0,
                     1 => half,
@@ -441,9 +429,9 @@ mod tests {
             })
             .collect();
         diffs.resize(rows * cols, 0);
-        let mut rng = Noise::new(11);
+        let mut rng = crate::synth::rng::Rng::for_item(11, 0, 0);
         for i in (1..diffs.len()).rev() {
-            diffs.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            diffs.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
         }
         let pixels = pixels_from_differences(&diffs, cols, 16);
         assert_eq!(differences(&pixels, cols, 16).collect::<Vec<_>>(), diffs);
@@ -518,11 +506,11 @@ mod tests {
         let (bits, _) = build_huffman_table(&doubling);
         assert!(bits[MAX_CODE_LEN - 1] > 0, "expected some 16-bit codes");
 
-        let mut rng = Noise::new(7);
+        let mut rng = crate::synth::rng::Rng::for_item(7, 0, 0);
         for _ in 0..200 {
             let mut frequencies = [0u64; CATEGORIES];
             for f in frequencies.iter_mut() {
-                let r = rng.next();
+                let r = rng.next_u64();
                 *f = if r.is_multiple_of(3) {
                     0
                 } else {

@@ -163,25 +163,13 @@ fn unpack_bits(segment: &[u8], len: usize) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
 
-    /// The synthetic hospital's generator, as a small deterministic noise source.
-    struct Noise(crate::synth::rng::Rng);
-
-    impl Noise {
-        fn new(seed: u64) -> Noise {
-            Noise(crate::synth::rng::Rng::for_item(seed, 0, 0))
-        }
-        fn next(&mut self) -> u64 {
-            self.0.next_u64()
-        }
-    }
-
     /// Noise with runs mixed in, so both literal and replicate runs (including ones over
     /// 128 bytes) get exercised.
     fn random_image(rows: usize, cols: usize, seed: u64) -> Vec<u16> {
-        let mut rng = Noise::new(seed);
+        let mut rng = crate::synth::rng::Rng::for_item(seed, 0, 0);
         let mut pixels = Vec::with_capacity(rows * cols);
         while pixels.len() < rows * cols {
-            let r = rng.next();
+            let r = rng.next_u64();
             let value = (r >> 16) as u16;
             let repeat = match r % 4 {
                 0 => 1 + (r >> 40) as usize % 300,

@@ -123,3 +123,41 @@ pub fn synth(dir: &Path, studies: usize, size: usize) {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The `pipe-torch` worker beside `pipe`. Missing is an error under `make test`
+/// (PIPE_REQUIRE_TORCH) and a skip otherwise, so a plain `cargo test` works without LibTorch.
+pub fn worker() -> Option<PathBuf> {
+    let w = pipe_bin().with_file_name("pipe-torch");
+    if w.is_file() {
+        return Some(w);
+    }
+    assert!(
+        std::env::var_os("PIPE_REQUIRE_TORCH").is_none(),
+        "{} is missing: build it with `cargo build --workspace` (LIBTORCH_USE_PYTORCH=1)",
+        w.display()
+    );
+    eprintln!("skipping: no torch worker at {}", w.display());
+    None
+}
+
+/// The repository's pipelines/phutho.yaml, pointed at the synthetic hospital in `hosp/`
+/// (with its truth's resolutions and overrides) and at `cache/`, as `pipelines/NAME.yaml`
+/// with the given extra stage overrides (YAML under `stages:`).
+pub fn phutho_on_hospital(p: &Project, name: &str, convert_size: usize, extra: &str) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    p.write(
+        "pipelines/phutho.yaml",
+        &std::fs::read_to_string(repo.join("pipelines/phutho.yaml"))
+            .unwrap()
+            .replace("root: ..", &format!("root: {}", repo.display()))
+            .replace("name: phutho", "name: phutho\ncache: cache_unused"),
+    );
+    p.write(
+        &format!("pipelines/{name}.yaml"),
+        &format!(
+            "name: {name}\nextend: phutho.yaml\ncache: {cache}\nstages:\n  collect:\n    params: {{ pacs: {h}/pacs, his: {h}/his }}\n  match:\n    params: {{ resolutions: {h}/truth/resolutions.csv }}\n  label:\n    params: {{ overrides: {h}/truth/overrides.csv }}\n  convert:\n    params: {{ size: {convert_size} }}\n{extra}",
+            cache = p.path("cache").display(),
+            h = p.path("hosp").display()
+        ),
+    );
+}
