@@ -15,7 +15,7 @@ fn split_keeps_patients_together_and_class_rates_within_two_points() {
     let p = Project::new();
     synth(&p.path("hosp"), 2000, 32);
     phutho_on_hospital(&p, "d", 32, "");
-    let r = p.pipe(&["run", "pipelines/d.yaml"]).ok();
+    let r = p.pipe(&["run", "pipelines/d.yaml", "--until", "split"]).ok();
     assert_eq!(
         r.ran(),
         ["collect", "convert", "filter", "label", "match", "parse", "split"]

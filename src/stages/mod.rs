@@ -31,4 +31,5 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<torch_check::TorchCheck>(PhantomData),
     // Last for now so that tests/errors.rs's list of valid kinds (a prefix) still matches.
     &KindOf::<train::Train>(PhantomData),
+    &KindOf::<evaluate::Evaluate>(PhantomData),
 ];

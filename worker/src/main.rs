@@ -5,13 +5,20 @@
 
 use std::process::ExitCode;
 
+mod bench;
+
 // Each torch kind keeps its LibTorch code beside its contract, in the stage's folder;
 // only this crate compiles it.
+mod device;
+#[path = "../../src/stages/evaluate/worker.rs"]
+mod evaluate;
 #[path = "../../src/stages/filter/worker.rs"]
 mod filter;
 #[path = "../../src/stages/train/losses.rs"]
 #[allow(dead_code)]
 mod losses;
+#[path = "../../src/stages/train/nets.rs"]
+mod nets;
 #[path = "../../src/stages/torch_check/worker.rs"]
 mod torch_check;
 #[path = "../../src/stages/train/worker.rs"]
@@ -22,6 +29,7 @@ fn run_torch(kind: &str, params: &serde_json::Value, ctx: &pipe::stage::Context)
     match kind {
         pipe::stages::torch_check::KIND => torch_check::run(params, ctx),
         pipe::stages::train::KIND => train::run(params, ctx),
+        pipe::stages::evaluate::KIND => evaluate::run(params, ctx),
         k if k == <pipe::stages::filter::Filter as pipe::stage::Stage>::KIND => filter::run(params, ctx),
         other => anyhow::bail!("kind `{other}` does not run in the torch worker"),
     }
@@ -32,6 +40,8 @@ fn main() -> ExitCode {
     let result = match args.get(1).map(String::as_str) {
         Some("run") if args.len() == 3 => run(&args[2]),
         Some("smoke") => smoke(),
+        Some("bench-step") => bench::step(&args[2..]),
+        Some("bench-loader") => bench::loader(&args[2..]),
         _ => {
             eprintln!("usage: pipe-torch run JOB.json | pipe-torch smoke");
             return ExitCode::from(2);

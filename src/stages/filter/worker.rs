@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use tch::{CModule, Device as TDevice, Kind, Tensor};
 
 use pipe::pixels;
-use pipe::stage::{Context, Device};
+use pipe::stage::Context;
 use pipe::stages::filter::{ModelOutput, Params, write_split};
 use pipe::table::{read_batch, str_col};
 
@@ -21,16 +21,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
             .as_deref()
             .context("`method: model` needs `model: path/to/model.pt`")?,
     );
-    let device = match ctx.device {
-        Device::Cuda(i) if tch::Cuda::is_available() => TDevice::Cuda(i),
-        Device::Cuda(i) => {
-            ctx.log(format!(
-                "cuda:{i} assigned but CUDA is not available in the worker; using the CPU"
-            ));
-            TDevice::Cpu
-        }
-        Device::Cpu => TDevice::Cpu,
-    };
+    let (device, used) = crate::device::device_for(ctx);
     let mut model = CModule::load_on_device(&model_path, device)
         .with_context(|| format!("cannot load TorchScript model {}", model_path.display()))?;
     model.set_eval();
@@ -89,8 +80,5 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         scores.iter().filter(|(_, r)| !r.is_empty()).count() as u64,
     );
     write_split(ctx, p.threshold, &dicoms, &scores, "model")?;
-    Ok(match device {
-        TDevice::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".into(),
-    })
+    Ok(used)
 }

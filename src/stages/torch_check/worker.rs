@@ -4,25 +4,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use tch::{Device as TDevice, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use pipe::stage::{Context, Device};
+use pipe::stage::Context;
 use pipe::stages::torch_check::{Params, devices_schema};
 
 pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> {
     let p: Params = serde_json::from_value(params.clone())?;
     anyhow::ensure!(p.size > 0, "params.size must be positive, got {}", p.size);
     let cuda = tch::Cuda::is_available();
-    let device = match ctx.device {
-        Device::Cuda(i) if cuda => TDevice::Cuda(i),
-        Device::Cuda(i) => {
-            ctx.log(format!(
-                "cuda:{i} was assigned but CUDA is not available in the worker; using the CPU"
-            ));
-            TDevice::Cpu
-        }
-        Device::Cpu => TDevice::Cpu,
-    };
+    let (device, used) = crate::device::device_for(ctx);
     ctx.progress.set_total(2);
     let n = p.size;
     let a = Tensor::ones([n, n], (Kind::Float, device)) / (n as f64);
@@ -32,10 +23,6 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     let checksum = a.matmul(&a).sum(Kind::Double).double_value(&[]);
     let ms = t.elapsed().as_secs_f64() * 1e3;
     ctx.progress.inc(1);
-    let used = match device {
-        TDevice::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".to_string(),
-    };
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![used.clone()])),
         Arc::new(StringArray::from(vec![ctx.device.to_string()])),

@@ -1,24 +1,26 @@
 //! The LibTorch side of `train`; compiled into `pipe-torch` only.
 //!
-//! Loads the images into memory as `[N, 1, S, S]` floats in [0, 1], builds the network
-//! (`tiny`), runs Adam with warm-up + cosine over `epochs` shuffled passes, evaluates on
-//! the validation part every `eval_every` steps and at the end, keeps the best
-//! checkpoint by validation macro F1, and writes `history`, `config.json`,
-//! `best.safetensors` and `last.safetensors`. See the contract in `mod.rs`.
+//! Builds the network (`nets.rs`), optionally from pretrained weights with a frozen
+//! backbone, runs Adam with warm-up + cosine over `epochs` passes whose batches the
+//! loader (`loader.rs`) decodes and augments on background threads, evaluates on the
+//! validation part every `eval_every` steps and at the end, keeps the best checkpoint by
+//! validation macro F1, and writes `history`, `config.json`, `best.safetensors` and
+//! `last.safetensors`. See the contract in `mod.rs`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail, ensure};
-use rayon::prelude::*;
+use anyhow::{Context as _, ensure};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device as TDevice, Kind, Reduction, Tensor};
 
-use pipe::stage::{Context, Device};
-use pipe::stages::train::{
-    Example, Params, Scores, epoch_order, examples, history_schema, learning_rate, load_png, scores,
-};
+use pipe::stage::Context;
+
+use crate::nets::Net;
+use pipe::stages::train::loader::{self, Batch, LoaderOptions, epoch_batches};
+use pipe::stages::train::{Example, Params, Scores, epoch_order, examples, history_schema, learning_rate, scores};
 use pipe::table::TableBuilder;
 
 /// Saved at every evaluation beside `last.safetensors`; what a resumed run starts from.
@@ -41,68 +43,43 @@ struct Row {
     best: bool,
 }
 
-/// 3 × (conv 3×3 → batch norm → ReLU → max pool 2×2), global average pool, linear.
-fn tiny(p: &nn::Path, classes: i64) -> impl ModuleT + use<> {
-    let conv = nn::ConvConfig {
-        padding: 1,
-        bias: false,
-        ..Default::default()
-    };
-    let mut seq = nn::seq_t();
-    let mut channels = 1;
-    for (i, out) in [16i64, 32, 64].into_iter().enumerate() {
-        seq = seq
-            .add(nn::conv2d(p / format!("conv{i}"), channels, out, 3, conv))
-            .add(nn::batch_norm2d(p / format!("bn{i}"), out, Default::default()))
-            .add_fn(|x| x.relu().max_pool2d_default(2));
-        channels = out;
+/// One loader batch as `[B, 1, S, S]` images and `[B, C]` targets on `device` (through
+/// pinned memory and a non-blocking copy on CUDA, so the copy overlaps the step).
+fn tensors(b: &Batch, size: i64, classes: i64, device: TDevice) -> (Tensor, Tensor) {
+    let n = b.len as i64;
+    let x = Tensor::from_slice(&b.images).view([n, 1, size, size]);
+    let y = Tensor::from_slice(&b.targets).view([n, classes]);
+    match device {
+        TDevice::Cuda(_) => (
+            x.pin_memory(device).to_device_(device, Kind::Float, true, false),
+            y.pin_memory(device).to_device_(device, Kind::Float, true, false),
+        ),
+        _ => (x, y),
     }
-    seq.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
-        .add(nn::linear(p / "head", channels, classes, Default::default()))
 }
 
-/// Images as one `[N, 1, S, S]` tensor and targets as `[N, C]`, on the CPU.
-fn load(ctx: &Context, set: &[Example], size: usize, classes: usize) -> anyhow::Result<(Tensor, Tensor)> {
-    let pool = ctx.pool()?;
-    let images: Vec<Vec<f32>> = pool.install(|| {
-        set.par_iter()
-            .map(|e| load_png(&e.image, size))
-            .collect::<anyhow::Result<_>>()
-    })?;
-    let flat: Vec<f32> = images.concat();
-    let targets: Vec<f32> = set.iter().flat_map(|e| e.targets.iter().copied()).collect();
-    let n = set.len() as i64;
-    Ok((
-        Tensor::from_slice(&flat).view([n, 1, size as i64, size as i64]),
-        Tensor::from_slice(&targets).view([n, classes as i64]),
-    ))
-}
-
-/// Validation loss (mean over images and labels) and per-label scores.
-fn evaluate(net: &impl ModuleT, xs: &Tensor, ys: &Tensor, device: TDevice, classes: usize) -> (f64, Scores) {
+/// Validation loss (mean over images and labels) and per-label scores; the images come
+/// through the loader without augmentation.
+fn evaluate(net: &Net, validation: &Arc<Vec<Example>>, opts: &LoaderOptions, device: TDevice) -> anyhow::Result<(f64, Scores)> {
     let _guard = tch::no_grad_guard();
-    let n = xs.size()[0];
+    let classes = opts.classes;
     let mut loss = 0.0;
-    let mut probs: Vec<f64> = Vec::with_capacity(n as usize * classes);
-    let mut start = 0;
-    while start < n {
-        let len = 256.min(n - start);
-        let x = xs.narrow(0, start, len).to_device(device);
-        let y = ys.narrow(0, start, len).to_device(device);
-        let logits = net.forward_t(&x, false);
+    let mut probs: Vec<f64> = Vec::with_capacity(validation.len() * classes);
+    let mut targets: Vec<f32> = Vec::with_capacity(validation.len() * classes);
+    let order: Vec<usize> = (0..validation.len()).collect();
+    for b in epoch_batches(validation.clone(), order, 0, opts) {
+        let b = b?;
+        let (x, y) = tensors(&b, opts.size as i64, classes as i64, device);
+        let logits = net.forward_t(&x, false).to_kind(Kind::Float);
         loss += logits
             .binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Sum)
             .double_value(&[]);
-        let p = logits
-            .sigmoid()
-            .to_kind(Kind::Double)
-            .to_device(TDevice::Cpu)
-            .view([-1]);
-        probs.extend(Vec::<f64>::try_from(&p).expect("probabilities"));
-        start += len;
+        let p = logits.sigmoid().to_kind(Kind::Double).to_device(TDevice::Cpu).view([-1]);
+        probs.extend(Vec::<f64>::try_from(&p)?);
+        targets.extend_from_slice(&b.targets);
     }
-    let targets = Vec::<f32>::try_from(&ys.view([-1])).expect("targets");
-    (loss / (n as f64 * classes as f64), scores(&probs, &targets, classes))
+    let n = validation.len() as f64;
+    Ok((loss / (n * classes as f64), scores(&probs, &targets, classes)))
 }
 
 /// Write `path` through a temporary file and a rename, so a kill leaves the old or the
@@ -129,37 +106,60 @@ fn json_of(labels: &[String], values: impl Iterator<Item = serde_json::Value>) -
     serde_json::Value::Object(map).to_string()
 }
 
+/// Dynamic loss scaling for float16 mixed precision (what PyTorch's `GradScaler` does):
+/// the loss is multiplied by `scale` before the backward pass so small gradients do not
+/// underflow; a step whose gradients overflow is skipped and the scale halved, and after
+/// `GROWTH_INTERVAL` good steps it doubles.
+struct LossScaler {
+    scale: f64,
+    good: u32,
+}
+
+impl LossScaler {
+    const GROWTH_INTERVAL: u32 = 2000;
+
+    /// Backward pass and optimiser step; false when the step was skipped.
+    fn step(&mut self, opt: &mut nn::Optimizer, vs: &nn::VarStore, loss: &Tensor) -> bool {
+        opt.zero_grad();
+        (loss * self.scale).backward();
+        let grads: Vec<Tensor> = vs
+            .trainable_variables()
+            .iter()
+            .map(|v| v.grad())
+            .filter(|g| g.defined())
+            .collect();
+        let finite = grads
+            .iter()
+            .all(|g| g.isfinite().all().int64_value(&[]) != 0);
+        if !finite {
+            self.scale /= 2.0;
+            self.good = 0;
+            return false;
+        }
+        tch::no_grad(|| {
+            for mut g in grads {
+                let _ = g.g_mul_scalar_(1.0 / self.scale);
+            }
+        });
+        opt.step();
+        self.good += 1;
+        if self.good == Self::GROWTH_INTERVAL {
+            self.scale *= 2.0;
+            self.good = 0;
+        }
+        true
+    }
+}
+
 pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> {
     let p: Params = serde_json::from_value(params.clone())?;
-    if let Some(pre) = &p.pretrained {
-        bail!(
-            "params.pretrained ({pre}): starting from pretrained weights is not implemented yet; remove the param to train from scratch"
-        );
-    }
-    ensure!(
-        p.architecture == "tiny",
-        "architecture `{}` is not implemented",
-        p.architecture
-    );
     let started = Instant::now();
     tch::set_num_threads(ctx.threads.max(1) as i32);
-    let device = match ctx.device {
-        Device::Cuda(i) if tch::Cuda::is_available() => TDevice::Cuda(i),
-        Device::Cuda(i) => {
-            ctx.log(format!(
-                "cuda:{i} was assigned but CUDA is not available in the worker; training on the CPU"
-            ));
-            TDevice::Cpu
-        }
-        Device::Cpu => {
-            ctx.log("no GPU assigned; training on the CPU");
-            TDevice::Cpu
-        }
-    };
-    let used = match device {
-        TDevice::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".to_string(),
-    };
+    let (device, used) = crate::device::device_for(ctx);
+    let amp = p.mixed_precision && matches!(device, TDevice::Cuda(_));
+    if p.mixed_precision && !amp {
+        ctx.log("mixed_precision is for CUDA; training in float32 on the CPU");
+    }
 
     let ex = examples(
         &p.labels,
@@ -177,21 +177,42 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     ctx.count("skipped_rows", ex.skipped);
     let classes = p.labels.len();
     let size = p.image_size as usize;
-    ctx.progress
-        .set_message(format!("loading {} + {} images", ex.train.len(), ex.validation.len()));
-    let t = Instant::now();
-    let (train_x, train_y) = load(ctx, &ex.train, size, classes)?;
-    let (val_x, val_y) = load(ctx, &ex.validation, size, classes)?;
-    ctx.log(format!(
-        "loaded {} train + {} validation images at {size}×{size} in {:.1} s",
-        ex.train.len(),
-        ex.validation.len(),
-        t.elapsed().as_secs_f64()
-    ));
+    let n = ex.train.len();
+    // Class frequencies of the training part, for DBL.
+    let mut freq = vec![0.0f64; classes];
+    for e in &ex.train {
+        for (f, t) in freq.iter_mut().zip(&e.targets) {
+            *f += *t as f64;
+        }
+    }
+    let (train_set, validation_set) = (Arc::new(ex.train), Arc::new(ex.validation));
+    let workers = if p.workers == 0 { ctx.threads.max(1) } else { p.workers };
+    let loader = |augment: Option<loader::Augment>, epoch: u64| LoaderOptions {
+        batch_size: p.batch_size,
+        size,
+        classes,
+        augment,
+        seed: p.seed,
+        epoch,
+        workers,
+        prefetch: p.prefetch,
+    };
 
     tch::manual_seed(p.seed as i64);
     let mut vs = nn::VarStore::new(device);
-    let net = tiny(&vs.root(), classes as i64);
+    let net = crate::nets::build(&p.architecture, &vs.root(), classes as i64)?;
+    if let Some(pre) = &p.pretrained {
+        let path = ctx.resolve(pre);
+        let report = crate::nets::load_pretrained(&mut vs, &path, net.head_prefix())?;
+        ctx.log(format!("pretrained {}: {report}", path.display()));
+        if !report.reinitialised.is_empty() {
+            ctx.log(format!("re-initialised (shape differs): {}", report.reinitialised.join(", ")));
+        }
+    }
+    if p.freeze_backbone {
+        let frozen = crate::nets::freeze_backbone(&vs, net.head_prefix());
+        ctx.log(format!("froze {frozen} backbone tensors; training `{}` only", net.head_prefix()));
+    }
     let mut opt = nn::Adam {
         beta1: 0.9,
         beta2: 0.999,
@@ -200,8 +221,8 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         amsgrad: false,
     }
     .build(&vs, p.lr)?;
+    let mut scaler = LossScaler { scale: 65536.0, good: 0 };
 
-    let n = ex.train.len();
     let per_epoch = n.div_ceil(p.batch_size) as u64;
     let total = per_epoch * p.epochs as u64;
     let out = &ctx.out_dir;
@@ -229,87 +250,105 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         }
     }
 
-    // The loss; DBL re-balances from the training part's class frequencies.
     let loss_fn = match p.loss.as_str() {
         "bce" => crate::losses::Loss::bce(),
         "asl" => crate::losses::Loss::asymmetric(),
-        "dbl" => {
-            let freq: Vec<f64> = Vec::<f64>::try_from(train_y.to_kind(tch::Kind::Double).sum_dim_intlist(
-                0,
-                false,
-                tch::Kind::Double,
-            ))?;
-            crate::losses::Loss::distribution_balanced(freq, train_y.size()[0] as f64)
-        }
+        "dbl" => crate::losses::Loss::distribution_balanced(freq, n as f64),
         other => anyhow::bail!("loss `{other}` is not implemented"),
     };
     loss_fn
         .validate()
         .map_err(|e| anyhow::anyhow!("loss `{}` on this training part: {e}", p.loss))?;
-    ctx.log(format!("loss {}", loss_fn.name()));
+    ctx.log(format!(
+        "{} ({} parameters), loss {}, {n} training images in {per_epoch} batches of {} per epoch, {workers} loader threads",
+        p.architecture,
+        vs.trainable_variables().iter().map(|t| t.numel()).sum::<usize>(),
+        loss_fn.name(),
+        p.batch_size
+    ));
     ctx.progress.set_total(total);
     ctx.progress.inc(state.step);
     let first_step = state.step;
-    let (mut loss_sum, mut loss_n) = (0.0, 0u64);
-    let mut order: Option<(u64, Vec<usize>)> = None;
+    let (mut loss_sum, mut loss_n, mut skipped) = (0.0, 0u64, 0u64);
     let last_val_f1 = |s: &Progress| {
         s.history
             .last()
             .map_or("-".to_string(), |r| format!("{:.3}", r.scores.macro_f1))
     };
-    for step in state.step..total {
+    let (mut images_done, mut rate_since) = (0u64, Instant::now());
+    let mut step = state.step;
+    while step < total {
         let epoch = step / per_epoch;
-        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((epoch, epoch_order(n, p.seed, epoch)));
-        }
-        let batch_no = (step % per_epoch) as usize;
-        let ord = &order.as_ref().expect("set above").1;
-        let idx: Vec<i64> = ord[batch_no * p.batch_size..((batch_no + 1) * p.batch_size).min(n)]
-            .iter()
-            .map(|&i| i as i64)
-            .collect();
-        let idx = Tensor::from_slice(&idx);
-        let xs = train_x.index_select(0, &idx).to_device(device);
-        let ys = train_y.index_select(0, &idx).to_device(device);
-        let lr = learning_rate(p.lr, step, p.warmup_steps, total);
-        opt.set_lr(lr);
-        let loss = loss_fn.compute(&net.forward_t(&xs, true), &ys);
-        opt.backward_step(&loss);
-        let l = loss.double_value(&[]);
-        ensure!(l.is_finite(), "training diverged at step {}: loss {l}", step + 1);
-        loss_sum += l;
-        loss_n += 1;
-        ctx.progress.inc(1);
-        ctx.progress.set_message(format!(
-            "epoch {}/{} step {}/{total} loss {l:.4} val F1 {}",
-            epoch + 1,
-            p.epochs,
-            step + 1,
-            last_val_f1(&state)
-        ));
-
-        let done = step + 1;
-        if done % p.eval_every == 0 || done == total {
-            let (val_loss, s) = evaluate(&net, &val_x, &val_y, device, classes);
-            let best = s.macro_f1 > state.best_f1;
-            if best {
-                state.best_f1 = s.macro_f1;
-                save(&vs, &best_path)?;
-            }
-            save(&vs, &last_path)?;
-            state.history.push(Row {
-                step: done,
-                epoch,
-                lr,
-                train_loss: (loss_n > 0).then(|| loss_sum / loss_n as f64),
-                val_loss,
-                scores: s,
-                best,
+        let first_batch = (step % per_epoch) as usize;
+        let batches = epoch_batches(
+            train_set.clone(),
+            epoch_order(n, p.seed, epoch),
+            first_batch,
+            &loader(Some(p.augment.clone()), epoch),
+        );
+        for batch in batches {
+            let batch = batch?;
+            let (xs, ys) = tensors(&batch, p.image_size, classes as i64, device);
+            let lr = learning_rate(p.lr, step, p.warmup_steps, total);
+            opt.set_lr(lr);
+            let logits = tch::autocast(amp, || {
+                if p.freeze_backbone {
+                    // A frozen backbone keeps its BatchNorm statistics too.
+                    net.head(&net.features(&xs, false), true)
+                } else {
+                    net.forward_t(&xs, true)
+                }
             });
-            state.step = done;
-            replace(&progress_path, |t| Ok(std::fs::write(t, serde_json::to_vec(&state)?)?))?;
-            (loss_sum, loss_n) = (0.0, 0);
+            let loss = loss_fn.compute(&logits.to_kind(Kind::Float), &ys);
+            if amp {
+                if !scaler.step(&mut opt, &vs, &loss) {
+                    skipped += 1;
+                }
+            } else {
+                opt.backward_step(&loss);
+            }
+            let l = loss.double_value(&[]);
+            ensure!(l.is_finite(), "training diverged at step {}: loss {l}", step + 1);
+            loss_sum += l;
+            loss_n += 1;
+            images_done += batch.len as u64;
+            step += 1;
+            ctx.progress.inc(1);
+            ctx.progress.set_message(format!(
+                "epoch {}/{} step {step}/{total} loss {l:.4} val F1 {} {:.0} img/s",
+                epoch + 1,
+                p.epochs,
+                last_val_f1(&state),
+                images_done as f64 / rate_since.elapsed().as_secs_f64().max(1e-9)
+            ));
+
+            if step % p.eval_every == 0 || step == total {
+                let (val_loss, s) = evaluate(&net, &validation_set, &loader(None, 0), device)?;
+                let best = s.macro_f1 > state.best_f1;
+                if best {
+                    state.best_f1 = s.macro_f1;
+                    save(&vs, &best_path)?;
+                }
+                save(&vs, &last_path)?;
+                state.history.push(Row {
+                    step,
+                    epoch,
+                    lr,
+                    train_loss: (loss_n > 0).then(|| loss_sum / loss_n as f64),
+                    val_loss,
+                    scores: s,
+                    best,
+                });
+                state.step = step;
+                replace(&progress_path, |t| Ok(std::fs::write(t, serde_json::to_vec(&state)?)?))?;
+                (loss_sum, loss_n) = (0.0, 0);
+                (images_done, rate_since) = (0, Instant::now());
+            }
         }
+    }
+    if skipped > 0 {
+        ctx.log(format!("mixed precision: {skipped} steps skipped for overflowing gradients"));
+        ctx.count("amp_skipped_steps", skipped);
     }
 
     // The history table, config.json; progress.json is only for resuming.
@@ -348,8 +387,8 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
             "values": "grey levels / 255 in [0, 1], the convert stage's PNG resized bilinearly to image_size",
         },
         "output": "one logit per label (sigmoid for the probability)",
-        "train_images": ex.train.len(),
-        "validation_images": ex.validation.len(),
+        "train_images": train_set.len(),
+        "validation_images": validation_set.len(),
         "steps": total,
         "steps_per_epoch": per_epoch,
         "best": best.map(|r| serde_json::json!({"step": r.step, "val_macro_f1": r.scores.macro_f1, "val_macro_auc": r.scores.macro_auc})),
