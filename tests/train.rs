@@ -18,7 +18,7 @@ use pipe::table::read_batch;
 const TRAIN: &str = "  train:\n    params: { architecture: tiny, image_size: 64, batch_size: 32, epochs: 40, lr: 0.003, warmup_steps: 10, eval_every: 44 }\n";
 const EVALUATE: &str = "  evaluate:\n    params: { bootstrap: 300, gradcam: 4 }\n";
 
-/// The entry directory of `stage`'s current result.
+/// The entry directory of the current result of `stage` (or `stage.table`).
 fn entry(p: &Project, pipeline: &str, stage: &str) -> PathBuf {
     let table = p.pipe(&["path", pipeline, stage]).ok().stdout;
     Path::new(table.trim()).parent().unwrap().to_path_buf()
@@ -97,7 +97,7 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     assert!(log.contains("resuming at step"), "{log}");
 
     // evaluate: the paper's table on the validation part, from the best checkpoint.
-    let ev = entry(&p, "pipelines/t.yaml", "evaluate");
+    let ev = entry(&p, "pipelines/t.yaml", "evaluate.metrics");
     let (auc, f1, _) = metric(&ev, "macro");
     let auc = auc.expect("macro AUC defined");
     let per_class: Vec<String> = ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"]
@@ -110,12 +110,23 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     );
     assert!(auc >= 0.9, "validation macro AUC {auc:.3} ({per_class:?})\n{log}");
 
-    let split = read_batch(&PathBuf::from(p.pipe(&["path", "pipelines/t.yaml", "split.split"]).ok().stdout.trim())).unwrap();
+    let split = read_batch(&PathBuf::from(
+        p.pipe(&["path", "pipelines/t.yaml", "split.split"]).ok().stdout.trim(),
+    ))
+    .unwrap();
     let parts = split.column_by_name("part").unwrap().as_string::<i32>();
-    let validation = (0..split.num_rows()).filter(|&i| parts.value(i) == "validation").count();
+    let validation = (0..split.num_rows())
+        .filter(|&i| parts.value(i) == "validation")
+        .count();
     let predictions = read_batch(&ev.join("predictions.parquet")).unwrap();
     assert_eq!(predictions.num_rows(), validation);
-    for c in ["sop_instance_uid", "cardiac", "cardiac_prob", "cardiac_pred", "abnormal_prob"] {
+    for c in [
+        "sop_instance_uid",
+        "cardiac",
+        "cardiac_prob",
+        "cardiac_pred",
+        "abnormal_prob",
+    ] {
         assert!(predictions.column_by_name(c).is_some(), "predictions lacks {c}");
     }
     let report = std::fs::read_to_string(ev.join("report.html")).unwrap();
@@ -139,14 +150,17 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     p.write("pipelines/t.yaml", &best_f1);
     let r = p.pipe(&["run", "pipelines/t.yaml"]).ok();
     assert_eq!(r.ran(), ["evaluate"], "{}", r.stdout);
-    let ev2 = entry(&p, "pipelines/t.yaml", "evaluate");
+    let ev2 = entry(&p, "pipelines/t.yaml", "evaluate.metrics");
     let (_, f1_best, threshold) = metric(&ev2, "cardiac");
     assert!(threshold.unwrap() != 0.5 || f1_best >= metric(&ev, "cardiac").1);
     assert!(log_of(&ev2).contains("view(s)"), "{}", log_of(&ev2));
 
     // Changing the loss reruns train and evaluate only; ASL and DBL train too.
     for loss in ["asl", "dbl"] {
-        p.write("pipelines/t.yaml", &best_f1.replace("epochs: 40", &format!("epochs: 6, loss: {loss}")));
+        p.write(
+            "pipelines/t.yaml",
+            &best_f1.replace("epochs: 40", &format!("epochs: 6, loss: {loss}")),
+        );
         let r = p.pipe(&["run", "pipelines/t.yaml"]).ok();
         assert_eq!(r.ran(), ["evaluate", "train"], "{}", r.stdout);
         let log = log_of(&entry(&p, "pipelines/t.yaml", "train"));
@@ -167,7 +181,7 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     let ft = log_of(&entry(&p, "pipelines/t.yaml", "finetune"));
     assert!(ft.contains("pretrained"), "{ft}");
     assert!(ft.contains("froze"), "{ft}");
-    let ens = entry(&p, "pipelines/t.yaml", "ensemble");
+    let ens = entry(&p, "pipelines/t.yaml", "ensemble.metrics");
     assert!(log_of(&ens).contains("2 model(s)"), "{}", log_of(&ens));
     let (ens_auc, _, _) = metric(&ens, "macro");
     assert!(ens_auc.unwrap() >= 0.8, "ensemble macro AUC {ens_auc:?}");

@@ -162,7 +162,8 @@ impl Stage for Evaluate {
     type Params = Params;
     const KIND: &'static str = KIND;
     const VERSION: u32 = 1;
-    const ABOUT: &'static str = "score trained models (or their ensemble) with bootstrap CIs, ROC, Grad-CAM and report.html (torch worker)";
+    const ABOUT: &'static str =
+        "score trained models (or their ensemble) with bootstrap CIs, ROC, Grad-CAM and report.html (torch worker)";
 
     fn outputs(_: &Params) -> Vec<String> {
         vec!["predictions".into(), "metrics".into(), "roc".into()]
@@ -254,9 +255,7 @@ pub fn part_examples(ctx: &Context, labels: &[String], part: &str) -> anyhow::Re
     let known: Vec<&String> = by_part.parts.keys().collect();
     match by_part.parts.get(part) {
         Some(v) if !v.is_empty() => Ok(v.clone()),
-        _ => bail!(
-            "the split has no labelled images in part `{part}` (parts present: {known:?})"
-        ),
+        _ => bail!("the split has no labelled images in part `{part}` (parts present: {known:?})"),
     }
 }
 
@@ -331,7 +330,8 @@ fn predictions_schema(labels: &[String]) -> TableSchema {
             nullable: false,
             description,
         };
-        s.columns.push(col(l.clone(), "bool", format!("Truth of `{l}` (labels table).")));
+        s.columns
+            .push(col(l.clone(), "bool", format!("Truth of `{l}` (labels table).")));
         s.columns.push(col(
             format!("{l}_prob"),
             "float64",
@@ -450,7 +450,14 @@ pub fn finish(
     let what = if models.len() == 1 {
         format!("`{}` ({})", models[0].stage, models[0].architecture)
     } else {
-        format!("ensemble of {}", models.iter().map(|m| format!("`{}`", m.stage)).collect::<Vec<_>>().join(", "))
+        format!(
+            "ensemble of {}",
+            models
+                .iter()
+                .map(|m| format!("`{}`", m.stage))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
     };
     let out = &ctx.out_dir;
     plots::roc_png(
@@ -458,13 +465,21 @@ pub fn finish(
         &format!("ROC on {} ({} images), {what}", p.part, examples.len()),
         &curves,
     )?;
-    let mut pictures = vec![("roc.png".to_string(), "ROC curves per class (95% bootstrap CI of the AUC)".to_string())];
+    let mut pictures = vec![(
+        "roc.png".to_string(),
+        "ROC curves per class (95% bootstrap CI of the AUC)".to_string(),
+    )];
 
     // training curves
     for model in models {
         let (points, best) = history_points(&model.dir.join("history.parquet"))?;
         let name = format!("history_{}.png", model.stage);
-        plots::history_png(&out.join(&name), &format!("training of `{}` ({})", model.stage, model.architecture), &points, best)?;
+        plots::history_png(
+            &out.join(&name),
+            &format!("training of `{}` ({})", model.stage, model.architecture),
+            &points,
+            best,
+        )?;
         pictures.push((name, format!("training curves of `{}`", model.stage)));
     }
 
@@ -529,7 +544,10 @@ pub fn finish(
             if p.tta.is_empty() {
                 "no test-time augmentation".to_string()
             } else {
-                format!("test-time augmentation: mean over the plain image and {}", p.tta.join(", "))
+                format!(
+                    "test-time augmentation: mean over the plain image and {}",
+                    p.tta.join(", ")
+                )
             },
             format!("cache key {}", ctx.meta.key),
         ],
@@ -555,7 +573,10 @@ fn history_points(path: &Path) -> anyhow::Result<(Vec<plots::HistoryPoint>, Opti
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Float64Type, Int64Type};
     let h = read_batch(path)?;
-    let col = |n: &str| h.column_by_name(n).with_context(|| format!("{}: no column `{n}`", path.display()));
+    let col = |n: &str| {
+        h.column_by_name(n)
+            .with_context(|| format!("{}: no column `{n}`", path.display()))
+    };
     let step = col("step")?.as_primitive::<Int64Type>();
     let (tl, vl, f1, auc) = (
         col("train_loss")?.as_primitive::<Float64Type>(),
@@ -627,6 +648,9 @@ mod tests {
         let probs = vec![vec![0.9, 0.4, 0.35, 0.1]];
         let truth = vec![vec![true, true, false, false]];
         assert_eq!(thresholds(&Threshold::Fixed(0.5), &probs, &truth), vec![0.5]);
-        assert_eq!(thresholds(&Threshold::Rule("best_f1".into()), &probs, &truth), vec![0.4]);
+        assert_eq!(
+            thresholds(&Threshold::Rule("best_f1".into()), &probs, &truth),
+            vec![0.4]
+        );
     }
 }

@@ -10,6 +10,7 @@ use std::io::{BufWriter, Write as _};
 use std::path::Path;
 use std::sync::Once;
 
+use ab_glyph::FontRef;
 use anyhow::{Context as _, bail, ensure};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -25,8 +26,8 @@ static FONT: &[u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
 /// ask for it too.
 const FAMILY: &str = "sans-serif";
 
-/// Registers the embedded font with plotters once per process: ab_glyph keeps a
-/// global table and draws nothing for an unregistered family.
+/// Registers the embedded font with plotters once per process: plotters measures text
+/// (legend boxes) with it and refuses an unregistered family. Drawing is [`Canvas`]'s.
 fn font() -> &'static str {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
@@ -37,6 +38,176 @@ fn font() -> &'static str {
     });
     FAMILY
 }
+
+/// The embedded font, parsed once.
+fn face() -> &'static FontRef<'static> {
+    static FACE: std::sync::OnceLock<FontRef<'static>> = std::sync::OnceLock::new();
+    FACE.get_or_init(|| FontRef::try_from_slice(FONT).expect("embedded DejaVuSans.ttf is a valid font"))
+}
+
+/// Text drawing, apart so that plotters-backend's traits (whose `stroke_width` clashes
+/// with plotters' `Color`) are in scope here only.
+mod canvas {
+    use ab_glyph::{Font as _, OutlinedGlyph, PxScale, ScaleFont as _};
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, VPos};
+    use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind};
+
+    use super::face;
+
+    /// `text` laid out on one line at `size` pixels (ascent − descent, as plotters means
+    /// it): the outlined glyphs with the top of the line at y = 0, and the line's width and
+    /// height.
+    fn layout(text: &str, size: f32) -> (Vec<OutlinedGlyph>, i32, i32) {
+        let font = face();
+        let scaled = font.as_scaled(PxScale::from(size));
+        let (mut x, mut prev) = (0.0f32, None);
+        let mut glyphs = Vec::new();
+        for c in text.chars() {
+            let id = scaled.glyph_id(c);
+            if let Some(p) = prev {
+                x += scaled.kern(p, id);
+            }
+            let glyph = id.with_scale_and_position(size, ab_glyph::point(x, scaled.ascent()));
+            x += scaled.h_advance(id);
+            prev = Some(id);
+            glyphs.extend(font.outline_glyph(glyph));
+        }
+        let height = scaled.ascent() - scaled.descent();
+        (glyphs, x.ceil() as i32, height.ceil() as i32)
+    }
+
+    /// The bitmap backend with its own text drawing. plotters 0.3.7's ab_glyph renderer
+    /// drops each glyph's left side bearing and rounds the pen to whole pixels, which
+    /// spaces letters unevenly ("cardiom egaly"); here each glyph is rasterised at its
+    /// exact sub-pixel position. Everything else is the bitmap backend's.
+    pub(super) struct Canvas<'a> {
+        inner: BitMapBackend<'a>,
+    }
+
+    impl<'a> Canvas<'a> {
+        pub(super) fn new(rgb: &'a mut [u8], size: (u32, u32)) -> Self {
+            Canvas {
+                inner: BitMapBackend::with_buffer(rgb, size),
+            }
+        }
+    }
+
+    type BackendResult<E> = Result<(), DrawingErrorKind<E>>;
+
+    impl<'a> DrawingBackend for Canvas<'a> {
+        type ErrorType = <BitMapBackend<'a> as DrawingBackend>::ErrorType;
+
+        fn get_size(&self) -> (u32, u32) {
+            self.inner.get_size()
+        }
+        fn ensure_prepared(&mut self) -> BackendResult<Self::ErrorType> {
+            self.inner.ensure_prepared()
+        }
+        fn present(&mut self) -> BackendResult<Self::ErrorType> {
+            self.inner.present()
+        }
+        fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> BackendResult<Self::ErrorType> {
+            self.inner.draw_pixel(point, color)
+        }
+        fn draw_line<S: BackendStyle>(
+            &mut self,
+            from: BackendCoord,
+            to: BackendCoord,
+            style: &S,
+        ) -> BackendResult<Self::ErrorType> {
+            self.inner.draw_line(from, to, style)
+        }
+        fn draw_rect<S: BackendStyle>(
+            &mut self,
+            upper_left: BackendCoord,
+            bottom_right: BackendCoord,
+            style: &S,
+            fill: bool,
+        ) -> BackendResult<Self::ErrorType> {
+            self.inner.draw_rect(upper_left, bottom_right, style, fill)
+        }
+        fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+            &mut self,
+            path: I,
+            style: &S,
+        ) -> BackendResult<Self::ErrorType> {
+            self.inner.draw_path(path, style)
+        }
+        fn draw_circle<S: BackendStyle>(
+            &mut self,
+            center: BackendCoord,
+            radius: u32,
+            style: &S,
+            fill: bool,
+        ) -> BackendResult<Self::ErrorType> {
+            self.inner.draw_circle(center, radius, style, fill)
+        }
+        fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+            &mut self,
+            vert: I,
+            style: &S,
+        ) -> BackendResult<Self::ErrorType> {
+            self.inner.fill_polygon(vert, style)
+        }
+        fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> BackendResult<Self::ErrorType> {
+            self.inner.blit_bitmap(pos, size, src)
+        }
+
+        fn estimate_text_size<S: BackendTextStyle>(
+            &self,
+            text: &str,
+            style: &S,
+        ) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
+            let (_, w, h) = layout(text, style.size() as f32);
+            Ok((w.max(0) as u32, h.max(0) as u32))
+        }
+
+        fn draw_text<S: BackendTextStyle>(
+            &mut self,
+            text: &str,
+            style: &S,
+            pos: BackendCoord,
+        ) -> BackendResult<Self::ErrorType> {
+            let color = style.color();
+            if color.alpha == 0.0 {
+                return Ok(());
+            }
+            let (glyphs, w, h) = layout(text, style.size() as f32);
+            let anchor = style.anchor();
+            let dx = match anchor.h_pos {
+                HPos::Left => 0,
+                HPos::Center => -w / 2,
+                HPos::Right => -w,
+            };
+            let dy = match anchor.v_pos {
+                VPos::Top => 0,
+                VPos::Center => -h / 2,
+                VPos::Bottom => -h,
+            };
+            let transform = style.transform();
+            let (cw, ch) = self.get_size();
+            let mut result = Ok(());
+            for glyph in &glyphs {
+                let bounds = glyph.px_bounds();
+                let (gx, gy) = (bounds.min.x as i32 + dx, bounds.min.y as i32 + dy);
+                glyph.draw(|x, y, coverage| {
+                    if result.is_err() || coverage <= 0.0 {
+                        return;
+                    }
+                    let (x, y) = transform.transform(gx + x as i32, gy + y as i32);
+                    let (x, y) = (pos.0 + x, pos.1 + y);
+                    if x >= 0 && y >= 0 && x < cw as i32 && y < ch as i32 {
+                        let alpha = color.alpha * f64::from(coverage.min(1.0));
+                        result = self.inner.draw_pixel((x, y), BackendColor { alpha, rgb: color.rgb });
+                    }
+                });
+            }
+            result
+        }
+    }
+}
+use canvas::Canvas;
 
 /// matplotlib's "tab10": distinct, colour-blind tolerable, familiar to readers of papers.
 const PALETTE: [RGBColor; 10] = [
@@ -62,10 +233,7 @@ const PANEL: usize = 448;
 const PAD: usize = 16;
 const CAPTION_BAND: usize = 48;
 const FOOT_BAND: usize = 40;
-pub const HEATMAP_SIZE: (u32, u32) = (
-    (3 * PAD + 2 * PANEL) as u32,
-    (CAPTION_BAND + PANEL + FOOT_BAND) as u32,
-);
+pub const HEATMAP_SIZE: (u32, u32) = ((3 * PAD + 2 * PANEL) as u32, (CAPTION_BAND + PANEL + FOOT_BAND) as u32);
 
 /// One ROC curve: `points` are (false positive rate, true positive rate).
 #[derive(Debug, Clone, PartialEq)]
@@ -95,11 +263,11 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
 fn render(
     path: &Path,
     size: (u32, u32),
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> anyhow::Result<()>,
+    draw: impl FnOnce(&DrawingArea<Canvas<'_>, Shift>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut rgb = vec![255u8; size.0 as usize * size.1 as usize * 3];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+        let root = Canvas::new(&mut rgb, size).into_drawing_area();
         draw(&root)?;
         root.present().map_err(err)?;
     }
@@ -115,13 +283,18 @@ fn write_png(path: &Path, (w, h): (u32, u32), rgb: &[u8]) -> anyhow::Result<()> 
     let mut writer = enc.write_header()?;
     writer.write_image_data(rgb)?;
     writer.finish()?;
-    out.flush().with_context(|| format!("cannot write {}", path.display()))?;
+    out.flush()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
 /// "0.953", or "–" for a value that could not be computed (NaN).
 fn num(v: f64) -> String {
-    if v.is_finite() { format!("{v:.3}") } else { "–".to_string() }
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "–".to_string()
+    }
 }
 
 /// The legend entry of a curve: "chest_wall  AUC 0.953 (0.921–0.978)".
@@ -132,9 +305,7 @@ fn legend(c: &Curve) -> String {
         // Interval bounds are NaN when no bootstrap replicate had both label values.
         match c.auc_ci {
             Some((lo, hi)) if lo.is_finite() && hi.is_finite() => s.push_str(&format!(" ({}–{})", num(lo), num(hi))),
-            Some((lo, hi)) if lo.is_finite() || hi.is_finite() => {
-                s.push_str(&format!(" ({} to {})", num(lo), num(hi)))
-            }
+            Some((lo, hi)) if lo.is_finite() || hi.is_finite() => s.push_str(&format!(" ({} to {})", num(lo), num(hi))),
             _ => {}
         }
     }
@@ -161,6 +332,7 @@ pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()>
             .label_style((f, 16).into_font().color(&DARK))
             .bold_line_style(GRID)
             .light_line_style(GRID_MINOR)
+            .max_light_lines(1)
             .x_labels(11)
             .y_labels(11)
             .x_label_formatter(&|v| format!("{v:.1}"))
@@ -176,9 +348,7 @@ pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()>
             ))
             .map_err(err)?
             .label("chance")
-            .legend(|(x, y)| {
-                PathElement::new([(x, y), (x + 10, y)], RGBColor(150, 150, 150).stroke_width(1))
-            });
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 10, y)], RGBColor(150, 150, 150).stroke_width(1)));
         for (i, c) in curves.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             let points = c
@@ -207,16 +377,38 @@ pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()>
     })
 }
 
-/// A range around `lo..=hi` with a margin, never empty (one point, equal values).
-fn padded(lo: f64, hi: f64, frac: f64) -> (f64, f64) {
-    let span = if hi > lo { hi - lo } else { lo.abs().max(1.0) };
-    (lo - span * frac, hi + span * frac)
+/// The step axis: from 0 (where training starts; lower if steps are negative) to the
+/// last step, with a margin; a single step sits in the middle, clear of the legend.
+fn step_range(lo: f64, hi: f64) -> (f64, f64) {
+    if !lo.is_finite() {
+        (0.0, 1.0)
+    } else if hi > lo {
+        let lo = lo.min(0.0);
+        let margin = (hi - lo) * 0.03;
+        (lo - margin, hi + margin)
+    } else {
+        let half = lo.abs().max(1.0);
+        (lo - half, hi + half)
+    }
 }
 
 /// Step ticks as integers; fractional ticks (a narrow range) stay unlabelled rather
 /// than repeat the same integer.
 fn step_label(v: &f64) -> String {
-    if (v - v.round()).abs() < 1e-6 { format!("{}", v.round() as i64) } else { String::new() }
+    if (v - v.round()).abs() < 1e-6 {
+        format!("{}", v.round() as i64)
+    } else {
+        String::new()
+    }
+}
+
+/// One panel of the training curves: two series against the step.
+struct Panel<'a> {
+    caption: &'a str,
+    y_desc: &'a str,
+    y_max: f64,
+    series: [(&'a str, &'a Vec<(f64, f64)>); 2],
+    legend_at: SeriesLabelPosition,
 }
 
 /// Training curves, two panels: losses, and validation macro F1 / AUC, against the step;
@@ -226,7 +418,7 @@ pub fn history_png(path: &Path, title: &str, points: &[HistoryPoint], best_step:
     let finite = |v: &f64| v.is_finite();
     let steps = points.iter().map(|p| p.step as f64).chain(best_step.map(|s| s as f64));
     let (lo, hi) = steps.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), s| (a.min(s), b.max(s)));
-    let (x0, x1) = if lo.is_finite() { padded(lo, hi, 0.03) } else { (0.0, 1.0) };
+    let (x0, x1) = step_range(lo, hi);
     let train: Vec<(f64, f64)> = points
         .iter()
         .filter_map(|p| p.train_loss.filter(finite).map(|l| (p.step as f64, l)))
@@ -246,34 +438,38 @@ pub fn history_png(path: &Path, title: &str, points: &[HistoryPoint], best_step:
         .filter_map(|p| p.val_macro_auc.filter(finite).map(|a| (p.step as f64, a)))
         .collect();
     let max_loss = train.iter().chain(&val).map(|p| p.1).fold(0.0f64, f64::max);
-    let y_loss = if max_loss > 0.0 { max_loss * 1.08 } else { 1.0 };
+    // Head room above every loss for the legend (upper right), so it hides no point.
+    let y_loss = if max_loss > 0.0 { max_loss * 1.35 } else { 1.0 };
     let best = best_step.map(|s| s as f64);
 
     render(path, HISTORY_SIZE, |root| {
         root.fill(&WHITE).map_err(err)?;
-        let body = root
-            .titled(title, (f, 26).into_font().color(&DARK))
-            .map_err(err)?;
+        let body = root.titled(title, (f, 26).into_font().color(&DARK)).map_err(err)?;
         let (left, right) = body.split_horizontally(HISTORY_SIZE.0 / 2);
-        let panels: [(&DrawingArea<_, _>, &str, &str, f64, Vec<(&str, &[(f64, f64)])>, SeriesLabelPosition); 2] = [
-            (
-                &left,
-                "loss",
-                "loss",
-                y_loss,
-                vec![("train loss", &train), ("validation loss", &val)],
-                SeriesLabelPosition::UpperRight,
-            ),
-            (
-                &right,
-                "validation metrics",
-                "macro score",
-                1.0,
-                vec![("validation macro F1", &f1), ("validation macro AUC", &auc)],
-                SeriesLabelPosition::LowerRight,
-            ),
+        let panels = [
+            Panel {
+                caption: "loss",
+                y_desc: "loss",
+                y_max: y_loss,
+                series: [("train loss", &train), ("validation loss", &val)],
+                legend_at: SeriesLabelPosition::UpperRight,
+            },
+            Panel {
+                caption: "validation metrics",
+                y_desc: "macro score",
+                y_max: 1.0,
+                series: [("validation macro F1", &f1), ("validation macro AUC", &auc)],
+                legend_at: SeriesLabelPosition::LowerRight,
+            },
         ];
-        for (area, caption, y_desc, y_max, series, legend_at) in panels {
+        for (area, panel) in [&left, &right].into_iter().zip(panels) {
+            let Panel {
+                caption,
+                y_desc,
+                y_max,
+                series,
+                legend_at,
+            } = panel;
             let mut chart = ChartBuilder::on(area)
                 .caption(caption, (f, 21).into_font().color(&DARK))
                 .margin(18)
@@ -289,6 +485,7 @@ pub fn history_png(path: &Path, title: &str, points: &[HistoryPoint], best_step:
                 .label_style((f, 15).into_font().color(&DARK))
                 .bold_line_style(GRID)
                 .light_line_style(GRID_MINOR)
+                .max_light_lines(1)
                 .x_labels(8)
                 .y_labels(11)
                 .x_label_formatter(&step_label)
@@ -380,7 +577,13 @@ pub fn heatmap_png(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     let normalised = cam
         .iter()
-        .map(|&v| if v.is_finite() && hi > lo { (v - lo) / (hi - lo) } else { 0.0 })
+        .map(|&v| {
+            if v.is_finite() && hi > lo {
+                (v - lo) / (hi - lo)
+            } else {
+                0.0
+            }
+        })
         .collect();
     let heat = crate::pixels::resize(
         &Gray {
@@ -424,7 +627,7 @@ pub fn heatmap_png(
     }
 
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, HEATMAP_SIZE).into_drawing_area();
+        let root = Canvas::new(&mut rgb, HEATMAP_SIZE).into_drawing_area();
         let mut size = 20.0;
         let mut text = caption.to_string();
         // Shrink a long caption (DICOM UIDs are long), then cut it with "…".
@@ -448,14 +651,22 @@ pub fn heatmap_png(
                 .color(&DARK)
                 .pos(Pos::new(HPos::Center, VPos::Center))
         };
-        root.draw(&Text::new(text, ((cw / 2) as i32, (CAPTION_BAND / 2) as i32), centred(size)))
-            .map_err(err)?;
+        root.draw(&Text::new(
+            text,
+            ((cw / 2) as i32, (CAPTION_BAND / 2) as i32),
+            centred(size),
+        ))
+        .map_err(err)?;
         let foot = (CAPTION_BAND + PANEL + 20) as i32;
         root.draw(&Text::new("image", ((PAD + PANEL / 2) as i32, foot), centred(16.0)))
             .map_err(err)?;
         let side = |h: HPos| (f, 15).into_font().color(&DARK).pos(Pos::new(h, VPos::Center));
-        root.draw(&Text::new("Grad-CAM  low", ((bar_x - 8) as i32, foot), side(HPos::Right)))
-            .map_err(err)?;
+        root.draw(&Text::new(
+            "Grad-CAM  low",
+            ((bar_x - 8) as i32, foot),
+            side(HPos::Right),
+        ))
+        .map_err(err)?;
         root.draw(&Text::new("high", ((bar_x + bar_w + 8) as i32, foot), side(HPos::Left)))
             .map_err(err)?;
         root.present().map_err(err)?;
@@ -491,10 +702,18 @@ mod tests {
         let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
         draw(&a).unwrap();
         draw(&b).unwrap();
-        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "not deterministic");
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "not deterministic"
+        );
         let (w, h, rgb) = decode(&a);
         assert_eq!((w, h), size);
-        assert!(distinct_colours(&rgb) > 20, "blank picture: {} colours", distinct_colours(&rgb));
+        assert!(
+            distinct_colours(&rgb) > 20,
+            "blank picture: {} colours",
+            distinct_colours(&rgb)
+        );
         rgb
     }
 
@@ -572,7 +791,9 @@ mod tests {
 
     #[test]
     fn history_is_drawn_and_deterministic() {
-        let rgb = check(HISTORY_SIZE, |p| history_png(p, "training", &history(20, true), Some(1500)));
+        let rgb = check(HISTORY_SIZE, |p| {
+            history_png(p, "training", &history(20, true), Some(1500))
+        });
         assert!(has_ink(&rgb, HISTORY_SIZE.0, 5..40));
     }
 
@@ -604,7 +825,11 @@ mod tests {
                 })
             })
             .collect();
-        Gray { width: w, height: h, data }
+        Gray {
+            width: w,
+            height: h,
+            data,
+        }
     }
 
     fn blob(n: usize, cx: f32, cy: f32) -> Vec<f32> {
@@ -620,7 +845,14 @@ mod tests {
     fn heatmap_is_drawn_and_deterministic() {
         let img = chest(300, 360);
         let rgb = check(HEATMAP_SIZE, |p| {
-            heatmap_png(p, &img, &blob(7, 0.6, 0.55), 7, 7, "1.2.840.10008.1: cardiac p=0.93 (label 1)")
+            heatmap_png(
+                p,
+                &img,
+                &blob(7, 0.6, 0.55),
+                7,
+                7,
+                "1.2.840.10008.1: cardiac p=0.93 (label 1)",
+            )
         });
         assert!(has_ink(&rgb, HEATMAP_SIZE.0, 5..CAPTION_BAND));
         // The overlay is coloured (the hot spot is red-dominant), the left panel grey.
@@ -655,8 +887,14 @@ mod tests {
     #[ignore]
     fn demo() {
         let dir = Path::new("/tmp/plots-demo");
-        std::fs::create_dir_all(dir).unwrap();
-        let names = ["chest_wall", "cardiomegaly", "pleural_effusion", "pneumothorax", "fracture"];
+        std::fs::create_dir_all(dir.join("gradcam")).unwrap();
+        let names = [
+            "chest_wall",
+            "cardiomegaly",
+            "pleural_effusion",
+            "pneumothorax",
+            "fracture",
+        ];
         let shape = [2.6, 4.0, 6.5, 1.4, 9.0];
         let realistic: Vec<Curve> = names
             .iter()
@@ -698,7 +936,7 @@ mod tests {
         history_png(&dir.join("history-one.png"), "one validation", &hist[..1], Some(250)).unwrap();
         let img = chest(512, 512);
         heatmap_png(
-            &dir.join("cam-1.png"),
+            &dir.join("gradcam/cam-1.png"),
             &img,
             &blob(14, 0.58, 0.62),
             14,
@@ -707,7 +945,7 @@ mod tests {
         )
         .unwrap();
         heatmap_png(
-            &dir.join("cam-2.png"),
+            &dir.join("gradcam/cam-2.png"),
             &chest(400, 500),
             &blob(7, 0.25, 0.8),
             7,
@@ -715,5 +953,35 @@ mod tests {
             "1.2.840.5.6.7: pleural_effusion p=0.41 (label 0)",
         )
         .unwrap();
+        let row = |label: &str, auc: f64| crate::stages::evaluate::report::Row {
+            label: label.to_string(),
+            threshold: (label != "macro").then_some(0.42),
+            auc: Some((auc, auc - 0.03, auc + 0.025)),
+            f1: (0.71, 0.66, 0.75),
+            sensitivity: (0.8, 0.74, 0.86),
+            specificity: (0.9, 0.88, 0.92),
+            precision: (0.64, 0.58, 0.7),
+            accuracy: (0.88, 0.86, 0.9),
+            support: 1240,
+            positives: 97,
+        };
+        let html = crate::stages::evaluate::report::report_html(&crate::stages::evaluate::report::Report {
+            title: "evaluate `eval`: `train` (densenet-tiny)".into(),
+            subtitle: "1240 images of part `test`, best checkpoint".into(),
+            rows: names
+                .iter()
+                .zip(&realistic)
+                .map(|(n, c)| row(n, c.auc.unwrap()))
+                .chain([row("macro", 0.81)])
+                .collect(),
+            images: vec![
+                ("roc.png".into(), "ROC curves per class".into()),
+                ("history.png".into(), "training curves of `train`".into()),
+                ("gradcam/cam-1.png".into(), "cardiomegaly".into()),
+                ("gradcam/cam-2.png".into(), "pleural effusion".into()),
+            ],
+            notes: vec!["95% intervals: bootstrap, 3000 replicates, seed 0".into()],
+        });
+        std::fs::write(dir.join("report.html"), html).unwrap();
     }
 }

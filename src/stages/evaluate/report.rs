@@ -76,7 +76,11 @@ fn url(path: &str) -> String {
 }
 
 fn num(v: f64) -> String {
-    if v.is_finite() { format!("{v:.3}") } else { "–".to_string() }
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "–".to_string()
+    }
 }
 
 /// "0.953 (0.921–0.978)"; a bound that could not be computed prints as "–".
@@ -146,9 +150,11 @@ pub fn report_html(r: &Report) -> String {
         let _ = writeln!(h, "<p class=\"subtitle\">{}</p>", escape(&r.subtitle));
     }
 
-    h.push_str("<h2>Metrics</h2>\n<table>\n<thead><tr><th>class</th><th>AUC</th><th>F1</th>\
+    h.push_str(
+        "<h2>Metrics</h2>\n<table>\n<thead><tr><th>class</th><th>AUC</th><th>F1</th>\
         <th>sensitivity</th><th>specificity</th><th>precision</th><th>accuracy</th>\
-        <th>threshold</th><th>positives</th><th>images</th></tr></thead>\n<tbody>\n");
+        <th>threshold</th><th>positives</th><th>images</th></tr></thead>\n<tbody>\n",
+    );
     // The macro row closes the table whatever the order given.
     let (classes, averages): (Vec<&Row>, Vec<&Row>) = r.rows.iter().partition(|row| row.label != "macro");
     for row in classes.into_iter().chain(averages) {
@@ -239,7 +245,10 @@ mod tests {
             images: vec![
                 ("roc.png".into(), "ROC curves".into()),
                 ("history_train.png".into(), "training of `train`".into()),
-                ("gradcam/00_chest_wall.png".into(), "1.2.3: chest_wall p=0.93 (label 1)".into()),
+                (
+                    "gradcam/00_chest_wall.png".into(),
+                    "1.2.3: chest_wall p=0.93 (label 1)".into(),
+                ),
                 ("gradcam/01_tràn dịch.png".into(), "1.2.4: <b> p=0.10 (label 0)".into()),
             ],
             notes: vec!["bootstrap: 3000 replicates, seed 7".into(), "a < b".into()],
@@ -272,8 +281,14 @@ mod tests {
     fn nan_prints_a_dash_and_macro_comes_last() {
         let h = report_html(&report());
         assert!(h.contains("0.900 <span class=\"ci\">(–)</span>"), "both bounds NaN");
-        assert_eq!(estimate((0.5, 0.4, f64::NAN)), "0.500 <span class=\"ci\">(0.400 to –)</span>");
-        assert_eq!(estimate((f64::NAN, f64::NAN, f64::NAN)), "– <span class=\"ci\">(–)</span>");
+        assert_eq!(
+            estimate((0.5, 0.4, f64::NAN)),
+            "0.500 <span class=\"ci\">(0.400 to –)</span>"
+        );
+        assert_eq!(
+            estimate((f64::NAN, f64::NAN, f64::NAN)),
+            "– <span class=\"ci\">(–)</span>"
+        );
         // Undefined AUC and the macro row's missing threshold.
         assert!(h.contains("<td>tràn dịch màng phổi</td><td>–</td>"));
         let macro_at = h.find("<tr class=\"macro\">").unwrap();

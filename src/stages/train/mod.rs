@@ -516,24 +516,31 @@ mod tests {
         assert!(p.references.is_empty());
         let e = prepare("{architecture: vgg16}").unwrap_err();
         assert!(
-            e.message
-                .contains("`vgg16` is not implemented; available: tiny, resnet50, densenet121, inception_v3, efficientnet_b2"),
+            e.message.contains(
+                "`vgg16` is not implemented; available: tiny, resnet50, densenet121, inception_v3, efficientnet_b2"
+            ),
             "{}",
             e.message
         );
-        assert!(prepare("{architecture: inception_v3, image_size: 64}")
-            .unwrap_err()
-            .message
-            .contains("inception_v3 takes 75..=4096 pixels"));
+        assert!(
+            prepare("{architecture: inception_v3, image_size: 64}")
+                .unwrap_err()
+                .message
+                .contains("inception_v3 takes 75..=4096 pixels")
+        );
         assert!(prepare("{architecture: efficientnet_b2, image_size: 768}").is_ok());
-        assert!(prepare("{augment: {rotate_degrees: 90}}")
-            .unwrap_err()
-            .message
-            .contains("augment.rotate_degrees"));
-        assert!(prepare("{freeze_backbone: true}")
-            .unwrap_err()
-            .message
-            .contains("needs `pretrained`"));
+        assert!(
+            prepare("{augment: {rotate_degrees: 90}}")
+                .unwrap_err()
+                .message
+                .contains("augment.rotate_degrees")
+        );
+        assert!(
+            prepare("{freeze_backbone: true}")
+                .unwrap_err()
+                .message
+                .contains("needs `pretrained`")
+        );
         assert!(
             prepare("{loss: focal}")
                 .unwrap_err()

@@ -37,18 +37,16 @@
 //!
 //! BatchNorm uses tch's defaults otherwise (weights initialised uniform in [0, 1]).
 
-// Until `train` builds its networks here (the lead integrates it); remove then.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
+use tch::Tensor;
 use tch::nn::{self, ModuleT};
-use tch::{Kind, Tensor};
 
-/// Every architecture [`build`] knows, as `params.architecture` names them.
-pub const ARCHITECTURES: &[&str] = &["tiny", "resnet50", "densenet121", "inception_v3", "efficientnet_b2"];
+/// Every architecture [`build`] knows, as `params.architecture` names them (the list
+/// params are validated against, without LibTorch).
+pub use pipe::stages::train::ARCHITECTURES;
 
 /// ImageNet mean and standard deviation of the RGB channels (torchvision's).
 const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -901,7 +899,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tch::nn::OptimizerConfig;
-    use tch::{Device, Reduction};
+    use tch::{Device, Kind, Reduction};
 
     use super::*;
 

@@ -60,7 +60,12 @@ fn tensors(b: &Batch, size: i64, classes: i64, device: TDevice) -> (Tensor, Tens
 
 /// Validation loss (mean over images and labels) and per-label scores; the images come
 /// through the loader without augmentation.
-fn evaluate(net: &Net, validation: &Arc<Vec<Example>>, opts: &LoaderOptions, device: TDevice) -> anyhow::Result<(f64, Scores)> {
+fn evaluate(
+    net: &Net,
+    validation: &Arc<Vec<Example>>,
+    opts: &LoaderOptions,
+    device: TDevice,
+) -> anyhow::Result<(f64, Scores)> {
     let _guard = tch::no_grad_guard();
     let classes = opts.classes;
     let mut loss = 0.0;
@@ -74,7 +79,11 @@ fn evaluate(net: &Net, validation: &Arc<Vec<Example>>, opts: &LoaderOptions, dev
         loss += logits
             .binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Sum)
             .double_value(&[]);
-        let p = logits.sigmoid().to_kind(Kind::Double).to_device(TDevice::Cpu).view([-1]);
+        let p = logits
+            .sigmoid()
+            .to_kind(Kind::Double)
+            .to_device(TDevice::Cpu)
+            .view([-1]);
         probs.extend(Vec::<f64>::try_from(&p)?);
         targets.extend_from_slice(&b.targets);
     }
@@ -128,9 +137,7 @@ impl LossScaler {
             .map(|v| v.grad())
             .filter(|g| g.defined())
             .collect();
-        let finite = grads
-            .iter()
-            .all(|g| g.isfinite().all().int64_value(&[]) != 0);
+        let finite = grads.iter().all(|g| g.isfinite().all().int64_value(&[]) != 0);
         if !finite {
             self.scale /= 2.0;
             self.good = 0;
@@ -201,17 +208,30 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     tch::manual_seed(p.seed as i64);
     let mut vs = nn::VarStore::new(device);
     let net = crate::nets::build(&p.architecture, &vs.root(), classes as i64)?;
+    ensure!(
+        p.image_size >= net.min_size(),
+        "{} needs images of at least {} pixels, image_size is {}",
+        net.arch(),
+        net.min_size(),
+        p.image_size
+    );
     if let Some(pre) = &p.pretrained {
         let path = ctx.resolve(pre);
         let report = crate::nets::load_pretrained(&mut vs, &path, net.head_prefix())?;
         ctx.log(format!("pretrained {}: {report}", path.display()));
         if !report.reinitialised.is_empty() {
-            ctx.log(format!("re-initialised (shape differs): {}", report.reinitialised.join(", ")));
+            ctx.log(format!(
+                "re-initialised (shape differs): {}",
+                report.reinitialised.join(", ")
+            ));
         }
     }
     if p.freeze_backbone {
         let frozen = crate::nets::freeze_backbone(&vs, net.head_prefix());
-        ctx.log(format!("froze {frozen} backbone tensors; training `{}` only", net.head_prefix()));
+        ctx.log(format!(
+            "froze {frozen} backbone tensors; training `{}` only",
+            net.head_prefix()
+        ));
     }
     let mut opt = nn::Adam {
         beta1: 0.9,
@@ -221,7 +241,10 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         amsgrad: false,
     }
     .build(&vs, p.lr)?;
-    let mut scaler = LossScaler { scale: 65536.0, good: 0 };
+    let mut scaler = LossScaler {
+        scale: 65536.0,
+        good: 0,
+    };
 
     let per_epoch = n.div_ceil(p.batch_size) as u64;
     let total = per_epoch * p.epochs as u64;
@@ -260,9 +283,10 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         .validate()
         .map_err(|e| anyhow::anyhow!("loss `{}` on this training part: {e}", p.loss))?;
     ctx.log(format!(
-        "{} ({} parameters), loss {}, {n} training images in {per_epoch} batches of {} per epoch, {workers} loader threads",
-        p.architecture,
-        vs.trainable_variables().iter().map(|t| t.numel()).sum::<usize>(),
+        "{} ({} trainable parameters, {} feature channels), loss {}, {n} training images in {per_epoch} batches of {} per epoch, {workers} loader threads",
+        net.arch(),
+        vs.trainable_variables().iter().filter(|t| t.requires_grad()).map(|t| t.numel()).sum::<usize>(),
+        net.channels(),
         loss_fn.name(),
         p.batch_size
     ));
@@ -322,7 +346,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
                 images_done as f64 / rate_since.elapsed().as_secs_f64().max(1e-9)
             ));
 
-            if step % p.eval_every == 0 || step == total {
+            if step.is_multiple_of(p.eval_every) || step == total {
                 let (val_loss, s) = evaluate(&net, &validation_set, &loader(None, 0), device)?;
                 let best = s.macro_f1 > state.best_f1;
                 if best {
@@ -347,7 +371,9 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         }
     }
     if skipped > 0 {
-        ctx.log(format!("mixed precision: {skipped} steps skipped for overflowing gradients"));
+        ctx.log(format!(
+            "mixed precision: {skipped} steps skipped for overflowing gradients"
+        ));
         ctx.count("amp_skipped_steps", skipped);
     }
 
