@@ -186,3 +186,36 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     let (ens_auc, _, _) = metric(&ens, "macro");
     assert!(ens_auc.unwrap() >= 0.8, "ensemble macro AUC {ens_auc:?}");
 }
+
+/// The paper's four architectures through the pipeline at their smallest sizes on the
+/// CPU: a few steps of train, then evaluate with Grad-CAM on each (the paper's settings
+/// themselves — EfficientNet-B2 at 768 px, 160 epochs — are for a GPU).
+#[test]
+fn the_paper_architectures_train_and_evaluate_on_the_cpu() {
+    if worker().is_none() {
+        return;
+    }
+    let p = Project::new();
+    synth(&p.path("hosp"), 80, 96);
+    let mut extra = String::from("  train:\n    params: { architecture: tiny, epochs: 1 }\n  evaluate:\n    params: { bootstrap: 50, gradcam: 1 }\n");
+    let archs = [("resnet50", 32), ("densenet121", 32), ("inception_v3", 75), ("efficientnet_b2", 32)];
+    for (arch, size) in archs {
+        extra.push_str(&format!(
+            "  {arch}:\n    kind: train\n    inputs: [split.split, label.labels, convert.images]\n    params: {{ architecture: {arch}, image_size: {size}, batch_size: 16, epochs: 1, eval_every: 100, workers: 1 }}\n  eval_{arch}:\n    kind: evaluate\n    inputs: [{arch}, split.split, label.labels, convert.images]\n    params: {{ bootstrap: 50, gradcam: 2, batch_size: 8 }}\n"
+        ));
+    }
+    phutho_on_hospital(&p, "a", 96, &extra);
+    let t = Instant::now();
+    let r = p.pipe(&["run", "pipelines/a.yaml"]).ok();
+    eprintln!("{:.1} s\n{}", t.elapsed().as_secs_f64(), r.stdout);
+    for (arch, _) in archs {
+        let dir = entry(&p, "pipelines/a.yaml", arch);
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        assert!(config.contains(&format!("\"architecture\": \"{arch}\"")), "{config}");
+        let ev = entry(&p, "pipelines/a.yaml", &format!("eval_{arch}.metrics"));
+        let (auc, f1, _) = metric(&ev, "macro");
+        assert!(f1.is_finite() && auc.is_none_or(f64::is_finite), "{arch}: {auc:?} {f1}");
+        let cams = std::fs::read_dir(ev.join("gradcam")).unwrap().count();
+        assert_eq!(cams, 2, "{arch}: {cams} Grad-CAM pictures");
+    }
+}
