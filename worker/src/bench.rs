@@ -1,6 +1,8 @@
 //! Timings for `benches/train.py`, each printed as one JSON line:
 //! - `pipe-torch bench-step --arch tiny --batch 32 --size 64 --steps 30 --threads 2`:
-//!   training steps (forward, BCE with logits, backward, Adam) on a fixed random batch;
+//!   training steps of a `train` architecture (forward, BCE with logits, backward, Adam) on a fixed random batch,
+//!   or, with `--dir DIR --workers N`, on batches from the train loader over the PNGs in
+//!   DIR (augmented; the time of a step then includes waiting for its batch);
 //! - `pipe-torch bench-loader --dir DIR --size 64 --batch 32 --workers 2`: one epoch of
 //!   the train loader (decode, augment, batch) over the PNGs in DIR, each batch turned
 //!   into tensors as the training loop does.
@@ -15,7 +17,7 @@ use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use pipe::stages::train::Example;
-use pipe::stages::train::loader::{Augment, LoaderOptions, epoch_batches};
+use pipe::stages::train::loader::{Augment, Batch, Loader, LoaderOptions, epoch_batches};
 
 /// Steps run before timing: the first ones allocate and pick kernels.
 const WARMUP_STEPS: usize = 5;
@@ -46,28 +48,6 @@ fn get<T: std::str::FromStr>(o: &HashMap<String, String>, key: &str, default: T)
     }
 }
 
-/// The same network as `tiny()` in src/stages/train/worker.rs (kept identical so the
-/// timing is the training stage's): 3 × (conv 3×3 → batch norm → ReLU → max pool 2×2),
-/// global average pool, linear.
-fn tiny(p: &nn::Path, classes: i64) -> impl ModuleT + use<> {
-    let conv = nn::ConvConfig {
-        padding: 1,
-        bias: false,
-        ..Default::default()
-    };
-    let mut seq = nn::seq_t();
-    let mut channels = 1;
-    for (i, out) in [16i64, 32, 64].into_iter().enumerate() {
-        seq = seq
-            .add(nn::conv2d(p / format!("conv{i}"), channels, out, 3, conv))
-            .add(nn::batch_norm2d(p / format!("bn{i}"), out, Default::default()))
-            .add_fn(|x| x.relu().max_pool2d_default(2));
-        channels = out;
-    }
-    seq.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
-        .add(nn::linear(p / "head", channels, classes, Default::default()))
-}
-
 /// Median and 90th percentile (nearest rank) of `ms`.
 fn median_p90(ms: &mut [f64]) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
@@ -82,9 +62,13 @@ fn median_p90(ms: &mut [f64]) -> (f64, f64) {
 }
 
 pub fn step(args: &[String]) -> anyhow::Result<()> {
-    let o = options(args, &["arch", "batch", "size", "steps", "threads", "classes", "seed"])?;
+    let o = options(
+        args,
+        &[
+            "arch", "batch", "size", "steps", "threads", "classes", "seed", "dir", "workers",
+        ],
+    )?;
     let arch: String = get(&o, "arch", "tiny".to_string())?;
-    ensure!(arch == "tiny", "--arch: only `tiny` is implemented");
     let batch: i64 = get(&o, "batch", 32)?;
     let size: i64 = get(&o, "size", 64)?;
     let steps: usize = get(&o, "steps", 30)?;
@@ -98,15 +82,48 @@ pub fn step(args: &[String]) -> anyhow::Result<()> {
     tch::set_num_threads(threads);
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = tiny(&vs.root(), classes);
+    // The networks of the `train` stage, so the timing is the stage's.
+    let net = crate::nets::build(&arch, &vs.root(), classes)?;
     let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
     let x = Tensor::rand([batch, 1, size, size], (Kind::Float, Device::Cpu));
     let y = Tensor::rand([batch, classes], (Kind::Float, Device::Cpu))
         .ge(0.5)
         .to_kind(Kind::Float);
+    // With --dir, each step takes the next batch of the loader, epoch after epoch.
+    let mut feed = match o.get("dir") {
+        None => None,
+        Some(dir) => {
+            let examples = Arc::new(png_examples(&PathBuf::from(dir), classes as usize)?);
+            let opts = LoaderOptions {
+                batch_size: batch as usize,
+                size: size as usize,
+                classes: classes as usize,
+                augment: Some(Augment::default()),
+                seed: seed as u64,
+                epoch: 0,
+                workers: get(&o, "workers", 2)?,
+                prefetch: 4,
+            };
+            Some(Feed {
+                examples,
+                opts,
+                loader: None,
+            })
+        }
+    };
     let mut ms = Vec::with_capacity(steps);
     for i in 0..WARMUP_STEPS + steps {
         let t = Instant::now();
+        let (x, y) = match &mut feed {
+            None => (x.shallow_clone(), y.shallow_clone()),
+            Some(f) => {
+                let b = f.next()?;
+                (
+                    Tensor::from_slice(&b.images).view([b.len as i64, 1, size, size]),
+                    Tensor::from_slice(&b.targets).view([b.len as i64, classes]),
+                )
+            }
+        };
         let loss = net
             .forward_t(&x, true)
             .binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean);
@@ -124,10 +141,55 @@ pub fn step(args: &[String]) -> anyhow::Result<()> {
         serde_json::json!({
             "bench": "step", "impl": "pipe-torch", "arch": arch, "batch": batch, "size": size,
             "steps": steps, "threads": threads, "median_ms": median, "p90_ms": p90,
+            "loader_workers": feed.as_ref().map(|f| f.opts.workers),
             "images_per_s": batch as f64 / (median / 1e3),
         })
     );
     Ok(())
+}
+
+/// The train loader over epochs 0, 1, … of `examples`.
+struct Feed {
+    examples: Arc<Vec<Example>>,
+    opts: LoaderOptions,
+    loader: Option<Loader>,
+}
+
+impl Feed {
+    fn next(&mut self) -> anyhow::Result<Batch> {
+        loop {
+            if let Some(b) = self.loader.as_mut().and_then(Iterator::next) {
+                return b;
+            }
+            if self.loader.is_some() {
+                self.opts.epoch += 1;
+            }
+            let order = pipe::stages::train::epoch_order(self.examples.len(), self.opts.seed, self.opts.epoch);
+            self.loader = Some(epoch_batches(self.examples.clone(), order, 0, &self.opts));
+        }
+    }
+}
+
+/// The PNGs in `dir` (sorted by name) as examples with all-zero targets.
+fn png_examples(dir: &std::path::Path, classes: usize) -> anyhow::Result<Vec<Example>> {
+    let mut images: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    images.retain(|p| p.extension().and_then(|e| e.to_str()) == Some("png"));
+    images.sort();
+    if images.is_empty() {
+        bail!("no .png files in {}", dir.display());
+    }
+    Ok(images
+        .into_iter()
+        .enumerate()
+        .map(|(i, image)| Example {
+            sop_instance_uid: i.to_string(),
+            image,
+            targets: vec![0.0; classes],
+        })
+        .collect())
 }
 
 pub fn loader(args: &[String]) -> anyhow::Result<()> {
@@ -145,25 +207,8 @@ pub fn loader(args: &[String]) -> anyhow::Result<()> {
     let augment: bool = get(&o, "augment", true)?;
     let classes: usize = get(&o, "classes", 5)?;
     let seed: u64 = get(&o, "seed", 0)?;
-    let mut images: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
-    images.retain(|p| p.extension().and_then(|e| e.to_str()) == Some("png"));
-    images.sort();
-    if images.is_empty() {
-        bail!("no .png files in {}", dir.display());
-    }
-    let n = images.len();
-    let examples: Vec<Example> = images
-        .into_iter()
-        .enumerate()
-        .map(|(i, image)| Example {
-            sop_instance_uid: i.to_string(),
-            image,
-            targets: vec![0.0; classes],
-        })
-        .collect();
+    let examples = png_examples(&dir, classes)?;
+    let n = examples.len();
     let opts = LoaderOptions {
         batch_size,
         size,

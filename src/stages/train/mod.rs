@@ -95,7 +95,8 @@ pub struct Params {
     pub freeze_backbone: bool,
     /// Random augmentation of the training images (validation images are not augmented).
     pub augment: loader::Augment,
-    /// Threads decoding and augmenting images; 0: the stage's thread budget.
+    /// Threads decoding and augmenting images; 0: half the stage's thread budget on the
+    /// CPU (the other half runs LibTorch), all of it with a GPU.
     pub workers: usize,
     /// Batches prepared ahead of the training step.
     pub prefetch: usize,

@@ -193,7 +193,13 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         }
     }
     let (train_set, validation_set) = (Arc::new(ex.train), Arc::new(ex.validation));
-    let workers = if p.workers == 0 { ctx.threads.max(1) } else { p.workers };
+    // On the CPU the loader's threads take cores from LibTorch's; half the budget keeps
+    // up with the step (benches/train.py). With a GPU the CPU is the loader's.
+    let workers = match (p.workers, device) {
+        (0, TDevice::Cpu) => (ctx.threads / 2).max(1),
+        (0, _) => ctx.threads.max(1),
+        (w, _) => w,
+    };
     let loader = |augment: Option<loader::Augment>, epoch: u64| LoaderOptions {
         batch_size: p.batch_size,
         size,
