@@ -197,8 +197,15 @@ fn the_paper_architectures_train_and_evaluate_on_the_cpu() {
     }
     let p = Project::new();
     synth(&p.path("hosp"), 80, 96);
-    let mut extra = String::from("  train:\n    params: { architecture: tiny, epochs: 1 }\n  evaluate:\n    params: { bootstrap: 50, gradcam: 1 }\n");
-    let archs = [("resnet50", 32), ("densenet121", 32), ("inception_v3", 75), ("efficientnet_b2", 32)];
+    let mut extra = String::from(
+        "  train:\n    params: { architecture: tiny, epochs: 1 }\n  evaluate:\n    params: { bootstrap: 50, gradcam: 1 }\n",
+    );
+    let archs = [
+        ("resnet50", 32),
+        ("densenet121", 32),
+        ("inception_v3", 75),
+        ("efficientnet_b2", 32),
+    ];
     for (arch, size) in archs {
         extra.push_str(&format!(
             "  {arch}:\n    kind: train\n    inputs: [split.split, label.labels, convert.images]\n    params: {{ architecture: {arch}, image_size: {size}, batch_size: 16, epochs: 1, eval_every: 100, workers: 1 }}\n  eval_{arch}:\n    kind: evaluate\n    inputs: [{arch}, split.split, label.labels, convert.images]\n    params: {{ bootstrap: 50, gradcam: 2, batch_size: 8 }}\n"

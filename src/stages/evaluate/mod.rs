@@ -190,6 +190,7 @@ pub struct Model {
     /// Its cache entry (history.parquet, config.json, the checkpoints).
     pub dir: PathBuf,
     pub architecture: String,
+    pub loss: String,
     pub image_size: i64,
     pub labels: Vec<String>,
     pub weights: PathBuf,
@@ -231,6 +232,7 @@ pub fn models(ctx: &Context, checkpoint: &str) -> anyhow::Result<Vec<Model>> {
             stage: input.stage.clone(),
             dir,
             architecture: train.architecture,
+            loss: train.loss,
             image_size: train.image_size,
             labels: train.labels,
             weights,
@@ -448,15 +450,11 @@ pub fn finish(
     w.write(&b.finish()?)?;
     w.finish()?;
     let what = if models.len() == 1 {
-        format!("`{}` ({})", models[0].stage, models[0].architecture)
+        format!("model {} ({})", models[0].stage, models[0].architecture)
     } else {
         format!(
             "ensemble of {}",
-            models
-                .iter()
-                .map(|m| format!("`{}`", m.stage))
-                .collect::<Vec<_>>()
-                .join(", ")
+            models.iter().map(|m| m.stage.clone()).collect::<Vec<_>>().join(", ")
         )
     };
     let out = &ctx.out_dir;
@@ -476,11 +474,14 @@ pub fn finish(
         let name = format!("history_{}.png", model.stage);
         plots::history_png(
             &out.join(&name),
-            &format!("training of `{}` ({})", model.stage, model.architecture),
+            &format!(
+                "training of {} ({}, loss {}; validation loss is BCE)",
+                model.stage, model.architecture, model.loss
+            ),
             &points,
             best,
         )?;
-        pictures.push((name, format!("training curves of `{}`", model.stage)));
+        pictures.push((name, format!("training curves of {}", model.stage)));
     }
 
     // Grad-CAM
@@ -526,9 +527,9 @@ pub fn finish(
         Threshold::Rule(_) => format!("per-class thresholds maximising F1 on the `{}` part", p.threshold_part),
     };
     let html = report::report_html(&report::Report {
-        title: format!("evaluate `{}`: {what}", ctx.stage),
+        title: format!("{}: {what}", ctx.stage),
         subtitle: format!(
-            "{} images of part `{}`, {} checkpoint",
+            "{} images of the {} part, {} checkpoint",
             examples.len(),
             p.part,
             p.checkpoint
