@@ -394,25 +394,10 @@ fn densenet121_features(p: &nn::Path) -> impl ModuleT + use<> {
 // ---------------------------------------------------------------------------------------
 // Inception v3 (Szegedy et al. 2015), from tch::vision::inception.
 
-fn conv_bn(p: nn::Path, c_in: i64, c_out: i64, ksize: i64, pad: i64, stride: i64) -> impl ModuleT + use<> {
-    let conv_cfg = nn::ConvConfig {
-        stride,
-        padding: pad,
-        bias: false,
-        ..Default::default()
-    };
-    let bn_cfg = nn::BatchNormConfig {
-        eps: 0.001,
-        ..Default::default()
-    };
-    nn::seq_t()
-        .add(nn::conv2d(&p / "conv", c_in, c_out, ksize, conv_cfg))
-        .add(nn::batch_norm2d(&p / "bn", c_out, bn_cfg))
-        .add_fn(|xs| xs.relu())
-}
-
-fn conv_bn2(p: nn::Path, c_in: i64, c_out: i64, ksize: [i64; 2], pad: [i64; 2]) -> impl ModuleT + use<> {
+/// Inception's BasicConv2d: conv (no bias) → batch norm (eps 0.001) → ReLU.
+fn conv_bn_nd(p: nn::Path, c_in: i64, c_out: i64, ksize: [i64; 2], pad: [i64; 2], stride: i64) -> impl ModuleT + use<> {
     let conv_cfg = nn::ConvConfigND::<[i64; 2]> {
+        stride: [stride, stride],
         padding: pad,
         bias: false,
         ..Default::default()
@@ -425,6 +410,14 @@ fn conv_bn2(p: nn::Path, c_in: i64, c_out: i64, ksize: [i64; 2], pad: [i64; 2]) 
         .add(nn::conv(&p / "conv", c_in, c_out, ksize, conv_cfg))
         .add(nn::batch_norm2d(&p / "bn", c_out, bn_cfg))
         .add_fn(|xs| xs.relu())
+}
+
+fn conv_bn(p: nn::Path, c_in: i64, c_out: i64, ksize: i64, pad: i64, stride: i64) -> impl ModuleT + use<> {
+    conv_bn_nd(p, c_in, c_out, [ksize, ksize], [pad, pad], stride)
+}
+
+fn conv_bn2(p: nn::Path, c_in: i64, c_out: i64, ksize: [i64; 2], pad: [i64; 2]) -> impl ModuleT + use<> {
+    conv_bn_nd(p, c_in, c_out, ksize, pad, 1)
 }
 
 fn max_pool3s2(xs: &Tensor) -> Tensor {
