@@ -644,6 +644,134 @@ mod tests {
         assert!(gradcam_picks(&probs, &truth, 0).is_empty());
     }
 
+    /// `finish` on hand-made probabilities: the tables hold exactly what the metrics
+    /// functions say, the pictures and report are written and linked.
+    #[test]
+    fn finish_writes_tables_pictures_and_report() {
+        use crate::stage::InputTable;
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::Float64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let (model_dir, out) = (dir.path().join("train"), dir.path().join("out"));
+        std::fs::create_dir_all(&model_dir).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        // A two-row history for the training-curve picture.
+        let hs = crate::stages::train::history_schema();
+        let mut h = TableBuilder::new(&hs);
+        for (step, best) in [(10, true), (20, false)] {
+            h.i64("step", Some(step))
+                .i64("epoch", Some(0))
+                .f64("lr", Some(1e-3))
+                .f64("train_loss", Some(0.5))
+                .f64("val_loss", Some(0.4))
+                .f64("val_macro_f1", Some(0.6))
+                .f64("val_macro_auc", Some(0.8))
+                .str("val_auc", Some("{}"))
+                .str("val_f1", Some("{}"))
+                .bool("best", Some(best));
+        }
+        let meta = crate::table::TableMeta::default();
+        crate::table::write_table(&model_dir.join("history.parquet"), &hs, &meta, &[h.finish().unwrap()]).unwrap();
+        let ss = crate::schema!("split/split");
+        let mut sp = TableBuilder::new(&ss);
+        for i in 0..6 {
+            sp.str("sop_instance_uid", Some(&format!("1.{i}")))
+                .str("patient_id", Some(&format!("P{i}")))
+                .str("image", Some("x.png"))
+                .str("part", Some("validation"));
+        }
+        crate::table::write_table(&dir.path().join("split.parquet"), &ss, &meta, &[sp.finish().unwrap()]).unwrap();
+        let ctx = Context {
+            stage: "evaluate".into(),
+            root: dir.path().into(),
+            cache_dir: dir.path().into(),
+            out_dir: out.clone(),
+            inputs: vec![InputTable {
+                stage: "split".into(),
+                table: "split".into(),
+                path: dir.path().join("split.parquet"),
+            }],
+            previous: None,
+            threads: 2,
+            device: crate::stage::Device::Cpu,
+            progress: crate::progress::Progress::hidden(),
+            meta,
+            counters: Default::default(),
+            log: Default::default(),
+        };
+        let labels = vec!["cardiac".to_string(), "pleura".to_string()];
+        let examples: Vec<Example> = (0..6)
+            .map(|i| Example {
+                sop_instance_uid: format!("1.{i}"),
+                image: format!("img/{i}.png").into(),
+                targets: vec![f32::from(i % 2 == 0), f32::from(i < 3)],
+            })
+            .collect();
+        let probs = vec![vec![0.9, 0.2, 0.7, 0.6, 0.8, 0.1], vec![0.8, 0.7, 0.4, 0.3, 0.55, 0.2]];
+        let model = Model {
+            stage: "train".into(),
+            dir: model_dir,
+            architecture: "tiny".into(),
+            loss: "asl".into(),
+            image_size: 64,
+            labels: labels.clone(),
+            weights: "best.safetensors".into(),
+        };
+        let p: Params = serde_json::from_value(prepare("{bootstrap: 200, seed: 3}").unwrap().params).unwrap();
+        finish(&ctx, &p, &[model], &examples, &probs, &[0.5, 0.5], &[]).unwrap();
+
+        let pred = read_batch(&out.join("predictions.parquet")).unwrap();
+        let names: Vec<String> = pred.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "sop_instance_uid",
+                "patient_id",
+                "image",
+                "part",
+                "cardiac",
+                "cardiac_prob",
+                "cardiac_pred",
+                "pleura",
+                "pleura_prob",
+                "pleura_pred"
+            ]
+        );
+        let pred_col = pred.column_by_name("pleura_pred").unwrap().as_boolean();
+        assert_eq!(
+            (0..6).map(|i| pred_col.value(i)).collect::<Vec<_>>(),
+            [true, true, false, false, true, false]
+        );
+        assert_eq!(
+            pred.column_by_name("patient_id").unwrap().as_string::<i32>().value(4),
+            "P4"
+        );
+
+        let m = read_batch(&out.join("metrics.parquet")).unwrap();
+        let truth = truth(&examples, 2);
+        let want = metrics::evaluate(&labels, &probs, &truth, &[0.5, 0.5], 200, 3, 1);
+        let col = |c: &str| m.column_by_name(c).unwrap().as_primitive::<Float64Type>().clone();
+        let (auc, f1_low) = (col("auc"), col("f1_low"));
+        assert_eq!(m.num_rows(), 3);
+        for (i, w) in want.iter().enumerate() {
+            assert_eq!(m.column_by_name("label").unwrap().as_string::<i32>().value(i), w.label);
+            assert_eq!(auc.is_valid(i).then(|| auc.value(i)), w.auc.map(|a| a.value));
+            assert_eq!(f1_low.value(i), w.f1.low);
+        }
+        // cardiac: positives 0.9, 0.7, 0.8 all above the negatives 0.2, 0.6, 0.1.
+        assert_eq!(auc.value(0), 1.0);
+
+        let roc = read_batch(&out.join("roc.parquet")).unwrap();
+        assert_eq!(roc.num_rows(), 2 * 7);
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        for needle in ["roc.png", "history_train.png", "cardiac", "pleura", "200 replicates"] {
+            assert!(html.contains(needle), "report.html lacks {needle}");
+        }
+        for f in ["roc.png", "history_train.png"] {
+            assert!(std::fs::metadata(out.join(f)).unwrap().len() > 1000, "{f}");
+        }
+    }
+
     #[test]
     fn thresholds_fixed_or_best_f1() {
         let probs = vec![vec![0.9, 0.4, 0.35, 0.1]];
