@@ -441,3 +441,66 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     }
     Ok(used)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A net's variables after one Adam step on a fixed batch, with or without the
+    /// loss scaler (which must give the same update: it scales the loss, then unscales
+    /// the gradients).
+    fn one_step(scaled: Option<f64>, poison: bool) -> (Vec<Tensor>, Option<LossScaler>) {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(TDevice::Cpu);
+        let lin = nn::linear(vs.root() / "l", 4, 2, Default::default());
+        let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
+        let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.1, 1.5, 0.3, -0.7, 0.9]).view([2, 4]);
+        let mut loss = x.apply(&lin).pow_tensor_scalar(2).mean(Kind::Float);
+        if poison {
+            loss = loss * f64::INFINITY;
+        }
+        let scaler = match scaled {
+            Some(scale) => {
+                let mut s = LossScaler { scale, good: 0 };
+                s.step(&mut opt, &vs, &loss);
+                Some(s)
+            }
+            None => {
+                opt.backward_step(&loss);
+                None
+            }
+        };
+        let vars = vs.trainable_variables().iter().map(|t| t.detach().copy()).collect();
+        (vars, scaler)
+    }
+
+    #[test]
+    fn loss_scaler_gives_the_plain_update_and_skips_overflow() {
+        let (plain, _) = one_step(None, false);
+        let (scaled, s) = one_step(Some(1024.0), false);
+        for (a, b) in plain.iter().zip(&scaled) {
+            let diff = (a - b).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "scaled update differs by {diff}");
+        }
+        assert_eq!(s.unwrap().good, 1);
+        // Overflowing gradients: the step is skipped (weights as initialised) and the
+        // scale halves.
+        let (fresh, _) = {
+            tch::manual_seed(0);
+            let vs = nn::VarStore::new(TDevice::Cpu);
+            let _ = nn::linear(vs.root() / "l", 4, 2, Default::default());
+            (
+                vs.trainable_variables()
+                    .iter()
+                    .map(|t| t.detach().copy())
+                    .collect::<Vec<_>>(),
+                (),
+            )
+        };
+        let (skipped, s) = one_step(Some(1024.0), true);
+        for (a, b) in fresh.iter().zip(&skipped) {
+            assert_eq!((a - b).abs().max().double_value(&[]), 0.0);
+        }
+        assert_eq!(s.unwrap().scale, 512.0);
+    }
+}
