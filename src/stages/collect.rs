@@ -9,19 +9,19 @@
 //! unchanged files come from the stat cache, so a new night of PACS files costs work
 //! proportional to the new files (counters `files_read` / `files_reused`).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::fingerprint::FileHash;
 use crate::stage::{Context, Reference, Resources, Stage};
-use crate::table::{TableBuilder, TableSchema, read_table, str_col, write_table};
+use crate::table::{TableBuilder, TableSchema, str_col, write_table};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,7 +76,6 @@ impl Stage for Collect {
 
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
         let pacs = ctx.scan_tree(&p.pacs)?;
-        let his = ctx.scan_tree(&p.his)?;
         ctx.progress.set_total(pacs.len() as u64);
         let join = |root: &str, rel: &str| {
             if rel.is_empty() {
@@ -86,8 +85,8 @@ impl Stage for Collect {
             }
         };
 
-        // Rows of the previous result, by (path, hash).
-        let previous = Previous::load(ctx.previous.as_deref())?;
+        // Rows of the previous result, streamed in step with the listing.
+        let mut previous = Previous::open(ctx.previous.as_deref());
         let root = ctx.resolve(&p.pacs);
         let pool = ctx.pool()?;
         let mut dicoms = ctx.writer("dicoms", &dicoms_schema())?;
@@ -100,7 +99,11 @@ impl Stage for Collect {
             let mut fresh: Vec<(String, &FileHash)> = Vec::new();
             for f in chunk {
                 let path = join(&p.pacs, &f.rel);
-                match previous.find(&path, &f.hash) {
+                let found = match previous.dicoms.find(&path, &f.hash) {
+                    Some(i) => Some(Found::Dicom(i)),
+                    None => previous.rejects.find(&path, &f.hash).map(Found::Reject),
+                };
+                match found {
                     Some(found) => sources.push(Source::Previous(found)),
                     None => {
                         sources.push(Source::New(fresh.len()));
@@ -146,25 +149,32 @@ impl Stage for Collect {
                     }
                 }
             }
-            // (0, row) = a row of the previous result, (1, row) = a new row.
+            // Sources of interleave: the previous batches in the window, then the new rows.
+            let (dn, rn) = (previous.dicoms.window.len(), previous.rejects.window.len());
             let (mut d, mut r) = (Vec::new(), Vec::new());
             for s in &sources {
                 match s {
-                    Source::Previous(Found::Dicom(i)) => d.push((0, *i as usize)),
-                    Source::Previous(Found::Reject(i)) => r.push((0, *i as usize)),
+                    Source::Previous(Found::Dicom(at)) => d.push(*at),
+                    Source::Previous(Found::Reject(at)) => r.push(*at),
                     Source::New(k) => match landed[*k] {
-                        (true, row) => d.push((1, row)),
-                        (false, row) => r.push((1, row)),
+                        (true, row) => d.push((dn, row)),
+                        (false, row) => r.push((rn, row)),
                     },
                 }
             }
-            dicoms.write(&interleave(previous.dicoms.as_ref(), &new_dicoms.finish()?, &d)?)?;
-            rejects.write(&interleave(previous.rejects.as_ref(), &new_rejects.finish()?, &r)?)?;
+            dicoms.write(&interleave(&previous.dicoms.window, &new_dicoms.finish()?, &d)?)?;
+            rejects.write(&interleave(&previous.rejects.window, &new_rejects.finish()?, &r)?)?;
+            previous.dicoms.release();
+            previous.rejects.release();
         }
         dicoms.finish()?;
         rejects.finish()?;
         ctx.count("files_reused", reused);
         ctx.count("files_read", read);
+        // Scanned only now: its listing need not share the peak with the DICOM rows.
+        drop(pacs);
+        drop(previous);
+        let his = ctx.scan_tree(&p.his)?;
 
         let mut his_rows = TableBuilder::new(&his_schema());
         for f in &his {
@@ -183,72 +193,115 @@ impl Stage for Collect {
     }
 }
 
+/// A reusable row: (batch in its table's window, row in that batch).
 enum Found {
-    Dicom(u32),
-    Reject(u32),
+    Dicom((usize, usize)),
+    Reject((usize, usize)),
 }
 
 /// The previous result's rows, to reuse those of unchanged files.
+///
+/// Both tables were written in the tree's sorted order, the order of the new listing,
+/// so they are merged with it as they are read: only the batches the current chunk
+/// may pick from are in memory, not the whole previous result (nor an index of it).
 struct Previous {
-    dicoms: Option<RecordBatch>,
-    rejects: Option<RecordBatch>,
-    index: HashMap<(String, String), Found>,
+    dicoms: PreviousTable,
+    rejects: PreviousTable,
 }
 
 impl Previous {
-    fn load(entry: Option<&Path>) -> anyhow::Result<Previous> {
-        let mut p = Previous {
-            dicoms: None,
-            rejects: None,
-            index: HashMap::new(),
+    fn open(entry: Option<&Path>) -> Previous {
+        let none = || Previous {
+            dicoms: PreviousTable::empty(),
+            rejects: PreviousTable::empty(),
         };
-        let Some(entry) = entry else { return Ok(p) };
-        for (table, schema) in [("dicoms", dicoms_schema()), ("rejects", rejects_schema())] {
-            let path = entry.join(format!("{table}.parquet"));
-            let (s, batches) = match read_table(&path) {
-                Ok(t) => t,
-                Err(_) => {
-                    return Ok(Previous {
-                        dicoms: None,
-                        rejects: None,
-                        index: HashMap::new(),
-                    });
-                }
-            };
-            let batch = arrow::compute::concat_batches(&s, &batches)?;
-            // A previous result of another layout (older version) is not reused.
-            if schema.check(&batch).is_err() {
-                return Ok(Previous {
-                    dicoms: None,
-                    rejects: None,
-                    index: HashMap::new(),
-                });
-            }
-            let paths = str_col(&batch, "path")?;
-            let hashes = str_col(&batch, "file_hash")?;
-            for i in 0..batch.num_rows() {
-                let found = if table == "dicoms" {
-                    Found::Dicom(i as u32)
-                } else {
-                    Found::Reject(i as u32)
-                };
-                p.index
-                    .insert((paths.value(i).to_string(), hashes.value(i).to_string()), found);
-            }
-            if table == "dicoms" {
-                p.dicoms = Some(batch);
-            } else {
-                p.rejects = Some(batch);
-            }
+        let Some(entry) = entry else { return none() };
+        let open = |table: &str, schema: &TableSchema| {
+            PreviousTable::open(&entry.join(format!("{table}.parquet")), schema).ok()
+        };
+        // Unreadable, or of another layout (older version): nothing is reused.
+        match (open("dicoms", &dicoms_schema()), open("rejects", &rejects_schema())) {
+            (Some(dicoms), Some(rejects)) => Previous { dicoms, rejects },
+            _ => none(),
         }
-        Ok(p)
+    }
+}
+
+/// One table of the previous result, read batch by batch behind a cursor.
+struct PreviousTable {
+    reader: Option<ParquetRecordBatchReader>,
+    /// Batches from the cursor's on; rows before the cursor are never looked at again.
+    window: Vec<RecordBatch>,
+    /// (batch in `window`, row).
+    cursor: (usize, usize),
+}
+
+impl PreviousTable {
+    fn empty() -> PreviousTable {
+        PreviousTable {
+            reader: None,
+            window: Vec::new(),
+            cursor: (0, 0),
+        }
     }
 
-    fn find(&self, path: &str, hash: &str) -> Option<Found> {
-        match self.index.get(&(path.to_string(), hash.to_string()))? {
-            Found::Dicom(i) => Some(Found::Dicom(*i)),
-            Found::Reject(i) => Some(Found::Reject(*i)),
+    fn open(path: &Path, schema: &TableSchema) -> anyhow::Result<PreviousTable> {
+        use arrow::array::RecordBatchReader as _;
+        let mut reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.build()?;
+        let first = reader.next().transpose()?;
+        schema.check(first.as_ref().unwrap_or(&RecordBatch::new_empty(reader.schema())))?;
+        Ok(PreviousTable {
+            reader: Some(reader),
+            window: first.into_iter().collect(),
+            cursor: (0, 0),
+        })
+    }
+
+    /// The (path, file hash) under the cursor, loading the next batch when needed.
+    fn current(&mut self) -> Option<(&str, &str)> {
+        while self.cursor.0 >= self.window.len() || self.cursor.1 >= self.window[self.cursor.0].num_rows() {
+            if self.cursor.0 < self.window.len() {
+                self.cursor = (self.cursor.0 + 1, 0);
+                continue;
+            }
+            // A read error ends reuse: the remaining files are read, not trusted.
+            match self.reader.as_mut()?.next() {
+                Some(Ok(batch)) => self.window.push(batch),
+                _ => {
+                    self.reader = None;
+                    return None;
+                }
+            }
         }
+        let batch = &self.window[self.cursor.0];
+        let (paths, hashes) = (str_col(batch, "path").ok()?, str_col(batch, "file_hash").ok()?);
+        Some((paths.value(self.cursor.1), hashes.value(self.cursor.1)))
+    }
+
+    /// The row of `path` if its hash is still `hash`. Paths must come in the tree's
+    /// order (`Path` order, component by component, as the walk sorts them).
+    fn find(&mut self, path: &str, hash: &str) -> Option<(usize, usize)> {
+        loop {
+            let (p, h) = self.current()?;
+            match Path::new(p).cmp(Path::new(path)) {
+                std::cmp::Ordering::Less => self.cursor.1 += 1,
+                std::cmp::Ordering::Greater => return None,
+                std::cmp::Ordering::Equal => {
+                    let hit = (p == path && h == hash).then_some(self.cursor);
+                    if hit.is_some() {
+                        self.cursor.1 += 1;
+                    }
+                    return hit;
+                }
+            }
+        }
+    }
+
+    /// Drop the batches wholly behind the cursor (after the chunk picked its rows).
+    fn release(&mut self) {
+        let behind = self.cursor.0.min(self.window.len());
+        self.window.drain(..behind);
+        self.cursor.0 -= behind;
     }
 }
 
@@ -262,16 +315,15 @@ enum Source {
     New(usize),
 }
 
-/// Rows picked from the previous result (source 0) and the new rows (source 1).
-fn interleave(
-    previous: Option<&RecordBatch>,
-    new: &RecordBatch,
-    picks: &[(usize, usize)],
-) -> anyhow::Result<RecordBatch> {
-    let empty = RecordBatch::new_empty(new.schema());
-    let previous = previous.unwrap_or(&empty);
+/// Rows picked from the previous batches (sources `0..previous.len()`) and the new rows
+/// (source `previous.len()`).
+fn interleave(previous: &[RecordBatch], new: &RecordBatch, picks: &[(usize, usize)]) -> anyhow::Result<RecordBatch> {
     let cols: Vec<ArrayRef> = (0..new.num_columns())
-        .map(|c| arrow::compute::interleave(&[previous.column(c).as_ref(), new.column(c).as_ref()], picks))
+        .map(|c| {
+            let sources: Vec<&dyn arrow::array::Array> =
+                previous.iter().chain([new]).map(|b| b.column(c).as_ref()).collect();
+            arrow::compute::interleave(&sources, picks)
+        })
         .collect::<Result<_, _>>()?;
     Ok(RecordBatch::try_new(new.schema(), cols)?)
 }
