@@ -472,7 +472,7 @@ mod tests {
         let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.1, 1.5, 0.3, -0.7, 0.9]).view([2, 4]);
         let mut loss = x.apply(&lin).pow_tensor_scalar(2).mean(Kind::Float);
         if poison {
-            loss = loss * f64::INFINITY;
+            loss *= f64::INFINITY;
         }
         let scaler = match scaled {
             Some(scale) => {
