@@ -186,6 +186,7 @@ fn png_examples(dir: &std::path::Path, classes: usize) -> anyhow::Result<Vec<Exa
         .enumerate()
         .map(|(i, image)| Example {
             sop_instance_uid: i.to_string(),
+            patient_id: i.to_string(),
             image,
             targets: vec![0.0; classes],
         })

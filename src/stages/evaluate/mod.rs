@@ -246,17 +246,17 @@ pub fn models(ctx: &Context, checkpoint: &str) -> anyhow::Result<Vec<Model>> {
     Ok(out)
 }
 
-/// The examples of `part`, sorted by sop_instance_uid.
-pub fn part_examples(ctx: &Context, labels: &[String], part: &str) -> anyhow::Result<Vec<Example>> {
-    let by_part = crate::stages::train::examples_by_part(
-        labels,
-        ctx.input("split")?,
-        ctx.input("labels")?,
-        ctx.input("images")?,
-    )?;
+/// The labelled examples of every part (one join of `split`, `labels` and `images`).
+pub fn parts(ctx: &Context, labels: &[String]) -> anyhow::Result<crate::stages::train::ByPart> {
+    crate::stages::train::examples_by_part(labels, ctx.input("split")?, ctx.input("labels")?, ctx.input("images")?)
+}
+
+/// The examples of `part` (sorted by sop_instance_uid), taken out of `by_part`; an
+/// absent or empty part is an error naming the parts there are.
+pub fn take_part(by_part: &mut crate::stages::train::ByPart, part: &str) -> anyhow::Result<Vec<Example>> {
     let known: Vec<&String> = by_part.parts.keys().collect();
     match by_part.parts.get(part) {
-        Some(v) if !v.is_empty() => Ok(v.clone()),
+        Some(v) if !v.is_empty() => Ok(by_part.parts.remove(part).unwrap_or_default()),
         _ => bail!("the split has no labelled images in part `{part}` (parts present: {known:?})"),
     }
 }
@@ -366,10 +366,9 @@ pub fn finish(
     // predictions
     let schema = predictions_schema(labels);
     let mut b = TableBuilder::new(&schema);
-    let patient = patient_of(ctx)?;
     for (i, e) in examples.iter().enumerate() {
         b.str("sop_instance_uid", Some(&e.sop_instance_uid))
-            .str("patient_id", patient.get(&e.sop_instance_uid).map(String::as_str))
+            .str("patient_id", Some(&e.patient_id))
             .str("image", Some(&e.image.to_string_lossy()))
             .str("part", Some(&p.part));
         for c in 0..classes {
@@ -557,18 +556,6 @@ pub fn finish(
     Ok(())
 }
 
-/// sop_instance_uid → patient_id from the split table.
-fn patient_of(ctx: &Context) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    let split = read_batch(ctx.input("split")?)?;
-    let (sop, pat) = (
-        crate::table::str_col(&split, "sop_instance_uid")?,
-        crate::table::str_col(&split, "patient_id")?,
-    );
-    Ok((0..split.num_rows())
-        .map(|i| (sop.value(i).to_string(), pat.value(i).to_string()))
-        .collect())
-}
-
 /// A train stage's history as plot points, and the step of its best checkpoint.
 fn history_points(path: &Path) -> anyhow::Result<(Vec<plots::HistoryPoint>, Option<i64>)> {
     use arrow::array::{Array, AsArray};
@@ -703,6 +690,7 @@ mod tests {
         let examples: Vec<Example> = (0..6)
             .map(|i| Example {
                 sop_instance_uid: format!("1.{i}"),
+                patient_id: format!("P{i}"),
                 image: format!("img/{i}.png").into(),
                 targets: vec![f32::from(i % 2 == 0), f32::from(i < 3)],
             })

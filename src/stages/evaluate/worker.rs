@@ -72,6 +72,7 @@ fn views(x: &Tensor, tta: &[String]) -> Vec<Tensor> {
 /// Probabilities `[class][example]`, averaged over the models and the views.
 fn predict(
     ctx: &Context,
+    pool: &rayon::ThreadPool,
     p: &Params,
     models: &[Loaded],
     examples: &[Example],
@@ -79,11 +80,10 @@ fn predict(
     device: TDevice,
 ) -> anyhow::Result<Vec<Vec<f64>>> {
     let _guard = tch::no_grad_guard();
-    let pool = ctx.pool()?;
     let mut sum = vec![vec![0.0f64; examples.len()]; classes];
     for m in models {
         for (b, chunk) in examples.chunks(p.batch_size).enumerate() {
-            let x = batch(&pool, chunk, m.size)?.to_device(device);
+            let x = batch(pool, chunk, m.size)?.to_device(device);
             let vs = views(&x, &p.tta);
             let mut probs = Tensor::zeros([chunk.len() as i64, classes as i64], (Kind::Float, device));
             for v in &vs {
@@ -136,7 +136,8 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     let models = evaluate::models(ctx, &p.checkpoint)?;
     let labels = models[0].labels.clone();
     let classes = labels.len();
-    let examples = evaluate::part_examples(ctx, &labels, &p.part)?;
+    let mut by_part = evaluate::parts(ctx, &labels)?;
+    let examples = evaluate::take_part(&mut by_part, &p.part)?;
     let loaded = models
         .iter()
         .map(|m| load(m, device))
@@ -147,7 +148,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     // The threshold part is predicted too when best-F1 thresholds come from elsewhere.
     let other = matches!(p.threshold, Threshold::Rule(_)) && p.threshold_part != p.part;
     let threshold_examples = if other {
-        evaluate::part_examples(ctx, &labels, &p.threshold_part)?
+        evaluate::take_part(&mut by_part, &p.threshold_part)?
     } else {
         Vec::new()
     };
@@ -160,10 +161,11 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         models.len()
     ));
     let t = std::time::Instant::now();
-    let probs = predict(ctx, &p, &loaded, &examples, classes, device)?;
+    let pool = ctx.pool()?;
+    let probs = predict(ctx, &pool, &p, &loaded, &examples, classes, device)?;
     let truth = evaluate::truth(&examples, classes);
     let thresholds = if other {
-        let tp = predict(ctx, &p, &loaded, &threshold_examples, classes, device)?;
+        let tp = predict(ctx, &pool, &p, &loaded, &threshold_examples, classes, device)?;
         evaluate::thresholds(&p.threshold, &tp, &evaluate::truth(&threshold_examples, classes))
     } else {
         evaluate::thresholds(&p.threshold, &probs, &truth)
@@ -178,7 +180,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     ctx.progress.set_message("Grad-CAM, metrics, plots");
     let mut cams = Vec::new();
     for (i, c) in evaluate::gradcam_picks(&probs, &truth, p.gradcam) {
-        let x = batch(&ctx.pool()?, &examples[i..=i], loaded[0].size)?.to_device(device);
+        let x = batch(&pool, &examples[i..=i], loaded[0].size)?.to_device(device);
         let mut cam = grad_cam(&loaded[0], &x, c)?;
         cam.example = i;
         cams.push(cam);

@@ -466,6 +466,7 @@ mod tests {
                     write_png(&image, 24, i as u64);
                     Example {
                         sop_instance_uid: format!("1.2.{i}"),
+                        patient_id: format!("P{i}"),
                         image,
                         targets: vec![(i % 2) as f32, u8::from(i % 3 == 0) as f32],
                     }

@@ -295,6 +295,8 @@ impl Stage for Train {
 #[derive(Debug, Clone)]
 pub struct Example {
     pub sop_instance_uid: String,
+    /// From `split` (evaluate's predictions table carries it).
+    pub patient_id: String,
     pub image: PathBuf,
     pub targets: Vec<f32>,
 }
@@ -347,6 +349,7 @@ pub fn examples_by_part(
 
     let split = read_batch(split)?;
     let (ssop, spart) = (str_col(&split, "sop_instance_uid")?, str_col(&split, "part")?);
+    let spatient = str_col(&split, "patient_id")?;
     let mut out = ByPart::default();
     for i in 0..split.num_rows() {
         let sop = ssop.value(i);
@@ -360,6 +363,7 @@ pub fn examples_by_part(
             .collect();
         out.parts.entry(spart.value(i).to_string()).or_default().push(Example {
             sop_instance_uid: sop.to_string(),
+            patient_id: spatient.value(i).to_string(),
             image: image_dir.join(image),
             targets,
         });
