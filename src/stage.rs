@@ -264,8 +264,13 @@ impl Context {
 
     /// Files of a tree named by a param, with content hashes (see
     /// [`crate::cache::fingerprint`]); unchanged files are not read again.
-    pub fn scan_tree(&self, path: &str) -> anyhow::Result<Vec<crate::cache::fingerprint::FileHash>> {
-        crate::cache::fingerprint::Fingerprinter::new(&self.cache_dir).files(&self.resolve(path))
+    /// They come in chunks, with the tree's file count at its last scan (for progress).
+    pub fn scan_tree(
+        &self,
+        path: &str,
+        each: &mut dyn FnMut(&[crate::cache::fingerprint::FileHash], u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<crate::cache::fingerprint::Fingerprint> {
+        crate::cache::fingerprint::Fingerprinter::new(&self.cache_dir).files(&self.resolve(path), each)
     }
 
     /// A thread pool of the stage's thread budget.

@@ -1,7 +1,8 @@
 //! Parquet in and out: the one write path every stage uses.
 //!
 //! All tables go through [`TableWriter`]: arrow-rs `ArrowWriter`, zstd, row groups of
-//! [`ROW_GROUP_ROWS`] rows so readers can stream, and key-value metadata saying which
+//! at most [`ROW_GROUP_ROWS`] rows and [`ROW_GROUP_MEMORY`] bytes of buffered columns so
+//! readers and writers can stream, and key-value metadata saying which
 //! stage kind, cache key, params and pipe version made the file. Each table's columns
 //! are declared in `schemas/` ([`TableSchema`], embedded at build time by the stage that
 //! writes it) and every batch is checked against the declaration before it is written.
@@ -38,6 +39,11 @@ macro_rules! schema {
 /// Rows per row group: small enough to stream a table of 100k DICOM headers in pieces,
 /// large enough that zstd and column statistics pay off.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// The writer's buffered columns beyond which a row group is closed early: a row group
+/// is built in memory, so wide tables (DICOM headers, ~700 bytes a row unencoded) would
+/// otherwise hold ~45 MB before the row limit is reached.
+pub const ROW_GROUP_MEMORY: usize = 4 << 20;
 
 /// Who made a file; written as Parquet key-value metadata.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -154,6 +160,22 @@ impl TableSchema {
         }
         Ok(())
     }
+
+    /// A batch from named columns, put in the declared order (and checked on writing).
+    pub fn assemble(&self, mut columns: Vec<(&str, arrow::array::ArrayRef)>) -> anyhow::Result<RecordBatch> {
+        let mut ordered = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            let at = columns
+                .iter()
+                .position(|(name, _)| *name == c.name)
+                .with_context(|| format!("table `{}`: no column `{}` given", self.table, c.name))?;
+            ordered.push(columns.swap_remove(at).1);
+        }
+        if let Some((extra, _)) = columns.first() {
+            bail!("table `{}` declares no column `{extra}`", self.table);
+        }
+        Ok(RecordBatch::try_new(self.arrow(), ordered)?)
+    }
 }
 
 /// The type names allowed in `schemas/` files.
@@ -219,6 +241,9 @@ impl TableWriter {
         let batch = RecordBatch::try_new(self.schema.arrow(), batch.columns().to_vec())?;
         self.rows += batch.num_rows() as u64;
         self.inner.write(&batch)?;
+        if self.inner.memory_size() > ROW_GROUP_MEMORY {
+            self.inner.flush()?;
+        }
         Ok(())
     }
 
@@ -388,6 +413,9 @@ pub struct TableBuilder {
     schema: TableSchema,
     names: Vec<String>,
     builders: Vec<Box<dyn arrow::array::ArrayBuilder>>,
+    /// The column after the last one set: rows are mostly written in schema order, so
+    /// this is where the next name is looked up first.
+    next: usize,
 }
 
 impl TableBuilder {
@@ -401,15 +429,20 @@ impl TableBuilder {
                 .iter()
                 .map(|f| arrow::array::make_builder(f.data_type(), 1024))
                 .collect(),
+            next: 0,
         }
     }
 
     fn col<B: 'static>(&mut self, name: &str) -> &mut B {
-        let i = self
-            .names
-            .iter()
-            .position(|n| n == name)
-            .unwrap_or_else(|| panic!("table `{}` has no column `{name}`", self.schema.table));
+        let i = if self.names.get(self.next).is_some_and(|n| n == name) {
+            self.next
+        } else {
+            self.names
+                .iter()
+                .position(|n| n == name)
+                .unwrap_or_else(|| panic!("table `{}` has no column `{name}`", self.schema.table))
+        };
+        self.next = (i + 1) % self.names.len();
         self.builders[i]
             .as_any_mut()
             .downcast_mut::<B>()

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use rayon::prelude::*;
 
-use crate::hash::{KeyHasher, file_hex};
+use crate::hash::{KeyHasher, file_hash};
 
 const RACY_WINDOW: Duration = Duration::from_secs(2);
 
@@ -42,7 +42,8 @@ pub struct FileHash {
     /// Path relative to the tree's root ("" when the root is a file).
     pub rel: String,
     pub size: u64,
-    pub hash: String,
+    /// Binary, not hex: a 100k-file listing is held while collect runs.
+    pub hash: blake3::Hash,
 }
 
 /// Fingerprints paths, remembering results for the life of one command.
@@ -79,24 +80,39 @@ impl Fingerprinter {
         if let Some(f) = self.memo.get(path) {
             return Ok(f.clone());
         }
-        let (fp, _) = self.scan(path)?;
+        let fp = self.scan(path, &mut |_, _| Ok(()))?;
         release_freed_memory();
         self.memo.insert(path.to_path_buf(), fp.clone());
         Ok(fp)
     }
 
-    /// Every file of a tree with its size and content hash, sorted by relative path;
-    /// only files whose stat changed since the last scan are read.
-    pub fn files(&mut self, path: &Path) -> anyhow::Result<Vec<FileHash>> {
-        let files = self.scan(path)?.1;
+    /// Every file of a tree with its size and content hash, in the walk's sorted order,
+    /// handed to `each` [`CHUNK`] files at a time with the number of files the tree had
+    /// at its last scan (for progress; 0 if unknown). Only files whose stat changed since
+    /// the last scan are read. Memory stays that of a chunk, whatever the tree's size.
+    pub fn files(
+        &mut self,
+        path: &Path,
+        each: &mut dyn FnMut(&[FileHash], u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Fingerprint> {
+        let fp = self.scan(path, each)?;
         release_freed_memory();
-        Ok(files)
+        Ok(fp)
     }
 
-    fn scan(&mut self, path: &Path) -> anyhow::Result<(Fingerprint, Vec<FileHash>)> {
+    fn scan(
+        &mut self,
+        path: &Path,
+        each: &mut dyn FnMut(&[FileHash], u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Fingerprint> {
         let md = std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))?;
-        let mut listing = Vec::new();
+        let store = self.stat_dir.join(format!(
+            "{}.tsv",
+            &KeyHasher::new("stat").str("root", &path.to_string_lossy()).hex()[..32]
+        ));
+        let mut scan = Scan::new(path, store);
         if md.is_dir() {
+            let mut chunk = Vec::with_capacity(CHUNK);
             for entry in walkdir::WalkDir::new(path).follow_links(true).sort_by_file_name() {
                 let entry = entry.with_context(|| format!("cannot walk {}", path.display()))?;
                 if !entry.file_type().is_file() {
@@ -111,83 +127,117 @@ impl Fingerprinter {
                 let md = entry
                     .metadata()
                     .with_context(|| format!("cannot stat {}", entry.path().display()))?;
-                listing.push((rel, stat_of(&md)));
-            }
-        } else {
-            listing.push((String::new(), stat_of(&md)));
-        }
-
-        let store = self.stat_dir.join(format!(
-            "{}.tsv",
-            &KeyHasher::new("stat").str("root", &path.to_string_lossy()).hex()[..32]
-        ));
-        let known = read_stat_cache(&store);
-        let hashes: Vec<anyhow::Result<(String, bool)>> = listing
-            .par_iter()
-            .map(|(rel, stat)| match known.get(rel) {
-                Some((s, h)) if s == stat => Ok((h.clone(), false)),
-                _ => {
-                    let file = if rel.is_empty() {
-                        path.to_path_buf()
-                    } else {
-                        path.join(rel)
-                    };
-                    Ok((file_hex(&file)?, true))
+                chunk.push((rel, stat_of(&md)));
+                if chunk.len() == CHUNK {
+                    scan.chunk(std::mem::take(&mut chunk), each)?;
                 }
-            })
-            .collect();
-        let mut hashed = Vec::with_capacity(listing.len());
-        let mut rehashed = 0;
-        for ((rel, stat), h) in listing.into_iter().zip(hashes) {
-            let (hash, fresh) = h?;
-            rehashed += fresh as u64;
-            hashed.push((rel, stat, hash));
-        }
-
-        let fp = if md.is_dir() {
-            let mut k = KeyHasher::new("tree");
-            for (rel, stat, hash) in &hashed {
-                k.str("path", rel)
-                    .field("size", &stat.size.to_le_bytes())
-                    .str("hash", hash);
             }
-            Fingerprint {
-                hash: k.hex(),
-                is_dir: true,
-                files: hashed.len() as u64,
-                bytes: hashed.iter().map(|(_, s, _)| s.size).sum(),
-                rehashed,
-            }
+            scan.chunk(chunk, each)?;
         } else {
-            Fingerprint {
-                hash: hashed[0].2.clone(),
-                is_dir: false,
-                files: 1,
-                bytes: md.len(),
-                rehashed,
-            }
-        };
-
-        let changed = rehashed > 0 || known.len() != hashed.len();
-        if changed {
-            // Best effort: a failure to save only costs a re-hash next time.
-            let _ = write_stat_cache(&store, path, &hashed);
+            scan.chunk(vec![(String::new(), stat_of(&md))], each)?;
         }
-        let files = hashed
-            .into_iter()
-            .map(|(rel, s, hash)| FileHash {
-                rel,
-                size: s.size,
-                hash,
-            })
-            .collect();
-        Ok((fp, files))
+        scan.finish(md.is_dir())
     }
 }
 
-/// Scanning a 100k-file tree allocates and frees tens of MB (stat cache, listing, hex
-/// hashes) across the rayon threads' malloc arenas, and glibc keeps them: the stage run
-/// after `plan` would otherwise peak on top of ~35 MB it no longer uses.
+/// Files hashed and handed on at a time.
+pub const CHUNK: usize = 4096;
+
+/// One scan of a tree: the walk's files go through in chunks, merged with the stat cache
+/// of the previous scan (same sorted order) and folded into the tree hash as they pass.
+struct Scan<'a> {
+    root: &'a Path,
+    old: OldStatCache,
+    new: NewStatCache,
+    tree: KeyHasher,
+    files: u64,
+    bytes: u64,
+    rehashed: u64,
+    first: Option<blake3::Hash>,
+    /// Files modified after this instant (ns) are too recent to trust their stat later.
+    racy_after: i128,
+}
+
+impl<'a> Scan<'a> {
+    fn new(root: &'a Path, store: PathBuf) -> Scan<'a> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Scan {
+            root,
+            old: OldStatCache::open(&store),
+            new: NewStatCache { store, out: None },
+            tree: KeyHasher::new("tree"),
+            files: 0,
+            bytes: 0,
+            rehashed: 0,
+            first: None,
+            racy_after: now.saturating_sub(RACY_WINDOW).as_nanos() as i128,
+        }
+    }
+
+    fn chunk(
+        &mut self,
+        listing: Vec<(String, Stat)>,
+        each: &mut dyn FnMut(&[FileHash], u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if listing.is_empty() {
+            return Ok(());
+        }
+        let known: Vec<(Option<blake3::Hash>, bool)> =
+            listing.iter().map(|(rel, stat)| self.old.lookup(rel, stat)).collect();
+        let root = self.root;
+        let hashes: Vec<anyhow::Result<blake3::Hash>> = listing
+            .par_iter()
+            .zip(&known)
+            .map(|((rel, _), (hash, _))| match hash {
+                Some(h) => Ok(*h),
+                None if rel.is_empty() => file_hash(root),
+                None => file_hash(&root.join(rel)),
+            })
+            .collect();
+        let mut files = Vec::with_capacity(listing.len());
+        for (((rel, stat), (was_known, unchanged)), hash) in listing.into_iter().zip(known).zip(hashes) {
+            let hash = hash?;
+            self.rehashed += was_known.is_none() as u64;
+            self.files += 1;
+            self.bytes += stat.size;
+            self.first.get_or_insert(hash);
+            self.tree
+                .str("path", &rel)
+                .field("size", &stat.size.to_le_bytes())
+                .str("hash", &hash.to_hex());
+            if !unchanged && stat.mtime_ns < self.racy_after && !rel.contains(['\n', '\t']) {
+                // Best effort: a failure to save only costs a re-hash next time.
+                let _ = self.new.line(&self.old, self.root, &rel, &stat, &hash);
+            }
+            files.push(FileHash {
+                rel,
+                size: stat.size,
+                hash,
+            });
+        }
+        each(&files, self.old.files)
+    }
+
+    fn finish(mut self, is_dir: bool) -> anyhow::Result<Fingerprint> {
+        if self.old.deviated_at().is_some() || !self.old.at_end() {
+            let _ = self.new.commit(&mut self.old, self.root, self.files);
+        }
+        let hash = match (is_dir, self.first) {
+            (false, Some(h)) => h.to_hex().to_string(),
+            _ => self.tree.hex(),
+        };
+        Ok(Fingerprint {
+            hash,
+            is_dir,
+            files: self.files,
+            bytes: self.bytes,
+            rehashed: self.rehashed,
+        })
+    }
+}
+
+/// Scanning a 100k-file tree allocates and frees MBs across the rayon threads' malloc
+/// arenas, and glibc keeps them: return them to the OS before the stage runs.
 fn release_freed_memory() {
     // SAFETY: malloc_trim only returns free pages to the OS; it touches no live memory.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -196,39 +246,189 @@ fn release_freed_memory() {
     }
 }
 
-fn read_stat_cache(store: &Path) -> HashMap<String, (Stat, String)> {
-    let Ok(text) = std::fs::read_to_string(store) else {
-        return HashMap::new();
-    };
-    let mut map = HashMap::new();
-    for line in text.lines().skip(1) {
-        let mut f = line.splitn(5, '\t');
-        let (Some(size), Some(mtime), Some(ino), Some(hash), Some(rel)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        let (Ok(size), Ok(mtime_ns), Ok(ino)) = (size.parse(), mtime.parse(), ino.parse()) else {
-            continue;
-        };
-        map.insert(rel.to_string(), (Stat { size, mtime_ns, ino }, hash.to_string()));
-    }
-    map
+// The stat cache: a header line, one line per file (`size mtime_ns ino blake3 rel`,
+// tab-separated) in the walk's order, and a trailer `# files N`. It is read as a stream
+// in step with the walk, and rewritten only when something differs: then the unchanged
+// prefix is copied byte for byte and the rest written line by line.
+
+/// The previous scan's stat cache, read line by line in step with the walk.
+struct OldStatCache {
+    lines: Option<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+    /// The line under the cursor: (rel, stat, hash, byte length including newline).
+    current: Option<(String, Stat, blake3::Hash, u64)>,
+    /// Byte offset of the line under the cursor.
+    offset: u64,
+    /// Where the files stopped matching the cache line for line (the prefix up to here
+    /// can be copied as is).
+    deviated: Option<u64>,
+    /// Files at the last scan (from the trailer).
+    files: u64,
 }
 
-fn write_stat_cache(store: &Path, root: &Path, entries: &[(String, Stat, String)]) -> anyhow::Result<()> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let racy_after = (now.saturating_sub(RACY_WINDOW)).as_nanos() as i128;
-    std::fs::create_dir_all(store.parent().expect("stat dir"))?;
-    let mut out = Vec::with_capacity(entries.len() * 100);
-    writeln!(out, "# pipe stat cache for {}", root.display())?;
-    for (rel, s, hash) in entries {
-        if s.mtime_ns >= racy_after || rel.contains(['\n', '\t']) {
-            continue;
+impl OldStatCache {
+    fn open(store: &Path) -> OldStatCache {
+        use std::io::BufRead;
+        let mut old = OldStatCache {
+            lines: None,
+            current: None,
+            offset: 0,
+            deviated: None,
+            files: 0,
+        };
+        let Ok(file) = std::fs::File::open(store) else {
+            old.deviated = Some(0);
+            return old;
+        };
+        old.files = read_trailer(&file).unwrap_or(0);
+        let mut lines = std::io::BufReader::new(file).lines();
+        match lines.next() {
+            Some(Ok(header)) if header.starts_with("# pipe stat cache") => {
+                old.offset = header.len() as u64 + 1;
+                old.lines = Some(lines);
+                old.advance();
+            }
+            _ => old.deviated = Some(0),
         }
-        writeln!(out, "{}\t{}\t{}\t{}\t{}", s.size, s.mtime_ns, s.ino, hash, rel)?;
+        old
     }
-    crate::cache::store::write_atomic(store, &out)
+
+    /// Move to the next file line; `None` at the trailer or the end.
+    fn advance(&mut self) {
+        if let Some((.., len)) = self.current.take() {
+            self.offset += len;
+        }
+        let Some(lines) = self.lines.as_mut() else { return };
+        let Some(Ok(line)) = lines.next() else {
+            self.lines = None;
+            return;
+        };
+        if line.starts_with('#') {
+            self.lines = None;
+            return;
+        }
+        let len = line.len() as u64 + 1;
+        let mut f = line.splitn(5, '\t');
+        let parsed = (|| {
+            let (size, mtime_ns, ino) = (
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+                f.next()?.parse().ok()?,
+            );
+            let hash = blake3::Hash::from_hex(f.next()?).ok()?;
+            Some((f.next()?.to_string(), Stat { size, mtime_ns, ino }, hash, len))
+        })();
+        match parsed {
+            Some(entry) => self.current = Some(entry),
+            // A damaged line: stop trusting the cache from here.
+            None => self.lines = None,
+        }
+    }
+
+    fn deviate(&mut self) {
+        self.deviated.get_or_insert(self.offset);
+    }
+
+    /// The remembered hash of `rel` if its stat is unchanged, and whether the cache
+    /// still matches the walk line for line up to and including this file.
+    fn lookup(&mut self, rel: &str, stat: &Stat) -> (Option<blake3::Hash>, bool) {
+        loop {
+            let Some((old_rel, old_stat, hash, _)) = &self.current else {
+                self.deviate();
+                return (None, false);
+            };
+            match Path::new(old_rel).cmp(Path::new(rel)) {
+                std::cmp::Ordering::Less => {
+                    // A file that is gone.
+                    self.deviate();
+                    self.advance();
+                }
+                std::cmp::Ordering::Greater => {
+                    self.deviate();
+                    return (None, false);
+                }
+                std::cmp::Ordering::Equal if old_rel == rel && old_stat == stat => {
+                    let hash = *hash;
+                    let unchanged = self.deviated.is_none();
+                    self.advance();
+                    return (Some(hash), unchanged);
+                }
+                std::cmp::Ordering::Equal => {
+                    self.deviate();
+                    self.advance();
+                    return (None, false);
+                }
+            }
+        }
+    }
+
+    fn deviated_at(&self) -> Option<u64> {
+        self.deviated
+    }
+
+    fn at_end(&self) -> bool {
+        self.current.is_none()
+    }
+}
+
+/// `# files N`, the last line, read without reading the rest.
+fn read_trailer(file: &std::fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let size = file.metadata().ok()?.len();
+    let mut tail = [0u8; 64];
+    let from = size.saturating_sub(tail.len() as u64);
+    let n = file.read_at(&mut tail, from).ok()?;
+    let text = std::str::from_utf8(&tail[..n]).ok()?;
+    text.trim_end()
+        .rsplit('\n')
+        .next()?
+        .strip_prefix("# files ")?
+        .parse()
+        .ok()
+}
+
+/// The rewritten stat cache, opened at the first difference.
+struct NewStatCache {
+    store: PathBuf,
+    out: Option<crate::cache::store::AtomicFile>,
+}
+
+impl NewStatCache {
+    fn open(&mut self, old: &OldStatCache, root: &Path) -> anyhow::Result<&mut crate::cache::store::AtomicFile> {
+        if self.out.is_none() {
+            std::fs::create_dir_all(self.store.parent().expect("stat dir"))?;
+            let mut out = crate::cache::store::AtomicFile::create(&self.store)?;
+            match old.deviated_at() {
+                Some(prefix) if prefix > 0 => {
+                    use std::io::Read;
+                    let mut from = std::fs::File::open(&self.store)?.take(prefix);
+                    std::io::copy(&mut from, &mut out)?;
+                }
+                _ => writeln!(out, "# pipe stat cache for {}", root.display())?,
+            }
+            self.out = Some(out);
+        }
+        Ok(self.out.as_mut().expect("opened"))
+    }
+
+    fn line(
+        &mut self,
+        old: &OldStatCache,
+        root: &Path,
+        rel: &str,
+        s: &Stat,
+        hash: &blake3::Hash,
+    ) -> anyhow::Result<()> {
+        let out = self.open(old, root)?;
+        writeln!(out, "{}\t{}\t{}\t{}\t{}", s.size, s.mtime_ns, s.ino, hash.to_hex(), rel)?;
+        Ok(())
+    }
+
+    fn commit(&mut self, old: &mut OldStatCache, root: &Path, files: u64) -> anyhow::Result<()> {
+        old.deviate();
+        let out = self.open(old, root)?;
+        writeln!(out, "# files {files}")?;
+        self.out.take().expect("opened").commit()
+    }
 }
 
 #[cfg(test)]
@@ -257,5 +457,79 @@ mod tests {
             Fingerprinter::new(&cache).fingerprint(&tree).unwrap().hash,
             changed.hash
         );
+    }
+
+    /// Files with an mtime an hour back, so the racy window does not keep them out of
+    /// the stat cache.
+    fn write_old(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(3600)).unwrap();
+    }
+
+    fn listing(cache: &Path, tree: &Path) -> (Fingerprint, Vec<FileHash>) {
+        let mut files = Vec::new();
+        let fp = Fingerprinter::new(cache)
+            .files(tree, &mut |chunk, _| {
+                files.extend_from_slice(chunk);
+                Ok(())
+            })
+            .unwrap();
+        (fp, files)
+    }
+
+    #[test]
+    fn stat_cache_is_merged_in_walk_order_and_rewritten_only_on_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        for name in ["a/1.dcm", "a/2.dcm", "a-c.dcm", "b/x/3.dcm", "b/y.dcm", "c.dcm"] {
+            write_old(&tree.join(name), name);
+        }
+        let cache = dir.path().join("cache");
+        let (first, files) = listing(&cache, &tree);
+        assert_eq!((first.files, first.rehashed), (6, 6));
+        let order: Vec<&str> = files.iter().map(|f| f.rel.as_str()).collect();
+        assert_eq!(
+            order,
+            ["a/1.dcm", "a/2.dcm", "a-c.dcm", "b/x/3.dcm", "b/y.dcm", "c.dcm"]
+        );
+        let stat_file = std::fs::read_dir(cache.join("stat"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let text = std::fs::read_to_string(&stat_file).unwrap();
+        assert!(text.ends_with("# files 6\n"), "{text}");
+        let inode = std::fs::metadata(&stat_file).unwrap().ino();
+
+        // Nothing changed: nothing read, the stat cache not rewritten.
+        let again = Fingerprinter::new(&cache).fingerprint(&tree).unwrap();
+        assert_eq!((again.hash.as_str(), again.rehashed), (first.hash.as_str(), 0));
+        assert_eq!(std::fs::metadata(&stat_file).unwrap().ino(), inode);
+
+        // A file gone, one new, one changed, in the middle of the walk.
+        std::fs::remove_file(tree.join("a/2.dcm")).unwrap();
+        write_old(&tree.join("b/x/2.dcm"), "new");
+        write_old(&tree.join("b/y.dcm"), "changed");
+        let (changed, files) = listing(&cache, &tree);
+        assert_eq!((changed.files, changed.rehashed), (6, 2));
+        let fresh = listing(&dir.path().join("fresh-cache"), &tree);
+        assert_eq!((&changed.hash, &files), (&fresh.0.hash, &fresh.1));
+        // The rewritten cache equals one written from scratch, and serves the next scan.
+        let fresh_stat = std::fs::read_dir(dir.path().join("fresh-cache/stat"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        assert_eq!(std::fs::read(&stat_file).unwrap(), std::fs::read(fresh_stat).unwrap());
+        assert_eq!(Fingerprinter::new(&cache).fingerprint(&tree).unwrap().rehashed, 0);
+        // The last file gone: the cache is cut there.
+        std::fs::remove_file(tree.join("c.dcm")).unwrap();
+        assert_eq!(Fingerprinter::new(&cache).fingerprint(&tree).unwrap().files, 5);
+        let text = std::fs::read_to_string(&stat_file).unwrap();
+        assert!(!text.contains("\tc.dcm\n") && text.ends_with("# files 5\n"), "{text}");
     }
 }

@@ -323,10 +323,57 @@ fn hash_tree_except_manifest(dir: &Path) -> anyhow::Result<BTreeMap<String, File
 
 /// Write a small file atomically (temp + fsync + rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut f = AtomicFile::create(path)?;
     f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    f.commit()
+}
+
+/// A file written through a temporary beside it and renamed into place on `commit`
+/// (after fsync); dropped uncommitted, the temporary is removed and `path` untouched.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<std::io::BufWriter<File>>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> anyhow::Result<AtomicFile> {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            tmp,
+            out: Some(std::io::BufWriter::new(f)),
+        })
+    }
+
+    pub fn commit(mut self) -> anyhow::Result<()> {
+        let f = self
+            .out
+            .take()
+            .expect("open until commit")
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        f.sync_all()?;
+        fs::rename(&self.tmp, &self.path).with_context(|| format!("cannot write {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.as_mut().expect("open until commit").write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }

@@ -15,13 +15,14 @@ use arrow::array::{ArrayRef, RecordBatch};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
+use dicom_object::file::ReadPreamble;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::fingerprint::FileHash;
 use crate::stage::{Context, Reference, Resources, Stage};
-use crate::table::{TableBuilder, TableSchema, str_col, write_table};
+use crate::table::{TableBuilder, TableSchema, str_col};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,8 +76,6 @@ impl Stage for Collect {
     }
 
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
-        let pacs = ctx.scan_tree(&p.pacs)?;
-        ctx.progress.set_total(pacs.len() as u64);
         let join = |root: &str, rel: &str| {
             if rel.is_empty() {
                 root.to_string()
@@ -92,9 +91,11 @@ impl Stage for Collect {
         let mut dicoms = ctx.writer("dicoms", &dicoms_schema())?;
         let mut rejects = ctx.writer("rejects", &rejects_schema())?;
         let (mut reused, mut read) = (0u64, 0u64);
-        // In chunks, in the tree's (sorted) order: memory stays bounded by the chunk, and
-        // an incremental run writes exactly the rows a fresh run would, in the same order.
-        for chunk in pacs.chunks(CHUNK) {
+        // In chunks, in the tree's (sorted) order, as the scan hands them over: memory
+        // stays bounded by the chunk, and an incremental run writes exactly the rows a
+        // fresh run would, in the same order.
+        ctx.scan_tree(&p.pacs, &mut |chunk, expected| {
+            ctx.progress.set_total(expected.max(reused + read + chunk.len() as u64));
             let mut sources = Vec::with_capacity(chunk.len());
             let mut fresh: Vec<(String, &FileHash)> = Vec::new();
             for f in chunk {
@@ -143,7 +144,7 @@ impl Stage for Collect {
                         landed.push((false, new_rejects.len()));
                         new_rejects
                             .str("path", Some(path))
-                            .str("file_hash", Some(&f.hash))
+                            .str("file_hash", Some(&f.hash.to_hex()))
                             .i64("size", Some(f.size as i64))
                             .str("reason", Some(reason));
                     }
@@ -166,29 +167,25 @@ impl Stage for Collect {
             rejects.write(&interleave(&previous.rejects.window, &new_rejects.finish()?, &r)?)?;
             previous.dicoms.release();
             previous.rejects.release();
-        }
+            Ok(())
+        })?;
         dicoms.finish()?;
         rejects.finish()?;
         ctx.count("files_reused", reused);
         ctx.count("files_read", read);
-        // Scanned only now: its listing need not share the peak with the DICOM rows.
-        drop(pacs);
         drop(previous);
-        let his = ctx.scan_tree(&p.his)?;
 
-        let mut his_rows = TableBuilder::new(&his_schema());
-        for f in &his {
-            his_rows
-                .str("path", Some(&join(&p.his, &f.rel)))
-                .str("file_hash", Some(&f.hash))
-                .i64("size", Some(f.size as i64));
-        }
-        write_table(
-            &ctx.output_path("his_files"),
-            &his_schema(),
-            &ctx.meta.for_table("his_files"),
-            &[his_rows.finish()?],
-        )?;
+        let mut his_files = ctx.writer("his_files", &his_schema())?;
+        ctx.scan_tree(&p.his, &mut |chunk, _| {
+            let mut rows = TableBuilder::new(&his_schema());
+            for f in chunk {
+                rows.str("path", Some(&join(&p.his, &f.rel)))
+                    .str("file_hash", Some(&f.hash.to_hex()))
+                    .i64("size", Some(f.size as i64));
+            }
+            his_files.write(&rows.finish()?)
+        })?;
+        his_files.finish()?;
         Ok(())
     }
 }
@@ -280,14 +277,14 @@ impl PreviousTable {
 
     /// The row of `path` if its hash is still `hash`. Paths must come in the tree's
     /// order (`Path` order, component by component, as the walk sorts them).
-    fn find(&mut self, path: &str, hash: &str) -> Option<(usize, usize)> {
+    fn find(&mut self, path: &str, hash: &blake3::Hash) -> Option<(usize, usize)> {
         loop {
             let (p, h) = self.current()?;
             match Path::new(p).cmp(Path::new(path)) {
                 std::cmp::Ordering::Less => self.cursor.1 += 1,
                 std::cmp::Ordering::Greater => return None,
                 std::cmp::Ordering::Equal => {
-                    let hit = (p == path && h == hash).then_some(self.cursor);
+                    let hit = (p == path && h == hash.to_hex().as_str()).then_some(self.cursor);
                     if hit.is_some() {
                         self.cursor.1 += 1;
                     }
@@ -304,10 +301,6 @@ impl PreviousTable {
         self.cursor.0 -= behind;
     }
 }
-
-/// Files read per chunk: enough to keep both cores busy, small enough that the
-/// headers of a 100k-file archive are never all in memory at once.
-const CHUNK: usize = 4096;
 
 /// Where a row of the output comes from.
 enum Source {
@@ -355,7 +348,7 @@ pub struct Header {
 impl Header {
     fn push(&self, t: &mut TableBuilder, path: &str, f: &FileHash) {
         t.str("path", Some(path))
-            .str("file_hash", Some(&f.hash))
+            .str("file_hash", Some(&f.hash.to_hex()))
             .i64("size", Some(f.size as i64))
             .str("sop_instance_uid", Some(&self.sop_instance_uid))
             .str("sop_class_uid", self.sop_class_uid.as_deref())
@@ -401,11 +394,27 @@ pub fn dicom_datetime(date: &str, time: Option<&str>) -> Option<NaiveDateTime> {
 }
 
 /// Read a file's header; `Err` is the reject reason.
+///
+/// The file is opened once: its first [`HEAD`] bytes are read into a buffer that serves
+/// the marker check, the header parse (continuing into the file when the header is
+/// longer) and the pixel data check.
 pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
-    check_dicm_marker(path)?;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut head = Vec::with_capacity(HEAD);
+    (&mut file)
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    match head.get(128..132) {
+        Some(b"DICM") => {}
+        Some(_) => return Err("not a DICOM file: no `DICM` marker after the 128-byte preamble".into()),
+        None => return Err("not a DICOM file: shorter than the 132-byte preamble and marker".into()),
+    }
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
-        .open_file(path)
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(std::io::Cursor::new(&head).chain(&file))
         .map_err(|e| format!("cannot read DICOM header: {}", error_chain(&e)))?;
     let text = |tag| -> Option<String> {
         obj.get(tag)
@@ -428,7 +437,7 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
     let (rows, cols, bits_allocated) = (int(tags::ROWS), int(tags::COLUMNS), int(tags::BITS_ALLOCATED));
     // Header-only reading stops before the pixel data, so a file cut off inside it
     // would pass unnoticed: check that the element fits in the file.
-    if let Some(problem) = check_pixel_data_extent(path, size, ts == "1.2.840.10008.1.2") {
+    if let Some(problem) = check_pixel_data_extent(&file, head, size, ts == "1.2.840.10008.1.2") {
         return Err(problem);
     }
     Ok(Header {
@@ -455,17 +464,11 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
     })
 }
 
-/// A DICOM file (PS3.10) has a 128-byte preamble and then `DICM`.
-fn check_dicm_marker(path: &Path) -> Result<(), String> {
-    use std::io::Read;
-    let mut head = [0u8; 132];
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    match f.read_exact(&mut head) {
-        Ok(()) if &head[128..132] == b"DICM" => Ok(()),
-        Ok(()) => Err("not a DICOM file: no `DICM` marker after the 128-byte preamble".into()),
-        Err(_) => Err("not a DICOM file: shorter than the 132-byte preamble and marker".into()),
-    }
-}
+/// Bytes read from the start of every file: a chest radiograph's header is a few KiB.
+const HEAD: usize = 64 << 10;
+
+/// How far into a file the PixelData element is looked for.
+const PIXEL_DATA_SEARCH: usize = 1 << 20;
 
 /// An error and its sources in one line ("a: b: c").
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -481,36 +484,37 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Find the PixelData element in the first MiB and check that its value fits in the
-/// file (native) or that the file ends with the sequence delimiter (encapsulated).
-fn check_pixel_data_extent(path: &Path, size: u64, implicit_vr: bool) -> Option<String> {
-    use std::io::Read;
-    let mut head = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(1 << 20)
-        .read_to_end(&mut head)
-        .ok()?;
+/// Find the PixelData element in the first MiB (usually within `head`, the file's first
+/// bytes) and check that its value fits in the file (native) or that the file ends with
+/// the sequence delimiter (encapsulated).
+fn check_pixel_data_extent(file: &std::fs::File, mut head: Vec<u8>, size: u64, implicit_vr: bool) -> Option<String> {
+    use std::os::unix::fs::FileExt;
     let tag = [0xE0u8, 0x7F, 0x10, 0x00];
-    let at = head.get(132..)?.windows(4).position(|w| w == tag)? + 132;
+    let find = |head: &[u8]| Some(head.get(132..)?.windows(4).position(|w| w == tag)? + 132);
+    let mut at = find(&head);
+    if at.is_none() && head.len() == HEAD && size > HEAD as u64 {
+        // A long header: look further, as far as the search goes.
+        let more = (size as usize).min(PIXEL_DATA_SEARCH);
+        let from = head.len();
+        head.resize(more, 0);
+        let n = file.read_at(&mut head[from..], from as u64).ok()?;
+        head.truncate(from + n);
+        at = find(&head);
+    }
+    let at = at?;
     let (len, value_at) = if implicit_vr {
         (u32::from_le_bytes(head.get(at + 4..at + 8)?.try_into().ok()?), at + 8)
     } else {
         (u32::from_le_bytes(head.get(at + 8..at + 12)?.try_into().ok()?), at + 12)
     };
     if len == u32::MAX {
-        return (!ends_with_sequence_delimiter(path))
+        let mut tail = [0u8; 8];
+        let ends = size >= 8
+            && file.read_exact_at(&mut tail, size - 8).is_ok()
+            && tail == [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+        return (!ends)
             .then(|| "truncated: encapsulated pixel data does not end with its sequence delimiter".to_string());
     }
     let end = value_at as u64 + len as u64;
     (end > size).then(|| format!("truncated: pixel data ends at byte {end} but the file has only {size} bytes"))
-}
-
-fn ends_with_sequence_delimiter(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut tail = [0u8; 8];
-    f.seek(SeekFrom::End(-8)).is_ok() && f.read_exact(&mut tail).is_ok() && tail == [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]
 }
