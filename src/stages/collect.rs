@@ -76,118 +76,127 @@ impl Stage for Collect {
     }
 
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
-        let join = |root: &str, rel: &str| {
-            if rel.is_empty() {
-                root.to_string()
-            } else {
-                format!("{}/{rel}", root.trim_end_matches('/'))
-            }
-        };
-
-        // Rows of the previous result, streamed in step with the listing.
-        let mut previous = Previous::open(ctx.previous.as_deref());
-        let root = ctx.resolve(&p.pacs);
-        let pool = ctx.pool()?;
-        let mut dicoms = ctx.writer("dicoms", &dicoms_schema())?;
-        let mut rejects = ctx.writer("rejects", &rejects_schema())?;
-        let (mut reused, mut read) = (0u64, 0u64);
-        // In chunks, in the tree's (sorted) order, as the scan hands them over: memory
-        // stays bounded by the chunk, and an incremental run writes exactly the rows a
-        // fresh run would, in the same order.
-        ctx.scan_tree(&p.pacs, &mut |chunk, expected| {
-            ctx.progress.set_total(expected.max(reused + read + chunk.len() as u64));
-            let mut sources = Vec::with_capacity(chunk.len());
-            let mut fresh: Vec<(String, &FileHash)> = Vec::new();
-            for f in chunk {
-                let path = join(&p.pacs, &f.rel);
-                let found = match previous.dicoms.find(&path, &f.hash) {
-                    Some(i) => Some(Found::Dicom(i)),
-                    None => previous.rejects.find(&path, &f.hash).map(Found::Reject),
-                };
-                match found {
-                    Some(found) => sources.push(Source::Previous(found)),
-                    None => {
-                        sources.push(Source::New(fresh.len()));
-                        fresh.push((path, f));
-                    }
-                }
-            }
-            reused += (chunk.len() - fresh.len()) as u64;
-            read += fresh.len() as u64;
-            ctx.progress.inc((chunk.len() - fresh.len()) as u64);
-            let headers: Vec<Result<Header, String>> = pool.install(|| {
-                fresh
-                    .par_iter()
-                    .map(|(_, f)| {
-                        let file = if f.rel.is_empty() {
-                            root.clone()
-                        } else {
-                            root.join(&f.rel)
-                        };
-                        let h = read_header(&file, f.size);
-                        ctx.progress.inc(1);
-                        h
-                    })
-                    .collect()
-            });
-            let mut new_dicoms = TableBuilder::new(&dicoms_schema());
-            let mut new_rejects = TableBuilder::new(&rejects_schema());
-            // Where each new row landed: (is a dicom, row in its batch).
-            let mut landed = Vec::with_capacity(fresh.len());
-            for ((path, f), h) in fresh.iter().zip(&headers) {
-                match h {
-                    Ok(h) => {
-                        landed.push((true, new_dicoms.len()));
-                        h.push(&mut new_dicoms, path, f);
-                    }
-                    Err(reason) => {
-                        landed.push((false, new_rejects.len()));
-                        new_rejects
-                            .str("path", Some(path))
-                            .str("file_hash", Some(&f.hash.to_hex()))
-                            .i64("size", Some(f.size as i64))
-                            .str("reason", Some(reason));
-                    }
-                }
-            }
-            // Sources of interleave: the previous batches in the window, then the new rows.
-            let (dn, rn) = (previous.dicoms.window.len(), previous.rejects.window.len());
-            let (mut d, mut r) = (Vec::new(), Vec::new());
-            for s in &sources {
-                match s {
-                    Source::Previous(Found::Dicom(at)) => d.push(*at),
-                    Source::Previous(Found::Reject(at)) => r.push(*at),
-                    Source::New(k) => match landed[*k] {
-                        (true, row) => d.push((dn, row)),
-                        (false, row) => r.push((rn, row)),
-                    },
-                }
-            }
-            dicoms.write(&interleave(&previous.dicoms.window, &new_dicoms.finish()?, &d)?)?;
-            rejects.write(&interleave(&previous.rejects.window, &new_rejects.finish()?, &r)?)?;
-            previous.dicoms.release();
-            previous.rejects.release();
-            Ok(())
-        })?;
-        dicoms.finish()?;
-        rejects.finish()?;
-        ctx.count("files_reused", reused);
-        ctx.count("files_read", read);
-        drop(previous);
-
-        let mut his_files = ctx.writer("his_files", &his_schema())?;
-        ctx.scan_tree(&p.his, &mut |chunk, _| {
-            let mut rows = TableBuilder::new(&his_schema());
-            for f in chunk {
-                rows.str("path", Some(&join(&p.his, &f.rel)))
-                    .str("file_hash", Some(&f.hash.to_hex()))
-                    .i64("size", Some(f.size as i64));
-            }
-            his_files.write(&rows.finish()?)
-        })?;
-        his_files.finish()?;
-        Ok(())
+        dicoms(p, ctx)?;
+        his_files(p, ctx)
     }
+}
+
+fn join(root: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        root.to_string()
+    } else {
+        format!("{}/{rel}", root.trim_end_matches('/'))
+    }
+}
+
+/// `his_files`: every file of the HIS tree with its hash.
+fn his_files(p: &Params, ctx: &Context) -> anyhow::Result<()> {
+    let mut his_files = ctx.writer("his_files", &his_schema())?;
+    ctx.scan_tree(&p.his, &mut |chunk, _| {
+        let mut rows = TableBuilder::new(&his_schema());
+        for f in chunk {
+            rows.str("path", Some(&join(&p.his, &f.rel)))
+                .str("file_hash", Some(&f.hash.to_hex()))
+                .i64("size", Some(f.size as i64));
+        }
+        his_files.write(&rows.finish()?)
+    })?;
+    his_files.finish()?;
+    Ok(())
+}
+
+/// `dicoms` and `rejects`: every file of the PACS tree, by its header.
+fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
+    // Rows of the previous result, streamed in step with the listing.
+    let mut previous = Previous::open(ctx.previous.as_deref());
+    let root = ctx.resolve(&p.pacs);
+    let pool = ctx.pool()?;
+    let mut dicoms = ctx.writer("dicoms", &dicoms_schema())?;
+    let mut rejects = ctx.writer("rejects", &rejects_schema())?;
+    let (mut reused, mut read) = (0u64, 0u64);
+    // In chunks, in the tree's (sorted) order, as the scan hands them over: memory
+    // stays bounded by the chunk, and an incremental run writes exactly the rows a
+    // fresh run would, in the same order.
+    ctx.scan_tree(&p.pacs, &mut |chunk, expected| {
+        ctx.progress.set_total(expected.max(reused + read + chunk.len() as u64));
+        let mut sources = Vec::with_capacity(chunk.len());
+        let mut fresh: Vec<(String, &FileHash)> = Vec::new();
+        for f in chunk {
+            let path = join(&p.pacs, &f.rel);
+            let found = match previous.dicoms.find(&path, &f.hash) {
+                Some(i) => Some(Found::Dicom(i)),
+                None => previous.rejects.find(&path, &f.hash).map(Found::Reject),
+            };
+            match found {
+                Some(found) => sources.push(Source::Previous(found)),
+                None => {
+                    sources.push(Source::New(fresh.len()));
+                    fresh.push((path, f));
+                }
+            }
+        }
+        reused += (chunk.len() - fresh.len()) as u64;
+        read += fresh.len() as u64;
+        ctx.progress.inc((chunk.len() - fresh.len()) as u64);
+        let headers: Vec<Result<Header, String>> = pool.install(|| {
+            fresh
+                .par_iter()
+                .map(|(_, f)| {
+                    let file = if f.rel.is_empty() {
+                        root.clone()
+                    } else {
+                        root.join(&f.rel)
+                    };
+                    let h = read_header(&file, f.size);
+                    ctx.progress.inc(1);
+                    h
+                })
+                .collect()
+        });
+        let mut new_dicoms = TableBuilder::new(&dicoms_schema());
+        let mut new_rejects = TableBuilder::new(&rejects_schema());
+        // Where each new row landed: (is a dicom, row in its batch).
+        let mut landed = Vec::with_capacity(fresh.len());
+        for ((path, f), h) in fresh.iter().zip(&headers) {
+            match h {
+                Ok(h) => {
+                    landed.push((true, new_dicoms.len()));
+                    h.push(&mut new_dicoms, path, f);
+                }
+                Err(reason) => {
+                    landed.push((false, new_rejects.len()));
+                    new_rejects
+                        .str("path", Some(path))
+                        .str("file_hash", Some(&f.hash.to_hex()))
+                        .i64("size", Some(f.size as i64))
+                        .str("reason", Some(reason));
+                }
+            }
+        }
+        // Sources of interleave: the previous batches in the window, then the new rows.
+        let (dn, rn) = (previous.dicoms.window.len(), previous.rejects.window.len());
+        let (mut d, mut r) = (Vec::new(), Vec::new());
+        for s in &sources {
+            match s {
+                Source::Previous(Found::Dicom(at)) => d.push(*at),
+                Source::Previous(Found::Reject(at)) => r.push(*at),
+                Source::New(k) => match landed[*k] {
+                    (true, row) => d.push((dn, row)),
+                    (false, row) => r.push((rn, row)),
+                },
+            }
+        }
+        dicoms.write(&interleave(&previous.dicoms.window, &new_dicoms.finish()?, &d)?)?;
+        rejects.write(&interleave(&previous.rejects.window, &new_rejects.finish()?, &r)?)?;
+        previous.dicoms.release();
+        previous.rejects.release();
+        Ok(())
+    })?;
+    dicoms.finish()?;
+    rejects.finish()?;
+    ctx.count("files_reused", reused);
+    ctx.count("files_read", read);
+    Ok(())
 }
 
 /// A reusable row: (batch in its table's window, row in that batch).
