@@ -13,13 +13,13 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use rayon::prelude::*;
 
+use super::walk::{Stat, stat_of, walk};
 use crate::hash::{KeyHasher, file_hash};
 
 const RACY_WINDOW: Duration = Duration::from_secs(2);
@@ -52,21 +52,6 @@ pub struct Fingerprinter {
     memo: HashMap<PathBuf, Fingerprint>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    size: u64,
-    mtime_ns: i128,
-    ino: u64,
-}
-
-fn stat_of(md: &std::fs::Metadata) -> Stat {
-    Stat {
-        size: md.len(),
-        mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-        ino: md.ino(),
-    }
-}
-
 impl Fingerprinter {
     pub fn new(cache_dir: &Path) -> Fingerprinter {
         Fingerprinter {
@@ -84,6 +69,28 @@ impl Fingerprinter {
         release_freed_memory();
         self.memo.insert(path.to_path_buf(), fp.clone());
         Ok(fp)
+    }
+
+    /// Fingerprint several paths at once (distinct trees are walked in parallel); the
+    /// results are remembered for [`fingerprint`](Self::fingerprint). Errors are left
+    /// for `fingerprint` to report, path by path.
+    pub fn prefetch(&mut self, paths: &[PathBuf]) {
+        let mut todo: Vec<&PathBuf> = paths.iter().filter(|p| !self.memo.contains_key(*p)).collect();
+        todo.sort();
+        todo.dedup();
+        let stat_dir = &self.stat_dir;
+        let done: Vec<(PathBuf, Fingerprint)> = todo
+            .par_iter()
+            .filter_map(|p| {
+                let mut f = Fingerprinter {
+                    stat_dir: stat_dir.clone(),
+                    memo: HashMap::new(),
+                };
+                f.scan(p, &mut |_, _| Ok(())).ok().map(|fp| ((*p).clone(), fp))
+            })
+            .collect();
+        release_freed_memory();
+        self.memo.extend(done);
     }
 
     /// Every file of a tree with its size and content hash, in the walk's sorted order,
@@ -113,8 +120,7 @@ impl Fingerprinter {
         let mut scan = Scan::new(path, store);
         if md.is_dir() {
             let mut chunk = Vec::with_capacity(CHUNK);
-            let mut ancestors = vec![(md.dev(), md.ino())];
-            walk(path, "", &mut ancestors, &mut |rel, stat| {
+            walk(path, &mut |rel, stat| {
                 chunk.push((rel, stat));
                 if chunk.len() == CHUNK {
                     scan.chunk(std::mem::take(&mut chunk), each)?;
@@ -127,61 +133,6 @@ impl Fingerprinter {
         }
         scan.finish(md.is_dir())
     }
-}
-
-/// Walk `dir` depth first, entries of each directory sorted by name (the order of
-/// `Path` comparison, which the stat cache and collect's previous result rely on),
-/// following symbolic links; `found` gets each file's path relative to the root and
-/// its stat.
-///
-/// Not walkdir: statting through the directory's handle (`fstatat` on the entry name)
-/// instead of the whole path, and the files of a directory in parallel, is what makes
-/// a 100k-file walk cheap enough to repeat on every run.
-fn walk(
-    dir: &Path,
-    rel: &str,
-    ancestors: &mut Vec<(u64, u64)>,
-    found: &mut dyn FnMut(String, Stat) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let cannot = || format!("cannot walk {}", dir.display());
-    let mut entries = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(cannot)? {
-        let e = e.with_context(cannot)?;
-        entries.push((e.file_name(), e));
-    }
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    // Kind and stat of every entry, links followed (the directory's files at once).
-    let stats: Vec<std::io::Result<std::fs::Metadata>> = entries
-        .par_iter()
-        .map(|(_, e)| match e.file_type()?.is_symlink() {
-            true => std::fs::metadata(e.path()),
-            false => e.metadata(),
-        })
-        .collect();
-    for ((name, e), md) in entries.into_iter().zip(stats) {
-        let md = md.with_context(|| format!("cannot stat {}", e.path().display()))?;
-        let name = name.to_string_lossy();
-        let child = if rel.is_empty() {
-            name.into_owned()
-        } else {
-            format!("{rel}/{name}")
-        };
-        if md.is_dir() {
-            let id = (md.dev(), md.ino());
-            if ancestors.contains(&id) {
-                anyhow::bail!(
-                    "{}: a symbolic link loops back to a directory above it",
-                    e.path().display()
-                );
-            }
-            ancestors.push(id);
-            walk(&e.path(), &child, ancestors, found)?;
-            ancestors.pop();
-        } else if md.is_file() {
-            found(child, stat_of(&md))?;
-        }
-    }
-    Ok(())
 }
 
 /// Files hashed and handed on at a time.
@@ -478,6 +429,7 @@ impl NewStatCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn tree_hash_follows_content_not_stat() {

@@ -38,6 +38,7 @@
 
 pub mod fingerprint;
 pub mod store;
+pub mod walk;
 
 use serde::{Deserialize, Serialize};
 
