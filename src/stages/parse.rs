@@ -129,9 +129,28 @@ impl Stage for Parse {
             files
                 .into_par_iter()
                 .map(|(path, hash)| {
-                    let r = std::fs::read(ctx.resolve(&path))
-                        .map_err(|e| format!("cannot read: {e}"))
-                        .and_then(|bytes| parse_session(bytes, p));
+                    let r = READ_BUF
+                        .with_borrow_mut(|buf| {
+                            buf.clear();
+                            let r = std::fs::File::open(ctx.resolve(&path))
+                                .and_then(|mut f| std::io::Read::read_to_end(&mut f, buf))
+                                .map_err(|e| format!("cannot read: {e}"))
+                                .and_then(|_| parse_session(buf, p));
+                            if buf.capacity() > 1 << 20 {
+                                *buf = Vec::new(); // not kept for one huge file
+                            }
+                            r
+                        })
+                        .map(|mut s| {
+                            // Per-report work is done here, on the pool, too.
+                            for r in &mut s.reports {
+                                r.chest = services.contains(r.service_id.as_str());
+                                if r.chest {
+                                    r.time = r.report_time.as_deref().map(|t| parse_time(t, &p.time_formats));
+                                }
+                            }
+                            s
+                        });
                     ctx.progress.inc(1);
                     (path, hash, r)
                 })
@@ -157,14 +176,14 @@ impl Stage for Parse {
             };
             let mut chest = 0;
             for (i, rep) in s.reports.iter().enumerate() {
-                if !services.contains(rep.service_id.as_str()) {
+                if !rep.chest {
                     other += 1;
                     continue;
                 }
                 chest += 1;
                 let id = format!("{}/{i}", s.session_id);
-                let time = rep.report_time.as_deref().map(|t| parse_time(t, &p.time_formats));
-                let problem = match (&time, rep.description.trim().is_empty()) {
+                let time = &rep.time;
+                let problem = match (time, rep.description.trim().is_empty()) {
                     (None, _) => Some(format!("missing {}", p.fields.report_time)),
                     (Some(Err(e)), _) => Some(e.clone()),
                     (_, true) => Some(format!("empty {}", p.fields.description)),
@@ -177,7 +196,7 @@ impl Stage for Parse {
                         .str("reason", Some(&reason));
                     continue;
                 }
-                let Some(Ok(time)) = time else {
+                let Some(Ok(time)) = *time else {
                     unreachable!("checked above")
                 };
                 reports
@@ -254,6 +273,14 @@ struct RawReport {
     report_time: Option<String>,
     description: String,
     conclusion: Option<String>,
+    /// Whether SERVICE_ID is on the allow-list, and (if so) report_time parsed.
+    chest: bool,
+    time: Option<Result<NaiveDateTime, String>>,
+}
+
+thread_local! {
+    /// One read buffer per thread, reused from file to file.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Debug)]
@@ -275,7 +302,7 @@ fn nfc(s: &str) -> String {
 }
 
 /// Decode by byte-order mark: UTF-16 LE/BE, UTF-8 with or without BOM.
-fn decode(bytes: Vec<u8>) -> Result<(String, &'static str), String> {
+fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, &'static str), String> {
     let utf16 = |body: &[u8], le: bool| -> Result<String, String> {
         if !body.len().is_multiple_of(2) {
             return Err("UTF-16 file with an odd number of bytes".into());
@@ -292,22 +319,17 @@ fn decode(bytes: Vec<u8>) -> Result<(String, &'static str), String> {
             .collect();
         String::from_utf16(&units).map_err(|e| format!("invalid UTF-16: {e}"))
     };
-    match bytes.as_slice() {
-        [0xFF, 0xFE, rest @ ..] => Ok((utf16(rest, true)?, "utf-16le")),
-        [0xFE, 0xFF, rest @ ..] => Ok((utf16(rest, false)?, "utf-16be")),
-        [0xEF, 0xBB, 0xBF, rest @ ..] => Ok((
-            String::from_utf8(rest.to_vec()).map_err(|e| format!("invalid UTF-8: {e}"))?,
-            "utf-8-bom",
-        )),
-        _ => Ok((
-            String::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?,
-            "utf-8",
-        )),
+    let utf8 = |b| std::str::from_utf8(b).map_err(|e| format!("invalid UTF-8: {e}"));
+    match bytes {
+        [0xFF, 0xFE, rest @ ..] => Ok((utf16(rest, true)?.into(), "utf-16le")),
+        [0xFE, 0xFF, rest @ ..] => Ok((utf16(rest, false)?.into(), "utf-16be")),
+        [0xEF, 0xBB, 0xBF, rest @ ..] => Ok((utf8(rest)?.into(), "utf-8-bom")),
+        _ => Ok((utf8(bytes)?.into(), "utf-8")),
     }
 }
 
 /// Parse one session file.
-pub fn parse_session(bytes: Vec<u8>, p: &Params) -> Result<Session, String> {
+pub fn parse_session(bytes: &[u8], p: &Params) -> Result<Session, String> {
     let (text, encoding) = decode(bytes)?;
     let f = &p.fields;
     let mut reader = quick_xml::Reader::from_str(&text);
