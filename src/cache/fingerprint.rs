@@ -71,28 +71,6 @@ impl Fingerprinter {
         Ok(fp)
     }
 
-    /// Fingerprint several paths at once (distinct trees are walked in parallel); the
-    /// results are remembered for [`fingerprint`](Self::fingerprint). Errors are left
-    /// for `fingerprint` to report, path by path.
-    pub fn prefetch(&mut self, paths: &[PathBuf]) {
-        let mut todo: Vec<&PathBuf> = paths.iter().filter(|p| !self.memo.contains_key(*p)).collect();
-        todo.sort();
-        todo.dedup();
-        let stat_dir = &self.stat_dir;
-        let done: Vec<(PathBuf, Fingerprint)> = todo
-            .par_iter()
-            .filter_map(|p| {
-                let mut f = Fingerprinter {
-                    stat_dir: stat_dir.clone(),
-                    memo: HashMap::new(),
-                };
-                f.scan(p, &mut |_, _| Ok(())).ok().map(|fp| ((*p).clone(), fp))
-            })
-            .collect();
-        release_freed_memory();
-        self.memo.extend(done);
-    }
-
     /// Every file of a tree with its size and content hash, in the walk's sorted order,
     /// handed to `each` [`CHUNK`] files at a time with the number of files the tree had
     /// at its last scan (for progress; 0 if unknown). Only files whose stat changed since
@@ -210,7 +188,11 @@ impl<'a> Scan<'a> {
                 hash,
             });
         }
-        each(&files, self.old.files)
+        each(&files, self.old.files)?;
+        // What the chunk freed, on whichever thread's arena, goes back now rather than
+        // adding up across a 100k-file walk.
+        release_freed_memory();
+        Ok(())
     }
 
     fn finish(mut self, is_dir: bool) -> anyhow::Result<Fingerprint> {

@@ -9,9 +9,10 @@
 //! so a walk is dominated by opening and reading directories, one after the other.
 //! Directories that the walk will reach later are therefore listed ahead of time on
 //! the thread pool, up to [`AHEAD`] at once; the order files come out in does not
-//! change, and memory holds at most those listings.
+//! change. Listing ahead only pays for small directories and would hold big ones in
+//! memory (twelve month folders of 8,000 patients each), so the window doubles while
+//! directories are small and falls back to one at the first big one.
 
-use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,11 +20,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use rayon::prelude::*;
 
-/// Directories listed ahead of the walk at once.
+/// Directories listed ahead of the walk at once, at most.
 const AHEAD: usize = 64;
 
-/// How far down the stack of pending work to look for directories to list ahead.
-const LOOK: usize = 1024;
+/// A directory with more entries than this is "big": listing stops looking ahead.
+const SMALL: usize = 32;
 
 /// A file's stat as the stat cache compares it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -62,171 +63,160 @@ impl Ancestors {
     }
 }
 
-/// What is left to do, as a stack: the top is next in walk order.
-enum Pending {
-    File(String, Stat),
+/// One entry of a listed directory.
+struct Entry {
+    name: String,
+    kind: Kind,
+}
+
+enum Kind {
+    File(Stat),
     Dir {
-        path: PathBuf,
-        rel: String,
-        ancestors: Arc<Ancestors>,
+        /// For a directory reached through a link: the target's (device, inode).
+        link: Option<(u64, u64)>,
+        /// Listed ahead of the walk, waiting to be walked.
         listing: Option<anyhow::Result<Vec<Entry>>>,
     },
 }
 
-/// One entry of a listed directory.
-struct Entry {
-    name: String,
-    /// `Some` for a file; `None` for a directory.
-    stat: Option<Stat>,
-    /// For a directory reached through a link: the target's (device, inode).
-    link: Option<(u64, u64)>,
+/// A directory being walked: its entries and how far the walk is through them.
+struct Listed {
+    rel: String,
+    ancestors: Arc<Ancestors>,
+    entries: Vec<Entry>,
+    next: usize,
 }
 
-/// List a directory: names sorted, files statted (through the directory's handle),
-/// links followed, anything else (sockets, devices, dangling links) left out.
+/// List a directory: names sorted, files statted as they are read (through the
+/// directory's handle), links followed, anything else (sockets, devices, dangling
+/// links) left out. Only names and stats are kept, not the OS's directory entries.
 fn list(dir: &Path) -> anyhow::Result<Vec<Entry>> {
     let cannot = || format!("cannot walk {}", dir.display());
-    let mut found = Vec::new();
+    let mut out = Vec::new();
     for e in std::fs::read_dir(dir).with_context(cannot)? {
         let e = e.with_context(cannot)?;
         let kind = e.file_type().with_context(cannot)?;
-        found.push((e, kind));
-    }
-    let entry = |(e, kind): &(std::fs::DirEntry, std::fs::FileType)| -> anyhow::Result<Option<Entry>> {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let stat = |md: &std::fs::Metadata| Some(stat_of(md));
-        Ok(Some(if kind.is_dir() {
-            Entry {
-                name,
-                stat: None,
-                link: None,
-            }
-        } else if kind.is_file() {
+        let stat = || -> anyhow::Result<Stat> {
             let md = e
                 .metadata()
                 .with_context(|| format!("cannot stat {}", e.path().display()))?;
-            Entry {
-                name,
-                stat: stat(&md),
+            Ok(stat_of(&md))
+        };
+        let kind = if kind.is_dir() {
+            Kind::Dir {
                 link: None,
+                listing: None,
             }
+        } else if kind.is_file() {
+            Kind::File(stat()?)
         } else if kind.is_symlink() {
-            let Ok(md) = std::fs::metadata(e.path()) else {
-                return Ok(None); // dangling
-            };
-            match (md.is_file(), md.is_dir()) {
-                (true, _) => Entry {
-                    name,
-                    stat: stat(&md),
-                    link: None,
-                },
-                (_, true) => Entry {
-                    name,
-                    stat: None,
+            match std::fs::metadata(e.path()) {
+                Ok(md) if md.is_file() => Kind::File(stat_of(&md)),
+                Ok(md) if md.is_dir() => Kind::Dir {
                     link: Some((md.dev(), md.ino())),
+                    listing: None,
                 },
-                _ => return Ok(None),
+                _ => continue, // dangling, or not a file or directory
             }
         } else {
-            return Ok(None);
-        }))
-    };
-    // The files of a big directory (an HIS export is often one) are statted in parallel.
-    let entries: Vec<anyhow::Result<Option<Entry>>> = if found.len() >= 64 {
-        found.par_iter().map(entry).collect()
-    } else {
-        found.iter().map(entry).collect()
-    };
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        out.extend(e?);
+            continue;
+        };
+        out.push(Entry {
+            name: e.file_name().to_string_lossy().into_owned(),
+            kind,
+        });
     }
     out.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(out)
+}
+
+fn child_rel(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
 }
 
 /// Walk the tree under `root` (a directory), handing each file's path relative to the
 /// root and its stat to `found`, in walk order.
 pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let md = std::fs::metadata(root).with_context(|| format!("{} does not exist", root.display()))?;
-    let mut stack = vec![Pending::Dir {
-        path: root.to_path_buf(),
+    let mut stack = vec![Listed {
         rel: String::new(),
         ancestors: Arc::new(Ancestors {
             id: (md.dev(), md.ino()),
             parent: None,
         }),
-        listing: None,
+        entries: list(root)?,
+        next: 0,
     }];
-    while let Some(top) = stack.pop() {
-        let (path, rel, ancestors, listing) = match top {
-            Pending::File(rel, stat) => {
-                found(rel, stat)?;
+    let mut ahead = 1;
+    while let Some(top) = stack.last_mut() {
+        let Some(entry) = top.entries.get_mut(top.next) else {
+            stack.pop();
+            continue;
+        };
+        top.next += 1;
+        let rel = child_rel(&top.rel, &entry.name);
+        let (link, listing) = match &mut entry.kind {
+            Kind::File(stat) => {
+                found(rel, *stat)?;
                 continue;
             }
-            Pending::Dir {
-                path,
-                rel,
-                ancestors,
-                listing,
-            } => (path, rel, ancestors, listing),
+            Kind::Dir { link, listing } => (*link, listing.take()),
         };
-        let listing = match listing {
-            Some(l) => l,
+        let ancestors = match link {
+            Some(id) if top.ancestors.contains(id) => anyhow::bail!(
+                "{}: a symbolic link loops back to a directory above it",
+                root.join(&rel).display()
+            ),
+            Some(id) => Arc::new(Ancestors {
+                id,
+                parent: Some(top.ancestors.clone()),
+            }),
+            None => top.ancestors.clone(),
+        };
+        let entries = match listing {
+            Some(listing) => listing?,
             None => {
-                // List this directory and, meanwhile, the next ones the walk will reach.
-                let mut ahead: Vec<&mut Pending> = stack
+                // List this directory and, meanwhile, its next sibling directories, which
+                // the walk reaches after it.
+                let mut next: Vec<(PathBuf, &mut Option<anyhow::Result<Vec<Entry>>>)> = top.entries[top.next..]
                     .iter_mut()
-                    .rev()
-                    .take(LOOK)
-                    .filter(|p| matches!(p, Pending::Dir { listing: None, .. }))
-                    .take(AHEAD - 1)
+                    .filter_map(|e| match &mut e.kind {
+                        Kind::Dir { listing, .. } if listing.is_none() => {
+                            Some((root.join(child_rel(&top.rel, &e.name)), listing))
+                        }
+                        _ => None,
+                    })
+                    .take(ahead - 1)
                     .collect();
-                let (this, _) = rayon::join(
-                    || list(&path),
+                let (this, biggest) = rayon::join(
+                    || list(&root.join(&rel)),
                     || {
-                        ahead.par_iter_mut().for_each(|p| {
-                            if let Pending::Dir { path, listing, .. } = &mut **p {
-                                *listing = Some(list(path));
-                            }
-                        })
+                        next.par_iter_mut()
+                            .map(|(path, listing)| {
+                                let l = list(path);
+                                let n = l.as_ref().map_or(0, Vec::len);
+                                **listing = Some(l);
+                                n
+                            })
+                            .max()
+                            .unwrap_or(0)
                     },
                 );
-                this
+                let biggest = biggest.max(this.as_ref().map_or(0, Vec::len));
+                ahead = if biggest <= SMALL { (ahead * 2).min(AHEAD) } else { 1 };
+                this?
             }
         };
-        // Pushed in reverse, so the first entry is on top.
-        let mut children = VecDeque::new();
-        for e in listing? {
-            let child = if rel.is_empty() {
-                e.name
-            } else {
-                format!("{rel}/{}", e.name)
-            };
-            match e.stat {
-                Some(stat) => children.push_front(Pending::File(child, stat)),
-                None => {
-                    let ancestors = match e.link {
-                        Some(id) if ancestors.contains(id) => anyhow::bail!(
-                            "{}: a symbolic link loops back to a directory above it",
-                            root.join(&child).display()
-                        ),
-                        Some(id) => Arc::new(Ancestors {
-                            id,
-                            parent: Some(ancestors.clone()),
-                        }),
-                        None => ancestors.clone(),
-                    };
-                    children.push_front(Pending::Dir {
-                        path: root.join(&child),
-                        rel: child,
-                        ancestors,
-                        listing: None,
-                    })
-                }
-            }
-        }
-        stack.extend(children);
+        stack.push(Listed {
+            rel,
+            ancestors,
+            entries,
+            next: 0,
+        });
     }
     Ok(())
 }
