@@ -34,6 +34,12 @@ impl StagePlan {
 /// Plan every stage of `p` (indexed like `p.stages`).
 pub fn plan(p: &Pipeline, store: &Store) -> anyhow::Result<Vec<StagePlan>> {
     let mut fp = Fingerprinter::new(&store.dir);
+    let paths: Vec<_> = p
+        .stages
+        .iter()
+        .flat_map(|s| s.prepared.references.iter().map(|r| p.resolve(&r.path)))
+        .collect();
+    fp.prefetch(&paths);
     let mut out: Vec<Option<StagePlan>> = vec![None; p.stages.len()];
     for &i in p.dag.topo_order() {
         let s = &p.stages[i];

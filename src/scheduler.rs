@@ -461,6 +461,8 @@ fn execute(
     // if one changed meanwhile, the result may belong to neither version (cargo checks
     // the same hazard with its build start time). Refuse to cache it.
     let mut fingerprints = crate::cache::fingerprint::Fingerprinter::new(&store.dir);
+    let paths: Vec<PathBuf> = plan.parts.references.iter().map(|r| p.resolve(&r.path)).collect();
+    fingerprints.prefetch(&paths);
     for r in &plan.parts.references {
         let now = fingerprints
             .fingerprint(&p.resolve(&r.path))

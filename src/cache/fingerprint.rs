@@ -71,6 +71,31 @@ impl Fingerprinter {
         Ok(fp)
     }
 
+    /// Fingerprint several paths at once (distinct trees are walked in parallel: a run
+    /// over a PACS and an HIS tree waits for the slower, not the sum); the results are
+    /// remembered for [`fingerprint`](Self::fingerprint), which reports any error.
+    pub fn prefetch(&mut self, paths: &[PathBuf]) {
+        let mut todo: Vec<&PathBuf> = paths.iter().filter(|p| !self.memo.contains_key(*p)).collect();
+        todo.sort();
+        todo.dedup();
+        if todo.len() < 2 {
+            return;
+        }
+        let stat_dir = &self.stat_dir;
+        let done: Vec<(PathBuf, Fingerprint)> = todo
+            .par_iter()
+            .filter_map(|p| {
+                let mut one = Fingerprinter {
+                    stat_dir: stat_dir.clone(),
+                    memo: HashMap::new(),
+                };
+                one.scan(p, &mut |_, _| Ok(())).ok().map(|fp| ((*p).clone(), fp))
+            })
+            .collect();
+        release_freed_memory();
+        self.memo.extend(done);
+    }
+
     /// Every file of a tree with its size and content hash, in the walk's sorted order,
     /// handed to `each` [`CHUNK`] files at a time with the number of files the tree had
     /// at its last scan (for progress; 0 if unknown). Only files whose stat changed since
