@@ -468,3 +468,30 @@ pub fn parse_session(bytes: &[u8], p: &Params, formats: &TimeFormats) -> Result<
         reports,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_formats_are_tried_in_order_and_bad_ones_refused() {
+        let f = TimeFormats::new(&default_time_formats()).unwrap();
+        let want = chrono::NaiveDate::from_ymd_opt(2021, 3, 5)
+            .unwrap()
+            .and_hms_opt(8, 15, 0)
+            .unwrap();
+        for text in ["05/03/2021 08:15:00", " 2021-03-05 08:15:00 ", "2021-03-05T08:15:00"] {
+            assert_eq!(f.parse(text), Ok(want), "{text}");
+        }
+        let err = f.parse("hôm qua").unwrap_err();
+        assert!(
+            err.contains("matches none of the formats") && err.contains("%d/%m/%Y"),
+            "{err}"
+        );
+        let err = TimeFormats::new(&["%d/%m/%Y %Q".to_string()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("is not a chrono format"), "{err}");
+    }
+}
