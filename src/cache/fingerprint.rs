@@ -153,7 +153,7 @@ struct Scan<'a> {
     rehashed: u64,
     first: Option<blake3::Hash>,
     /// Files modified after this instant (ns) are too recent to trust their stat later.
-    racy_after: i128,
+    racy_after: i64,
 }
 
 impl<'a> Scan<'a> {
@@ -168,7 +168,7 @@ impl<'a> Scan<'a> {
             bytes: 0,
             rehashed: 0,
             first: None,
-            racy_after: now.saturating_sub(RACY_WINDOW).as_nanos() as i128,
+            racy_after: now.saturating_sub(RACY_WINDOW).as_nanos() as i64,
         }
     }
 

@@ -30,14 +30,15 @@ const SMALL: usize = 32;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Stat {
     pub size: u64,
-    pub mtime_ns: i128,
+    /// Nanoseconds since the epoch (an i64 lasts until 2262).
+    pub mtime_ns: i64,
     pub ino: u64,
 }
 
 pub fn stat_of(md: &std::fs::Metadata) -> Stat {
     Stat {
         size: md.len(),
-        mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+        mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
         ino: md.ino(),
     }
 }
@@ -63,9 +64,9 @@ impl Ancestors {
     }
 }
 
-/// One entry of a listed directory.
+/// One entry of a listed directory (kept small: a month folder can hold 18,000).
 struct Entry {
-    name: String,
+    name: Box<str>,
     kind: Kind,
 }
 
@@ -75,7 +76,7 @@ enum Kind {
         /// For a directory reached through a link: the target's (device, inode).
         link: Option<(u64, u64)>,
         /// Listed ahead of the walk, waiting to be walked.
-        listing: Option<anyhow::Result<Vec<Entry>>>,
+        listing: Option<Box<anyhow::Result<Vec<Entry>>>>,
     },
 }
 
@@ -122,7 +123,7 @@ fn list(dir: &Path) -> anyhow::Result<Vec<Entry>> {
             continue;
         };
         out.push(Entry {
-            name: e.file_name().to_string_lossy().into_owned(),
+            name: e.file_name().to_string_lossy().into(),
             kind,
         });
     }
@@ -178,11 +179,11 @@ pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<(
             None => top.ancestors.clone(),
         };
         let entries = match listing {
-            Some(listing) => listing?,
+            Some(listing) => (*listing)?,
             None => {
                 // List this directory and, meanwhile, its next sibling directories, which
                 // the walk reaches after it.
-                let mut next: Vec<(PathBuf, &mut Option<anyhow::Result<Vec<Entry>>>)> = top.entries[top.next..]
+                let mut next: Vec<(PathBuf, &mut Option<Box<anyhow::Result<Vec<Entry>>>>)> = top.entries[top.next..]
                     .iter_mut()
                     .filter_map(|e| match &mut e.kind {
                         Kind::Dir { listing, .. } if listing.is_none() => {
@@ -199,7 +200,7 @@ pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<(
                             .map(|(path, listing)| {
                                 let l = list(path);
                                 let n = l.as_ref().map_or(0, Vec::len);
-                                **listing = Some(l);
+                                **listing = Some(Box::new(l));
                                 n
                             })
                             .max()
