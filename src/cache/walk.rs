@@ -76,9 +76,12 @@ enum Kind {
         /// For a directory reached through a link: the target's (device, inode).
         link: Option<(u64, u64)>,
         /// Listed ahead of the walk, waiting to be walked.
-        listing: Option<Box<anyhow::Result<Vec<Entry>>>>,
+        listing: Option<Listing>,
     },
 }
+
+/// A directory's entries, or why it could not be listed (reported when the walk gets there).
+type Listing = Box<anyhow::Result<Vec<Entry>>>;
 
 /// A directory being walked: its entries and how far the walk is through them.
 struct Listed {
@@ -183,7 +186,7 @@ pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<(
             None => {
                 // List this directory and, meanwhile, its next sibling directories, which
                 // the walk reaches after it.
-                let mut next: Vec<(PathBuf, &mut Option<Box<anyhow::Result<Vec<Entry>>>>)> = top.entries[top.next..]
+                let mut next: Vec<(PathBuf, &mut Option<Listing>)> = top.entries[top.next..]
                     .iter_mut()
                     .filter_map(|e| match &mut e.kind {
                         Kind::Dir { listing, .. } if listing.is_none() => {
