@@ -255,13 +255,16 @@ fn release_freed_memory() {
 
 /// The previous scan's stat cache, read line by line in step with the walk.
 struct OldStatCache {
-    lines: Option<std::io::Lines<std::io::BufReader<std::fs::File>>>,
+    reader: Option<std::io::BufReader<std::fs::File>>,
+    /// The same file, for copying its unchanged prefix: the bytes merged, not whatever
+    /// another process may have renamed into place since.
+    source: Option<std::fs::File>,
     /// The line under the cursor: (rel, stat, hash, byte length including newline).
     current: Option<(String, Stat, blake3::Hash, u64)>,
     /// Byte offset of the line under the cursor.
     offset: u64,
     /// Where the files stopped matching the cache line for line (the prefix up to here
-    /// can be copied as is).
+    /// can be copied as is); `Some(0)`: write a new cache from the start.
     deviated: Option<u64>,
     /// Files at the last scan (from the trailer).
     files: u64,
@@ -269,47 +272,60 @@ struct OldStatCache {
 
 impl OldStatCache {
     fn open(store: &Path) -> OldStatCache {
-        use std::io::BufRead;
         let mut old = OldStatCache {
-            lines: None,
+            reader: None,
+            source: None,
             current: None,
             offset: 0,
-            deviated: None,
+            deviated: Some(0),
             files: 0,
         };
         let Ok(file) = std::fs::File::open(store) else {
-            old.deviated = Some(0);
             return old;
         };
-        old.files = read_trailer(&file).unwrap_or(0);
-        let mut lines = std::io::BufReader::new(file).lines();
-        match lines.next() {
-            Some(Ok(header)) if header.starts_with("# pipe stat cache") => {
-                old.offset = header.len() as u64 + 1;
-                old.lines = Some(lines);
+        let trailer = read_trailer(&file);
+        old.source = file.try_clone().ok();
+        old.reader = Some(std::io::BufReader::new(file));
+        match old.read_line() {
+            Some(header) if header.starts_with("# pipe stat cache") => {
+                old.offset = header.len() as u64;
+                // Without its trailer (an older or cut-off file) it is only read, then
+                // written anew.
+                if let Some(files) = trailer {
+                    old.files = files;
+                    old.deviated = None;
+                }
                 old.advance();
             }
-            _ => old.deviated = Some(0),
+            _ => old.reader = None,
         }
         old
     }
 
-    /// Move to the next file line; `None` at the trailer or the end.
+    /// The next line with its newline; `None` at the end or on a read error.
+    fn read_line(&mut self) -> Option<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        match self.reader.as_mut()?.read_line(&mut line) {
+            Ok(n) if n > 0 && line.ends_with('\n') => Some(line),
+            _ => {
+                self.reader = None;
+                None
+            }
+        }
+    }
+
+    /// Move to the next file line; none at the trailer or the end.
     fn advance(&mut self) {
         if let Some((.., len)) = self.current.take() {
             self.offset += len;
         }
-        let Some(lines) = self.lines.as_mut() else { return };
-        let Some(Ok(line)) = lines.next() else {
-            self.lines = None;
-            return;
-        };
+        let Some(line) = self.read_line() else { return };
         if line.starts_with('#') {
-            self.lines = None;
+            self.reader = None;
             return;
         }
-        let len = line.len() as u64 + 1;
-        let mut f = line.splitn(5, '\t');
+        let mut f = line[..line.len() - 1].splitn(5, '\t');
         let parsed = (|| {
             let (size, mtime_ns, ino) = (
                 f.next()?.parse().ok()?,
@@ -317,12 +333,17 @@ impl OldStatCache {
                 f.next()?.parse().ok()?,
             );
             let hash = blake3::Hash::from_hex(f.next()?).ok()?;
-            Some((f.next()?.to_string(), Stat { size, mtime_ns, ino }, hash, len))
+            Some((
+                f.next()?.to_string(),
+                Stat { size, mtime_ns, ino },
+                hash,
+                line.len() as u64,
+            ))
         })();
         match parsed {
             Some(entry) => self.current = Some(entry),
             // A damaged line: stop trusting the cache from here.
-            None => self.lines = None,
+            None => self.reader = None,
         }
     }
 
@@ -399,11 +420,18 @@ impl NewStatCache {
         if self.out.is_none() {
             std::fs::create_dir_all(self.store.parent().expect("stat dir"))?;
             let mut out = crate::cache::store::AtomicFile::create(&self.store)?;
-            match old.deviated_at() {
-                Some(prefix) if prefix > 0 => {
-                    use std::io::Read;
-                    let mut from = std::fs::File::open(&self.store)?.take(prefix);
-                    std::io::copy(&mut from, &mut out)?;
+            match (old.deviated_at(), &old.source) {
+                (Some(prefix), Some(source)) if prefix > 0 => {
+                    use std::os::unix::fs::FileExt;
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut at = 0;
+                    while at < prefix {
+                        let want = buf.len().min((prefix - at) as usize);
+                        let n = source.read_at(&mut buf[..want], at)?;
+                        anyhow::ensure!(n > 0, "stat cache shorter than its merged prefix");
+                        out.write_all(&buf[..n])?;
+                        at += n as u64;
+                    }
                 }
                 _ => writeln!(out, "# pipe stat cache for {}", root.display())?,
             }
@@ -534,5 +562,14 @@ mod tests {
         assert_eq!(Fingerprinter::new(&cache).fingerprint(&tree).unwrap().files, 5);
         let text = std::fs::read_to_string(&stat_file).unwrap();
         assert!(!text.contains("\tc.dcm\n") && text.ends_with("# files 5\n"), "{text}");
+
+        // A cache without its trailer (older, or cut off) is used, then written anew.
+        std::fs::write(&stat_file, text.strip_suffix("# files 5\n").unwrap()).unwrap();
+        assert_eq!(Fingerprinter::new(&cache).fingerprint(&tree).unwrap().rehashed, 0);
+        assert!(std::fs::read_to_string(&stat_file).unwrap().ends_with("# files 5\n"));
+        // A name ending in a carriage return survives the line-based file.
+        write_old(&tree.join("d.dcm\r"), "cr");
+        assert_eq!(Fingerprinter::new(&cache).fingerprint(&tree).unwrap().rehashed, 1);
+        assert_eq!(Fingerprinter::new(&cache).fingerprint(&tree).unwrap().rehashed, 0);
     }
 }
