@@ -216,6 +216,10 @@ fn writer_properties(meta: &TableMeta) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Plain pages + zstd: most columns are identifiers, paths and texts, where a
+        // dictionary is built only to be abandoned. Measured on match's 100k pairs and
+        // collect's and parse's tables: files 5–33% smaller, writing 15–40% faster.
+        .set_dictionary_enabled(false)
         .set_created_by(format!("pipe {}", crate::VERSION))
         .set_key_value_metadata(Some(meta.key_values()))
         .build()
