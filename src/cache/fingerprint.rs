@@ -42,7 +42,7 @@ pub struct FileHash {
     /// Path relative to the tree's root ("" when the root is a file).
     pub rel: String,
     pub size: u64,
-    /// Binary, not hex: a 100k-file listing is held while collect runs.
+    /// Binary; hex only where it is written out.
     pub hash: blake3::Hash,
 }
 
@@ -65,8 +65,7 @@ impl Fingerprinter {
         if let Some(f) = self.memo.get(path) {
             return Ok(f.clone());
         }
-        let fp = self.scan(path, &mut |_, _| Ok(()))?;
-        release_freed_memory();
+        let fp = scan(&self.stat_dir, path, &mut |_, _| Ok(()))?;
         self.memo.insert(path.to_path_buf(), fp.clone());
         Ok(fp)
     }
@@ -84,15 +83,8 @@ impl Fingerprinter {
         let stat_dir = &self.stat_dir;
         let done: Vec<(PathBuf, Fingerprint)> = todo
             .par_iter()
-            .filter_map(|p| {
-                let mut one = Fingerprinter {
-                    stat_dir: stat_dir.clone(),
-                    memo: HashMap::new(),
-                };
-                one.scan(p, &mut |_, _| Ok(())).ok().map(|fp| ((*p).clone(), fp))
-            })
+            .filter_map(|p| Some(((*p).clone(), scan(stat_dir, p, &mut |_, _| Ok(())).ok()?)))
             .collect();
-        release_freed_memory();
         self.memo.extend(done);
     }
 
@@ -105,37 +97,38 @@ impl Fingerprinter {
         path: &Path,
         each: &mut dyn FnMut(&[FileHash], u64) -> anyhow::Result<()>,
     ) -> anyhow::Result<Fingerprint> {
-        let fp = self.scan(path, each)?;
-        release_freed_memory();
-        Ok(fp)
+        scan(&self.stat_dir, path, each)
     }
+}
 
-    fn scan(
-        &mut self,
-        path: &Path,
-        each: &mut dyn FnMut(&[FileHash], u64) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Fingerprint> {
-        let md = std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))?;
-        let store = self.stat_dir.join(format!(
-            "{}.tsv",
-            &KeyHasher::new("stat").str("root", &path.to_string_lossy()).hex()[..32]
-        ));
-        let mut scan = Scan::new(path, store);
-        if md.is_dir() {
-            let mut chunk = Vec::with_capacity(CHUNK);
-            walk(path, &mut |rel, stat| {
-                chunk.push((rel, stat));
-                if chunk.len() == CHUNK {
-                    scan.chunk(std::mem::take(&mut chunk), each)?;
-                }
-                Ok(())
-            })?;
-            scan.chunk(chunk, each)?;
-        } else {
-            scan.chunk(vec![(String::new(), stat_of(&md))], each)?;
-        }
-        scan.finish(md.is_dir())
+/// Scan a file or tree with the stat caches in `stat_dir` (see [`Fingerprinter::files`]).
+fn scan(
+    stat_dir: &Path,
+    path: &Path,
+    each: &mut dyn FnMut(&[FileHash], u64) -> anyhow::Result<()>,
+) -> anyhow::Result<Fingerprint> {
+    let md = std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))?;
+    let store = stat_dir.join(format!(
+        "{}.tsv",
+        &KeyHasher::new("stat").str("root", &path.to_string_lossy()).hex()[..32]
+    ));
+    let mut scan = Scan::new(path, store);
+    if md.is_dir() {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        walk(path, &mut |rel, stat| {
+            chunk.push((rel, stat));
+            if chunk.len() == CHUNK {
+                scan.chunk(std::mem::take(&mut chunk), each)?;
+            }
+            Ok(())
+        })?;
+        scan.chunk(chunk, each)?;
+    } else {
+        scan.chunk(vec![(String::new(), stat_of(&md))], each)?;
     }
+    let fp = scan.finish(md.is_dir());
+    release_freed_memory();
+    fp
 }
 
 /// Files hashed and handed on at a time.
@@ -221,7 +214,7 @@ impl<'a> Scan<'a> {
     }
 
     fn finish(mut self, is_dir: bool) -> anyhow::Result<Fingerprint> {
-        if self.old.deviated_at().is_some() || !self.old.at_end() {
+        if self.old.deviated.is_some() || !self.old.at_end() {
             let _ = self.new.commit(&mut self.old, self.root, self.files);
         }
         let hash = match (is_dir, self.first) {
@@ -384,10 +377,6 @@ impl OldStatCache {
         }
     }
 
-    fn deviated_at(&self) -> Option<u64> {
-        self.deviated
-    }
-
     fn at_end(&self) -> bool {
         self.current.is_none()
     }
@@ -420,7 +409,7 @@ impl NewStatCache {
         if self.out.is_none() {
             std::fs::create_dir_all(self.store.parent().expect("stat dir"))?;
             let mut out = crate::cache::store::AtomicFile::create(&self.store)?;
-            match (old.deviated_at(), &old.source) {
+            match (old.deviated, &old.source) {
                 (Some(prefix), Some(source)) if prefix > 0 => {
                     use std::os::unix::fs::FileExt;
                     let mut buf = vec![0u8; 1 << 16];

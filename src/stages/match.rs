@@ -207,7 +207,7 @@ impl<'a> Rows<'a> {
     }
 
     fn text(&self) -> ArrayRef {
-        Arc::new(StringArray::from(self.text.clone()))
+        Arc::new(self.text.iter().copied().collect::<StringArray>())
     }
 }
 
