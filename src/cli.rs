@@ -96,6 +96,9 @@ enum Cmd {
         file: Option<PathBuf>,
         #[arg(long, default_value = "cache")]
         cache: PathBuf,
+        /// Only report damage; move nothing (no lock needed: works on a read-only cache).
+        #[arg(long)]
+        no_repair: bool,
     },
     /// Score a label stage against hand labels: precision, recall, F1 per class (Table 3).
     LabelEval {
@@ -204,10 +207,15 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     .iter()
                     .zip(&plans)
                     .map(|(s, pl)| {
+                        let (state, reasons) = match &pl.state {
+                            State::Fresh => ("fresh", vec![]),
+                            State::Stale(w) => ("stale", w.clone()),
+                            State::Waits(_) => ("waits", vec![pl.reason()]),
+                            State::MissingData(_) => ("missing_data", vec![pl.reason()]),
+                        };
                         serde_json::json!({
                             "stage": s.name, "kind": s.kind.name(), "key": pl.key,
-                            "state": if pl.is_fresh() { "fresh" } else { "stale" },
-                            "reasons": match &pl.state { State::Fresh => vec![], State::Stale(w) => w.clone() },
+                            "state": state, "reasons": reasons,
                         })
                     })
                     .collect();
@@ -217,9 +225,10 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 let w = p.stages.iter().map(|s| s.name.len()).max().unwrap_or(0);
                 for &i in p.dag.topo_order() {
                     let (s, pl) = (&p.stages[i], &plans[i]);
-                    match &pl.state {
-                        State::Fresh => writeln!(out, "  {:w$}  fresh  {}", s.name, &pl.key[..12])?,
-                        State::Stale(why) => writeln!(out, "  {:w$}  stale  {}", s.name, why.join("; "))?,
+                    match (&pl.state, &pl.key) {
+                        (State::Fresh, Some(key)) => writeln!(out, "  {:w$}  fresh  {}", s.name, &key[..12])?,
+                        (State::Stale(_), _) => writeln!(out, "  {:w$}  stale  {}", s.name, pl.reason())?,
+                        _ => writeln!(out, "  {:w$}  {}", s.name, pl.reason())?,
                     }
                 }
             }
@@ -267,13 +276,19 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let path = table_path(&p, &target)?;
             let (n, meta) = crate::table::footer(&path)?;
             let (schema, batches) = crate::table::head(&path, rows)?;
+            // The entry's directory is its key (tables hold no key, see `cache`).
+            let key = path
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|k| k.to_string_lossy().into_owned())
+                .unwrap_or_default();
             writeln!(
                 out,
                 "{}\n{} rows · kind {} · key {}",
                 path.display(),
                 n,
                 meta.get("kind").map_or("?", |s| s),
-                meta.get("key").map_or("?", |s| &s[..s.len().min(12)])
+                &key[..key.len().min(12)]
             )?;
             writeln!(out, "schema:")?;
             for f in schema.fields() {
@@ -296,6 +311,9 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Check { file } => {
             let p = load(&file)?;
             writeln!(out, "{}: ok, {} stages", file.display(), p.stages.len())?;
+            for m in &p.missing {
+                writeln!(out, "note: {m}")?;
+            }
             for &i in p.dag.topo_order() {
                 let s = &p.stages[i];
                 writeln!(
@@ -309,25 +327,41 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Verify { file, cache } => {
+        Cmd::Verify { file, cache, no_repair } => {
             let dir = match file {
                 Some(f) => load(&f)?.cache_dir,
                 None => cache,
             };
             let store = Store::new(&dir);
-            let _lock = store.lock(true)?;
+            // Repairing moves entries, so it needs the lock; checking does not (a
+            // read-only cache can be checked).
+            let read_only = !crate::cache::store::writable(&dir);
+            if read_only && !no_repair {
+                writeln!(out, "{} is read-only: checking without repair", dir.display())?;
+            }
+            let lock = if no_repair || read_only {
+                None
+            } else {
+                Some(store.lock(true)?)
+            };
             let keys = store.keys();
             let mut bad = 0;
             for k in &keys {
                 let problems = store.verify_entry(k);
                 if !problems.is_empty() {
                     bad += 1;
-                    let dest = store.quarantine(k)?;
                     writeln!(out, "DAMAGED {k}:")?;
                     for pr in problems {
                         writeln!(out, "  {pr}")?;
                     }
-                    writeln!(out, "  moved to {}; the next run rebuilds it", dest.display())?;
+                    if lock.is_none() {
+                        writeln!(out, "  left in place (not repaired)")?;
+                        continue;
+                    }
+                    match store.quarantine(k) {
+                        Ok(dest) => writeln!(out, "  moved to {}; the next run rebuilds it", dest.display())?,
+                        Err(e) => writeln!(out, "  NOT moved: {e:#}")?,
+                    }
                 }
             }
             writeln!(
@@ -416,12 +450,32 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     continue; // a pipeline with another cache keeps nothing here
                 }
                 let store = Store::new(&d);
-                keep.extend(plan(&p, &store)?.into_iter().map(|pl| pl.key));
+                keep.extend(plan(&p, &store)?.into_iter().filter_map(|pl| pl.key));
             }
             let dir = dir.unwrap_or_else(|| PathBuf::from("cache"));
             let store = Store::new(&dir);
-            let _lock = store.lock(true)?;
+            // A dry run only lists: no lock, so it works on a read-only cache.
+            let _lock = if delete { Some(store.lock(true)?) } else { None };
             keep.extend(store.viewed_keys());
+            // Resumable work (train's checkpoints) of a stage no pipeline plans any more.
+            for (path, resumable) in store.tmp_items() {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if resumable && !keep.contains(&name) {
+                    writeln!(
+                        out,
+                        "{} resumable work {} {}",
+                        if delete { "removed" } else { "would remove" },
+                        path.display(),
+                        human(dir_size(&path))
+                    )?;
+                    if delete {
+                        crate::cache::store::remove_any(&path)?;
+                    }
+                }
+            }
             let mut freed = 0u64;
             let mut n = 0;
             for k in store.keys().into_iter().filter(|k| !keep.contains(k)) {
@@ -439,7 +493,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     human(size)
                 )?;
                 if delete {
-                    std::fs::remove_dir_all(store.entry_dir(&k))?;
+                    store.remove_entry(&k)?;
                 }
             }
             writeln!(
@@ -474,13 +528,9 @@ pub fn table_path(p: &Pipeline, target: &str) -> anyhow::Result<PathBuf> {
         Some((s, t)) => (s, Some(t)),
         None => (target, None),
     };
-    let i = p.index(stage).with_context(|| {
-        format!(
-            "no stage `{stage}` in {} (stages: {})",
-            p.file.display(),
-            p.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-        )
-    })?;
+    let i = p
+        .index(stage)
+        .ok_or_else(|| crate::scheduler::unknown_stage(p, stage))?;
     let s = &p.stages[i];
     let table = match table {
         Some(t) if s.prepared.outputs.iter().any(|o| o == t) => t.to_string(),
@@ -501,11 +551,11 @@ pub fn table_path(p: &Pipeline, target: &str) -> anyhow::Result<PathBuf> {
     };
     let store = Store::new(&p.cache_dir);
     let plans = plan(p, &store)?;
-    match &plans[i].state {
-        State::Fresh => Ok(store.entry_dir(&plans[i].key).join(format!("{table}.parquet"))),
-        State::Stale(why) => bail!(
+    match (&plans[i].state, &plans[i].key) {
+        (State::Fresh, Some(key)) => Ok(store.entry_dir(key).join(format!("{table}.parquet"))),
+        _ => bail!(
             "stage `{stage}` has no current result ({}); run `pipe run {} --until {stage}` first",
-            why.join("; "),
+            plans[i].reason(),
             p.file.display()
         ),
     }
@@ -552,7 +602,12 @@ fn print_report(
                     }
                 )?
             }
+            Outcome::Unchanged(why) => {
+                fresh += 1;
+                writeln!(out, "  · {name:w$}  fresh ({why})")?
+            }
             Outcome::WouldRun(why) => writeln!(out, "  → {name:w$}  would run: {}", why.join("; "))?,
+            Outcome::MayRun(why) => writeln!(out, "  ? {name:w$}  may run: {why}")?,
             Outcome::Failed(e) => writeln!(out, "  ✗ {name:w$}  FAILED: {e}")?,
             Outcome::Skipped(why) => writeln!(out, "  - {name:w$}  skipped: {why}")?,
         }

@@ -31,6 +31,26 @@ pub enum Voi {
 /// Decode the first frame of a DICOM file into display values.
 pub fn load(path: &Path) -> anyhow::Result<(Gray, Voi)> {
     let obj = dicom_object::open_file(path).with_context(|| format!("cannot read {}", path.display()))?;
+    load_object(obj)
+}
+
+/// [`load`] from the bytes of a whole file (with or without its 128-byte preamble), for
+/// a caller that must decode exactly the bytes it hashed.
+pub fn load_bytes(bytes: &[u8]) -> anyhow::Result<(Gray, Voi)> {
+    use dicom_object::file::ReadPreamble;
+    let preamble = if bytes.get(128..132) == Some(b"DICM") {
+        ReadPreamble::Always
+    } else {
+        ReadPreamble::Never
+    };
+    let obj = dicom_object::OpenFileOptions::new()
+        .read_preamble(preamble)
+        .from_reader(bytes)
+        .context("cannot read DICOM")?;
+    load_object(obj)
+}
+
+fn load_object(obj: dicom_object::DefaultDicomObject) -> anyhow::Result<(Gray, Voi)> {
     let decoded = obj
         .decode_pixel_data()
         .map_err(|e| anyhow::anyhow!("cannot decode pixel data: {e}"))?;

@@ -15,9 +15,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 
-use crate::cache::store::{Manifest, Store};
+use crate::cache::KeyParts;
+use crate::cache::fingerprint::Fingerprinter;
+use crate::cache::store::{LOG, Manifest, Store, check_files};
 use crate::config::Pipeline;
-use crate::plan::{StagePlan, State, plan};
+use crate::plan::{StagePlan, State, plan_with};
 use crate::progress::Reporter;
 use crate::stage::{Context, Device, Executor, InputTable};
 use crate::table::{TableMeta, footer};
@@ -52,7 +54,11 @@ pub enum Outcome {
         counters: BTreeMap<String, u64>,
         device: String,
     },
+    /// Fresh once the stages it waited for had run: their output was what it had seen.
+    Unchanged(String),
     WouldRun(Vec<String>),
+    /// Dry run: it waits for a stage that would run, so it may or may not.
+    MayRun(String),
     Failed(String),
     Skipped(String),
     NotSelected,
@@ -104,15 +110,7 @@ pub fn detect_gpus() -> usize {
 }
 
 fn select(p: &Pipeline, opts: &RunOptions) -> anyhow::Result<BTreeSet<usize>> {
-    let find = |name: &String| {
-        p.index(name).with_context(|| {
-            format!(
-                "no stage `{name}` in {} (stages: {})",
-                p.file.display(),
-                p.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-            )
-        })
-    };
+    let find = |name: &String| -> anyhow::Result<usize> { p.index(name).ok_or_else(|| unknown_stage(p, name).into()) };
     let mut selected: BTreeSet<usize> = (0..p.stages.len()).collect();
     if !opts.until.is_empty() {
         let mut s = BTreeSet::new();
@@ -145,65 +143,73 @@ fn select(p: &Pipeline, opts: &RunOptions) -> anyhow::Result<BTreeSet<usize>> {
     Ok(selected)
 }
 
+/// "no stage `trian`; did you mean `train`?" (a pipeline error: exit code 2).
+pub fn unknown_stage(p: &Pipeline, name: &str) -> crate::error::Diagnostics {
+    let names = p.stages.iter().map(|s| s.name.as_str());
+    let d = match crate::error::closest(name, names.clone()) {
+        Some(c) => crate::error::Diagnostic::new(format!(
+            "no stage `{name}` in {}; did you mean `{c}`?",
+            p.file.display()
+        )),
+        None => crate::error::Diagnostic::new(format!("no stage `{name}` in {}", p.file.display())),
+    };
+    crate::error::Diagnostics(vec![
+        d.help(format!("stages: {}", names.collect::<Vec<_>>().join(", "))),
+    ])
+}
+
 /// Plan and run a pipeline.
 pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Result<RunReport> {
     let store = Store::new(&p.cache_dir);
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(store.lock(opts.wait)?)
-    };
-    let plans = plan(p, &store)?;
     let selected = select(p, opts)?;
     let forced: BTreeSet<usize> = opts.force.iter().filter_map(|n| p.index(n)).collect();
-    let to_run: BTreeSet<usize> = selected
-        .iter()
-        .copied()
-        .filter(|&i| !plans[i].is_fresh() || forced.contains(&i))
-        .collect();
-
-    // Everything a selected stage needs must be fresh or run too.
-    for &i in &to_run {
-        for j in p.dag.ancestors(i) {
-            if !plans[j].is_fresh() && !to_run.contains(&j) {
-                bail!(
-                    "stage `{}` needs `{}`, which is stale and not selected; run with `--until {}` instead",
-                    p.stages[i].name,
-                    p.stages[j].name,
-                    p.stages[i].name
-                );
-            }
-        }
-    }
-
+    let mut fp = Fingerprinter::new(&store.dir);
+    let mut plans = plan_with(p, &store, &mut fp)?;
     let mut outcomes: Vec<Outcome> = (0..p.stages.len())
         .map(|i| {
-            if !selected.contains(&i) {
-                Outcome::NotSelected
-            } else {
+            if selected.contains(&i) {
                 Outcome::Fresh
+            } else {
+                Outcome::NotSelected
             }
         })
         .collect();
-    let mut warnings = Vec::new();
+    let to_run = |plans: &[StagePlan]| -> BTreeSet<usize> {
+        selected
+            .iter()
+            .copied()
+            .filter(|&i| !plans[i].is_fresh() || forced.contains(&i))
+            .collect()
+    };
+    check_runnable(p, &plans, &to_run(&plans), !opts.dry_run)?;
 
     if opts.dry_run {
-        for &i in &to_run {
-            outcomes[i] = Outcome::WouldRun(match &plans[i].state {
-                State::Stale(why) => why.clone(),
-                State::Fresh => vec!["forced".into()],
-            });
+        for i in to_run(&plans) {
+            outcomes[i] = match &plans[i].state {
+                State::Stale(why) => Outcome::WouldRun(why.clone()),
+                State::Fresh => Outcome::WouldRun(vec!["forced".into()]),
+                _ => Outcome::MayRun(plans[i].reason()),
+            };
         }
-        return Ok(report(p, outcomes, warnings));
+        return Ok(report(p, outcomes, Vec::new()));
     }
+    // A no-op run writes nothing, so it needs no lock (and works on a read-only cache).
+    let views_current = |plans: &[StagePlan]| {
+        selected.iter().all(|&i| match &plans[i].key {
+            Some(k) if plans[i].is_fresh() => store.view(&p.name, &p.stages[i].name).as_deref() == Some(k),
+            _ => true,
+        })
+    };
+    if to_run(&plans).is_empty() && views_current(&plans) {
+        return Ok(report(p, outcomes, Vec::new()));
+    }
+    let _lock = store.lock(opts.wait)?;
+    // Another run may have committed while we waited for the lock.
+    plans = plan_with(p, &store, &mut fp)?;
+    check_runnable(p, &plans, &to_run(&plans), true)?;
+    store.clean_tmp()?;
 
-    let resumable: BTreeSet<String> = to_run
-        .iter()
-        .filter(|&&i| p.stages[i].kind.resumable())
-        .map(|&i| plans[i].key.clone())
-        .collect();
-    store.clean_tmp(&|name| resumable.iter().any(|k| name.starts_with(k.as_str())))?;
-
+    let mut warnings = Vec::new();
     let jobs = if opts.jobs == 0 {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     } else {
@@ -212,10 +218,12 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
     let gpus = opts.gpus.unwrap_or_else(detect_gpus);
     let mut cpu_free = jobs;
     let mut gpu_free: Vec<usize> = (0..gpus).rev().collect();
-    let mut pending: BTreeSet<usize> = to_run.clone();
+    let mut pending: BTreeSet<usize> = to_run(&plans);
+    let mut forced_left: BTreeSet<usize> = forced.intersection(&pending).copied().collect();
     let mut running: BTreeMap<usize, (usize, Option<usize>)> = BTreeMap::new();
+    let mut ran: BTreeSet<usize> = BTreeSet::new();
     let mut stop = false;
-    let total = to_run.len();
+    let mut total = pending.len();
     let mut finished = 0;
     let (tx, rx) = mpsc::channel::<(usize, anyhow::Result<Outcome>)>();
 
@@ -238,6 +246,14 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                     .collect();
                 for i in ready {
                     let s = &p.stages[i];
+                    let plan = &plans[i];
+                    let (Some(key), Some(parts)) = (&plan.key, &plan.parts) else {
+                        // Its inputs are done, yet it has no key: one of them left no result.
+                        pending.remove(&i);
+                        total -= 1;
+                        outcomes[i] = Outcome::Skipped(plan.reason());
+                        continue;
+                    };
                     let want_cpu = if s.resources.cpu == 0 {
                         jobs
                     } else {
@@ -266,17 +282,26 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                     };
                     cpu_free -= cpu.min(cpu_free);
                     pending.remove(&i);
+                    forced_left.remove(&i);
                     running.insert(i, (cpu, gpu));
+                    let work = Work {
+                        key: key.clone(),
+                        parts: parts.clone(),
+                        inputs: input_tables(p, i, &plans, &store),
+                    };
                     let tx = tx.clone();
-                    let plan = &plans[i];
-                    let plans = &plans;
                     let store = &store;
                     let progress = reporter.stage(&s.name);
-                    reporter.println(&format!("[{}] running ({})", s.name, reason_line(plan)));
+                    let why = if plan.is_fresh() {
+                        "forced".into()
+                    } else {
+                        plan.reason()
+                    };
+                    reporter.println(&format!("[{}] running ({why})", s.name));
                     scope.spawn(move || {
                         let device = gpu.map_or(Device::Cpu, Device::Cuda);
                         let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            execute(p, i, plan, plans, store, cpu, device, progress.clone())
+                            execute(p, i, &work, store, cpu, device, progress.clone())
                         }))
                         .unwrap_or_else(|panic| {
                             let msg = panic
@@ -315,6 +340,23 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                         reporter.println(&format!("[{name}] done in {seconds:.1}s"));
                     }
                     outcomes[i] = o;
+                    ran.insert(i);
+                    // Plan again: stages waiting on this one now have keys, and those
+                    // whose inputs came out identical are fresh (early cutoff).
+                    match plan_with(p, &store, &mut fp) {
+                        Ok(new) => plans = new,
+                        Err(e) => {
+                            warnings.push(format!("cannot plan after `{name}`: {e:#}"));
+                            stop = true;
+                        }
+                    }
+                    for j in pending.clone() {
+                        if plans[j].is_fresh() && !forced_left.contains(&j) {
+                            pending.remove(&j);
+                            finished += 1;
+                            outcomes[j] = Outcome::Unchanged(unchanged_inputs(p, j, &ran));
+                        }
+                    }
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
@@ -341,11 +383,58 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
 
     // Views follow the current results, also of stages that were already fresh.
     for &i in &selected {
-        if store.has(&plans[i].key) {
-            store.set_view(&p.name, &p.stages[i].name, &plans[i].key)?;
+        if let (State::Fresh, Some(key)) = (&plans[i].state, &plans[i].key)
+            && let Some(note) = store.set_view(&p.name, &p.stages[i].name, key)?
+        {
+            warnings.push(note);
         }
     }
     Ok(report(p, outcomes, warnings))
+}
+
+/// Refuse, before anything runs, a selection that cannot complete: a stage to run whose
+/// data does not exist (unless only looking: `--dry-run`), or which needs a stale stage
+/// that is not selected.
+fn check_runnable(p: &Pipeline, plans: &[StagePlan], to_run: &BTreeSet<usize>, need_data: bool) -> anyhow::Result<()> {
+    for &i in to_run {
+        if let State::MissingData(why) = &plans[i].state
+            && need_data
+        {
+            bail!(
+                "stage `{}` cannot run: {}; point its params at the data (relative paths resolve against {})",
+                p.stages[i].name,
+                why.join("; "),
+                p.root.display()
+            );
+        }
+        for j in p.dag.ancestors(i) {
+            if !plans[j].is_fresh() && !to_run.contains(&j) {
+                bail!(
+                    "stage `{}` needs `{}`, which is not fresh ({}) and not selected; run with `--until {}` instead",
+                    p.stages[i].name,
+                    p.stages[j].name,
+                    plans[j].reason(),
+                    p.stages[i].name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// "input `label.labels` unchanged": the inputs of a cut-off stage that ran this time.
+fn unchanged_inputs(p: &Pipeline, i: usize, ran: &BTreeSet<usize>) -> String {
+    let names: Vec<String> = p.stages[i]
+        .inputs
+        .iter()
+        .filter(|input| p.index(&input.stage).is_some_and(|j| ran.contains(&j)))
+        .map(|input| input.to_string())
+        .collect();
+    match names.len() {
+        0 => "inputs unchanged".into(),
+        1 => format!("input {} unchanged", names[0]),
+        _ => format!("inputs {} unchanged", names.join(", ")),
+    }
 }
 
 fn report(p: &Pipeline, outcomes: Vec<Outcome>, warnings: Vec<String>) -> RunReport {
@@ -355,20 +444,97 @@ fn report(p: &Pipeline, outcomes: Vec<Outcome>, warnings: Vec<String>) -> RunRep
     }
 }
 
-fn reason_line(plan: &StagePlan) -> String {
-    match &plan.state {
-        State::Fresh => "forced".into(),
-        State::Stale(why) => why.join("; "),
+/// What a stage's run needs from the plan, owned (the plan is replaced while it runs).
+struct Work {
+    key: String,
+    parts: KeyParts,
+    inputs: Vec<Input>,
+}
+
+/// One input of a stage: the tables handed to it, and what to check before it reads.
+struct Input {
+    stage: String,
+    entry: PathBuf,
+    manifest: std::sync::Arc<Manifest>,
+    files: Vec<String>,
+    tables: Vec<InputTable>,
+}
+
+fn input_tables(p: &Pipeline, i: usize, plans: &[StagePlan], store: &Store) -> Vec<Input> {
+    let s = &p.stages[i];
+    s.inputs
+        .iter()
+        .map(|input| {
+            let j = p.index(&input.stage).expect("validated");
+            let key = plans[j].key.as_deref().expect("inputs of a keyed stage are fresh");
+            let manifest = plans[j].manifest.clone().expect("inputs of a keyed stage are fresh");
+            let entry = store.entry_dir(key);
+            let tables = match &input.table {
+                Some(t) => vec![t.clone()],
+                None => p.stages[j].prepared.outputs.clone(),
+            };
+            Input {
+                stage: input.stage.clone(),
+                files: manifest.input_files(input.table.as_deref()),
+                tables: tables
+                    .into_iter()
+                    .map(|t| InputTable {
+                        stage: input.stage.clone(),
+                        path: entry.join(format!("{t}.parquet")),
+                        table: t,
+                    })
+                    .collect(),
+                entry,
+                manifest,
+            }
+        })
+        .collect()
+}
+
+/// Check what a stage is about to read against its manifest: damage found is moved to
+/// `quarantine/` (the next run rebuilds it) and fails the stage, instead of being read
+/// and sealed into a new entry.
+fn check_inputs(store: &Store, inputs: &[Input]) -> anyhow::Result<()> {
+    for input in inputs {
+        let problems = check_files(&input.entry, &input.manifest, &input.files);
+        if !problems.is_empty() {
+            let moved = store
+                .quarantine(&input.manifest.key)
+                .map(|d| format!("moved to {}", d.display()))
+                .unwrap_or_else(|e| format!("could not be moved to quarantine: {e:#}"));
+            bail!(
+                "input `{}` is damaged ({}); its entry {moved}; run again to rebuild it",
+                input.stage,
+                problems.join("; ")
+            );
+        }
     }
+    Ok(())
+}
+
+/// The previous result of an incremental stage, if it is intact: reused work must not
+/// carry damage into the new entry. A damaged one goes to `quarantine/`.
+fn intact_previous(store: &Store, key: &str, log: &mut Vec<String>) -> Option<PathBuf> {
+    let problems = store.verify_entry(key);
+    if problems.is_empty() {
+        return Some(store.entry_dir(key));
+    }
+    let moved = store
+        .quarantine(key)
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|e| format!("nowhere ({e:#})"));
+    log.push(format!(
+        "previous result {key} is damaged ({}); not reused, moved to {moved}",
+        problems.join("; ")
+    ));
+    None
 }
 
 /// Run one stage into a temporary directory and commit it.
-#[allow(clippy::too_many_arguments)]
 fn execute(
     p: &Pipeline,
     i: usize,
-    plan: &StagePlan,
-    plans: &[StagePlan],
+    work: &Work,
     store: &Store,
     threads: usize,
     device: Device,
@@ -376,32 +542,19 @@ fn execute(
 ) -> anyhow::Result<Outcome> {
     let s = &p.stages[i];
     let start = Instant::now();
-    let out_dir = store.begin(&plan.key, s.kind.resumable())?;
-    let mut inputs = Vec::new();
-    for input in &s.inputs {
-        let j = p.index(&input.stage).expect("validated");
-        let entry = store.entry_dir(&plans[j].key);
-        let tables = match &input.table {
-            Some(t) => vec![t.clone()],
-            None => p.stages[j].prepared.outputs.clone(),
-        };
-        for t in tables {
-            inputs.push(InputTable {
-                stage: input.stage.clone(),
-                table: t.clone(),
-                path: entry.join(format!("{t}.parquet")),
-            });
-        }
-    }
+    check_inputs(store, &work.inputs).with_context(|| format!("stage `{}`", s.name))?;
+    let out_dir = store.begin(&work.key, s.kind.resumable())?;
+    let inputs: Vec<InputTable> = work.inputs.iter().flat_map(|i| i.tables.iter().cloned()).collect();
+    let mut log = Vec::new();
     let previous = store
         .view(&p.name, &s.name)
-        .filter(|k| k != &plan.key && store.has(k))
-        .map(|k| store.entry_dir(&k));
+        .filter(|k| k != &work.key && store.has(k))
+        .and_then(|k| intact_previous(store, &k, &mut log));
     let params_json = serde_json::to_string(&s.prepared.params)?;
     let meta = TableMeta {
         kind: s.kind.name().into(),
         stage: s.name.clone(),
-        key: plan.key.clone(),
+        key: work.key.clone(),
         params: params_json,
         table: String::new(),
     };
@@ -417,7 +570,7 @@ fn execute(
         progress,
         meta,
         counters: Mutex::new(BTreeMap::new()),
-        log: Mutex::new(Vec::new()),
+        log: Mutex::new(log),
     };
 
     let result = match s.prepared.executor {
@@ -436,8 +589,11 @@ fn execute(
                 device,
                 meta: ctx.meta.clone(),
             };
-            let job_file = out_dir.with_file_name(format!("{}.job.json", plan.key));
-            run_in_worker(&job, &job_file, &ctx)
+            let job_file = out_dir.with_file_name(format!("{}.job.json", work.key));
+            let r = run_in_worker(&job, &job_file, &ctx);
+            // Whatever the outcome: a job file left behind is garbage for clean_tmp.
+            let _ = std::fs::remove_file(&job_file);
+            r
         }
     };
     let log_lines = std::mem::take(&mut *ctx.log.lock().unwrap());
@@ -460,10 +616,10 @@ fn execute(
     // The key was computed from the referenced files as they were before the stage ran;
     // if one changed meanwhile, the result may belong to neither version (cargo checks
     // the same hazard with its build start time). Refuse to cache it.
-    let mut fingerprints = crate::cache::fingerprint::Fingerprinter::new(&store.dir);
-    let paths: Vec<PathBuf> = plan.parts.references.iter().map(|r| p.resolve(&r.path)).collect();
+    let mut fingerprints = Fingerprinter::new(&store.dir);
+    let paths: Vec<PathBuf> = work.parts.references.iter().map(|r| p.resolve(&r.path)).collect();
     fingerprints.prefetch(&paths);
-    for r in &plan.parts.references {
+    for r in &work.parts.references {
         let now = fingerprints
             .fingerprint(&p.resolve(&r.path))
             .map(|f| f.hash)
@@ -491,14 +647,15 @@ fn execute(
         let (n, _) = footer(&path).with_context(|| format!("stage `{}` wrote a broken table `{t}`", s.name))?;
         rows.insert(t.clone(), n);
     }
-    std::fs::write(out_dir.join("log.txt"), &log_text)?;
+    let log_path = out_dir.join(LOG);
+    std::fs::write(&log_path, &log_text).with_context(|| format!("cannot write {}", log_path.display()))?;
     let counters = ctx.counters.lock().unwrap().clone();
     let seconds = start.elapsed().as_secs_f64();
     let manifest = Manifest {
-        key: plan.key.clone(),
+        key: work.key.clone(),
         stage: s.name.clone(),
         pipeline: p.name.clone(),
-        parts: plan.parts.clone(),
+        parts: work.parts.clone(),
         tables: rows.clone(),
         files: BTreeMap::new(),
         counters: counters.clone(),
@@ -511,7 +668,6 @@ fn execute(
             .as_secs(),
     };
     store.commit(&out_dir, manifest)?;
-    let _ = std::fs::remove_file(out_dir.with_file_name(format!("{}.job.json", plan.key)));
     Ok(Outcome::Ran {
         seconds,
         rows,

@@ -63,18 +63,14 @@ impl TableMeta {
         }
     }
 
+    /// Only what is the same for every result with the same data: a downstream key is
+    /// the hash of these bytes (early cutoff, see `cache`), so the key, stage name,
+    /// params and pipe version stay in the entry's manifest, not in the table.
     fn key_values(&self) -> Vec<KeyValue> {
-        [
-            ("kind", self.kind.as_str()),
-            ("stage", self.stage.as_str()),
-            ("table", self.table.as_str()),
-            ("key", self.key.as_str()),
-            ("params", self.params.as_str()),
-            ("pipe_version", crate::VERSION),
-        ]
-        .into_iter()
-        .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string()))
-        .collect()
+        [("kind", self.kind.as_str()), ("table", self.table.as_str())]
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string()))
+            .collect()
     }
 }
 

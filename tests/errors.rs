@@ -90,12 +90,44 @@ fn params_that_do_not_fit_the_kind() {
 }
 
 #[test]
-fn missing_referenced_file() {
-    let e = check(
-        "root: ..\nstages:\n  a:\n    kind: command\n    params:\n      run: [x]\n      files: [data, scripts/nope.py]\n",
+fn missing_referenced_file_is_data_to_wait_for_not_an_error() {
+    let p = Project::new();
+    p.write("data/x", "x");
+    p.write(
+        "pipelines/p.yaml",
+        "root: ..\nstages:\n  a:\n    kind: command\n    params:\n      run: [x]\n      files: [data, scripts/nope.py]\n  b:\n    kind: command\n    inputs: [a]\n    params:\n      run: [x]\n",
     );
-    assert!(e.contains("pipelines/p.yaml:7:21: stage `a`: `files[1]` names"), "{e}");
-    assert!(e.contains("scripts/nope.py, which does not exist"), "{e}");
+    // The graph can be looked at before the data exists.
+    let c = p.pipe(&["check", "pipelines/p.yaml"]).ok();
+    assert!(
+        c.stdout.contains("pipelines/p.yaml:7:21: stage `a`: `files[1]` names"),
+        "{}",
+        c.stdout
+    );
+    assert!(
+        c.stdout.contains("scripts/nope.py, which does not exist"),
+        "{}",
+        c.stdout
+    );
+    p.pipe(&["dag", "pipelines/p.yaml"]).ok();
+    let s = p.pipe(&["status", "pipelines/p.yaml"]).ok();
+    assert!(
+        s.stdout.contains("waits for data: scripts/nope.py does not exist"),
+        "{}",
+        s.stdout
+    );
+    assert!(s.stdout.contains("waits for `a`"), "{}", s.stdout);
+    p.pipe(&["run", "pipelines/p.yaml", "--dry-run"]).ok();
+    // Only running refuses, before anything runs, naming the path.
+    let r = p.pipe(&["run", "pipelines/p.yaml"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("stage `a` cannot run: scripts/nope.py does not exist"),
+        "{}",
+        r.stderr
+    );
+    assert!(!p.path("cache/entries").exists());
 }
 
 #[test]

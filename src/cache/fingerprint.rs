@@ -44,6 +44,10 @@ pub struct FileHash {
     pub size: u64,
     /// Binary; hex only where it is written out.
     pub hash: blake3::Hash,
+    /// Why the file could not be read (then `hash` is not of its content). An I/O error
+    /// is not a property of the content: the tree hash records the file as unreadable
+    /// and the stat cache does not remember it, so it is read again next time.
+    pub unreadable: Option<String>,
 }
 
 /// Fingerprints paths, remembering results for the life of one command.
@@ -187,16 +191,24 @@ impl<'a> Scan<'a> {
             .collect();
         let mut files = Vec::with_capacity(listing.len());
         for (((rel, stat), (was_known, unchanged)), hash) in listing.into_iter().zip(known).zip(hashes) {
-            let hash = hash?;
+            let (hash, unreadable) = match hash {
+                Ok(h) => (h, None),
+                // A root that is one file must be readable to be a reference at all.
+                Err(e) if rel.is_empty() => return Err(e),
+                Err(e) => (blake3::hash(b"unreadable"), Some(format!("{e:#}"))),
+            };
             self.rehashed += was_known.is_none() as u64;
             self.files += 1;
             self.bytes += stat.size;
             self.first.get_or_insert(hash);
-            self.tree
-                .str("path", &rel)
-                .field("size", &stat.size.to_le_bytes())
-                .str("hash", &hash.to_hex());
-            if !unchanged && stat.mtime_ns < self.racy_after && !rel.contains(['\n', '\t']) {
+            self.tree.str("path", &rel).field("size", &stat.size.to_le_bytes());
+            match &unreadable {
+                None => self.tree.str("hash", &hash.to_hex()),
+                Some(_) => self.tree.str("unreadable", ""),
+            };
+            if unreadable.is_some() {
+                self.old.deviate();
+            } else if !unchanged && stat.mtime_ns < self.racy_after && !rel.contains(['\n', '\t']) {
                 // Best effort: a failure to save only costs a re-hash next time.
                 let _ = self.new.line(&self.old, self.root, &rel, &stat, &hash);
             }
@@ -204,6 +216,7 @@ impl<'a> Scan<'a> {
                 rel,
                 size: stat.size,
                 hash,
+                unreadable,
             });
         }
         each(&files, self.old.files)?;
@@ -241,10 +254,13 @@ fn release_freed_memory() {
     }
 }
 
-// The stat cache: a header line, one line per file (`size mtime_ns ino blake3 rel`,
-// tab-separated) in the walk's order, and a trailer `# files N`. It is read as a stream
+// The stat cache: a header line, one line per file (`crc32 size mtime_ns ino mode blake3 rel`,
+// tab-separated, the CRC over the rest of the line) in the walk's order, and a trailer `# files N`. It is read as a stream
 // in step with the walk, and rewritten only when something differs: then the unchanged
 // prefix is copied byte for byte and the rest written line by line.
+
+/// First words of a stat cache of this format (older ones are rewritten).
+const STAT_HEADER: &str = "# pipe stat cache v2";
 
 /// The previous scan's stat cache, read line by line in step with the walk.
 struct OldStatCache {
@@ -280,7 +296,7 @@ impl OldStatCache {
         old.source = file.try_clone().ok();
         old.reader = Some(std::io::BufReader::new(file));
         match old.read_line() {
-            Some(header) if header.starts_with("# pipe stat cache") => {
+            Some(header) if header.starts_with(STAT_HEADER) => {
                 old.offset = header.len() as u64;
                 // Without its trailer (an older or cut-off file) it is only read, then
                 // written anew.
@@ -318,9 +334,16 @@ impl OldStatCache {
             self.reader = None;
             return;
         }
-        let mut f = line[..line.len() - 1].splitn(5, '\t');
         let parsed = (|| {
-            let (size, mtime_ns, ino) = (
+            // Each line carries a CRC-32 of the rest: one altered digit of a hash must
+            // not become a wrong `file_hash` (the line is then ignored: re-hashed).
+            let (crc, rest) = line[..line.len() - 1].split_once('\t')?;
+            if u32::from_str_radix(crc, 16).ok()? != crc32fast::hash(rest.as_bytes()) {
+                return None;
+            }
+            let mut f = rest.splitn(6, '\t');
+            let (size, mtime_ns, ino, mode) = (
+                f.next()?.parse().ok()?,
                 f.next()?.parse().ok()?,
                 f.next()?.parse().ok()?,
                 f.next()?.parse().ok()?,
@@ -328,7 +351,12 @@ impl OldStatCache {
             let hash = blake3::Hash::from_hex(f.next()?).ok()?;
             Some((
                 f.next()?.to_string(),
-                Stat { size, mtime_ns, ino },
+                Stat {
+                    size,
+                    mtime_ns,
+                    ino,
+                    mode,
+                },
                 hash,
                 line.len() as u64,
             ))
@@ -422,7 +450,7 @@ impl NewStatCache {
                         at += n as u64;
                     }
                 }
-                _ => writeln!(out, "# pipe stat cache for {}", root.display())?,
+                _ => writeln!(out, "{STAT_HEADER} for {}", root.display())?,
             }
             self.out = Some(out);
         }
@@ -438,7 +466,16 @@ impl NewStatCache {
         hash: &blake3::Hash,
     ) -> anyhow::Result<()> {
         let out = self.open(old, root)?;
-        writeln!(out, "{}\t{}\t{}\t{}\t{}", s.size, s.mtime_ns, s.ino, hash.to_hex(), rel)?;
+        let rest = format!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            s.size,
+            s.mtime_ns,
+            s.ino,
+            s.mode,
+            hash.to_hex(),
+            rel
+        );
+        writeln!(out, "{:08x}\t{rest}", crc32fast::hash(rest.as_bytes()))?;
         Ok(())
     }
 

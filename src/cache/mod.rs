@@ -9,8 +9,20 @@
 //! |---|---|
 //! | kind name and kind `VERSION` | a new algorithm must not reuse old results |
 //! | canonical params (JSON, defaults filled in, keys sorted) | `threshold: 0.5` written out or left to the default is the same stage |
-//! | each input's key and table selector, in `inputs:` order | a changed upstream result changes everything downstream |
+//! | each input's table selector and the *content hash* of what it selects, in `inputs:` order | a stage reruns only when what it reads changed (early cutoff) |
 //! | each referenced file/tree: the param path, the path as written, its content hash | editing `keywords.yaml` reruns label; touching it does not |
+//!
+//! An input's content hash comes from its entry's manifest ([`store::Manifest::content`]):
+//! for `stage.table`, the BLAKE3 of `table.parquet`; for a whole stage, a hash of every
+//! file of the entry but its log. So a keyword that changes no label reruns `label` and
+//! stops there, and a new DICOM does not rerun `parse`, which reads only `his_files`.
+//! Tables therefore hold nothing that differs between two results with the same data:
+//! no key, stage name, params or pipe version in their metadata (the manifest beside
+//! them has those).
+//!
+//! A stage whose input has no current result has no key yet: it *waits* for that input.
+//! The scheduler plans again after every commit; a waiting stage whose inputs came out
+//! identical is then fresh and does not run.
 //!
 //! # What never enters it
 //!
@@ -45,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use crate::hash::KeyHasher;
 
 /// Version of the key layout itself; bump to invalidate every cache.
-const KEY_DOMAIN: &str = "pipe-stage-key-v1";
+const KEY_DOMAIN: &str = "pipe-stage-key-v2";
 
 /// An input's contribution to a key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -54,7 +66,18 @@ pub struct InputKey {
     pub stage: String,
     /// `Some(table)` for a `stage.table` input; `None` for all its tables.
     pub table: Option<String>,
-    pub key: String,
+    /// Content hash of what the input selects (see the module docs).
+    pub content: String,
+}
+
+impl InputKey {
+    /// `stage.table` or `stage`, as written in `inputs:`.
+    pub fn name(&self) -> String {
+        match &self.table {
+            Some(t) => format!("{}.{t}", self.stage),
+            None => self.stage.clone(),
+        }
+    }
 }
 
 /// A referenced file or tree's contribution to a key.
@@ -85,7 +108,7 @@ impl KeyParts {
         h.str("params", &serde_json::to_string(&self.params).expect("json"));
         for i in &self.inputs {
             h.str("input.table", i.table.as_deref().unwrap_or("*"))
-                .str("input.key", &i.key);
+                .str("input.content", &i.content);
         }
         let mut refs: Vec<&ReferenceHash> = self.references.iter().collect();
         refs.sort_by(|a, b| (&a.param, &a.path).cmp(&(&b.param, &b.path)));
@@ -99,7 +122,7 @@ impl KeyParts {
 }
 
 /// Human reasons why `now` differs from `before` (empty when they are equal).
-pub fn explain(before: &KeyParts, now: &KeyParts, stale_inputs: &dyn Fn(&str) -> bool) -> Vec<String> {
+pub fn explain(before: &KeyParts, now: &KeyParts) -> Vec<String> {
     let mut why = Vec::new();
     if before.kind != now.kind {
         why.push(format!("kind changed from `{}` to `{}`", before.kind, now.kind));
@@ -126,12 +149,8 @@ pub fn explain(before: &KeyParts, now: &KeyParts, stale_inputs: &dyn Fn(&str) ->
         ));
     } else {
         for (b, n) in before.inputs.iter().zip(&now.inputs) {
-            if b.key != n.key {
-                if stale_inputs(&n.stage) {
-                    why.push(format!("input `{}` is stale", n.stage));
-                } else {
-                    why.push(format!("input `{}` has a different result", n.stage));
-                }
+            if b.content != n.content {
+                why.push(format!("input `{}` changed", n.name()));
             }
         }
     }
@@ -208,7 +227,6 @@ mod tests {
         let why = explain(
             &parts(json!({"t": 0.5, "m": {"x": 1}})),
             &parts(json!({"t": 0.7, "m": {"x": 1}})),
-            &|_| false,
         );
         assert_eq!(why, vec!["param `t` changed from 0.5 to 0.7"]);
     }

@@ -5,6 +5,16 @@
 //! `manifest.json` last, fsyncs, and renames the directory into `entries/<key>` in one
 //! step. A process killed at any moment leaves either no entry or a whole one; the
 //! leftovers in `tmp/` are removed by the next run that takes the lock.
+//!
+//! Removing is the mirror image: an entry leaves `entries/` by one rename (into `tmp/`
+//! for `gc` and a replacing commit, into `quarantine/` for `verify`) before anything
+//! inside it is deleted, so no kill ever leaves a manifest beside missing tables.
+//! Only three things replace or remove an entry: a commit of the same key (`--force`),
+//! `pipe gc --delete` and `pipe verify` (damage). All hold the run lock.
+//!
+//! Anything in `tmp/` that is not a work directory marked resumable (train's
+//! checkpoints) is garbage from a killed or failed run; resumable work stays until it is
+//! committed or `pipe gc --delete` finds no pipeline that would resume it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -46,6 +56,57 @@ pub struct Manifest {
 
 pub const MANIFEST: &str = "manifest.json";
 
+/// The stage's log: kept in the entry, but not part of its content (it holds timings).
+pub const LOG: &str = "log.txt";
+
+impl Manifest {
+    /// Content hash of what an input selects from this entry: `table.parquet`'s BLAKE3,
+    /// or for the whole entry a hash of every file but the log (see [`super`]).
+    pub fn content(&self, table: Option<&str>) -> Option<String> {
+        match table {
+            Some(t) => self.files.get(&format!("{t}.parquet")).map(|f| f.blake3.clone()),
+            None => {
+                let mut h = crate::hash::KeyHasher::new("entry-content");
+                for (path, f) in self.files.iter().filter(|(p, _)| p.as_str() != LOG) {
+                    h.str("path", path).str("blake3", &f.blake3);
+                }
+                Some(h.hex())
+            }
+        }
+    }
+
+    /// The files an input may read: its table, or every file of the entry but the log
+    /// (a whole-stage input such as `train` hands over checkpoints too).
+    pub fn input_files(&self, table: Option<&str>) -> Vec<String> {
+        match table {
+            Some(t) => vec![format!("{t}.parquet")],
+            None => self.files.keys().filter(|p| p.as_str() != LOG).cloned().collect(),
+        }
+    }
+}
+
+/// Check that `files` of the entry at `dir` still have the content its manifest lists;
+/// the problems found (empty = intact).
+pub fn check_files(dir: &Path, manifest: &Manifest, files: &[String]) -> Vec<String> {
+    use rayon::prelude::*;
+    files
+        .par_iter()
+        .filter_map(|f| {
+            let Some(want) = manifest.files.get(f) else {
+                return Some(format!("{f}: not listed in the manifest"));
+            };
+            match file_hex(&dir.join(f)) {
+                Err(e) => Some(format!("{f}: {e:#}")),
+                Ok(h) if h != want.blake3 => Some(format!("{f}: content changed (blake3 differs)")),
+                Ok(_) => None,
+            }
+        })
+        .collect()
+}
+
+/// Marks a work directory in `tmp/` that the next attempt may resume from.
+pub const RESUMABLE_MARK: &str = ".pipe-resumable";
+
 /// A cache directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -78,73 +139,138 @@ impl Store {
     /// An empty work directory for `key` (or the previous attempt's, when `resume`).
     pub fn begin(&self, key: &str, resume: bool) -> anyhow::Result<PathBuf> {
         let tmp = self.tmp_dir(key);
-        if tmp.exists() && !resume {
-            fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
+        match fs::symlink_metadata(&tmp) {
+            Ok(m) if m.is_dir() && resume => {}
+            Ok(_) => remove_any(&tmp)?,
+            Err(_) => {}
         }
         fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        if resume {
+            let mark = tmp.join(RESUMABLE_MARK);
+            File::create(&mark).with_context(|| format!("cannot write {}", mark.display()))?;
+        }
         Ok(tmp)
     }
 
     /// Seal `tmp` as the entry of `manifest.key`: hash its files, write the manifest,
     /// fsync and rename. Replaces an existing entry of the same key (`--force`).
     pub fn commit(&self, tmp: &Path, mut manifest: Manifest) -> anyhow::Result<()> {
+        let mark = tmp.join(RESUMABLE_MARK);
+        if mark.exists() {
+            fs::remove_file(&mark).with_context(|| format!("cannot remove {}", mark.display()))?;
+        }
         manifest.files = hash_tree(tmp)?;
         let json = serde_json::to_vec_pretty(&manifest)?;
-        let mut f = File::create(tmp.join(MANIFEST))?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        File::open(tmp)?.sync_all()?;
+        let path = tmp.join(MANIFEST);
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&path)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            File::open(tmp)?.sync_all()
+        };
+        write().with_context(|| format!("cannot write {}", path.display()))?;
         let entries = self.dir.join("entries");
-        fs::create_dir_all(&entries)?;
+        fs::create_dir_all(&entries).with_context(|| format!("cannot create {}", entries.display()))?;
         let target = entries.join(&manifest.key);
-        if target.exists() {
-            let old = self.dir.join("tmp").join(format!("{}.replaced", manifest.key));
-            let _ = fs::remove_dir_all(&old);
-            fs::rename(&target, &old)?;
-            fs::rename(tmp, &target)?;
-            fs::remove_dir_all(&old)?;
+        if fs::symlink_metadata(&target).is_ok() {
+            // Replacing (`--force`, or whatever sits where the entry should be): the old
+            // one leaves by a rename, so a kill in between leaves no entry, not a mix.
+            let old = self.unique_tmp(&format!("{}.replaced", manifest.key));
+            fs::rename(&target, &old).with_context(|| format!("cannot move {} aside", target.display()))?;
+            fs::rename(tmp, &target).with_context(|| format!("cannot commit {}", target.display()))?;
+            remove_any(&old)?;
         } else {
             fs::rename(tmp, &target).with_context(|| format!("cannot commit {}", target.display()))?;
         }
-        File::open(&entries)?.sync_all()?;
+        File::open(&entries)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", entries.display()))?;
         Ok(())
     }
 
-    /// Remove work directories left by killed runs; call with the lock held.
-    /// `keep(key)` spares resumable work.
-    pub fn clean_tmp(&self, keep: &dyn Fn(&str) -> bool) -> anyhow::Result<usize> {
+    /// Remove an entry (`pipe gc --delete`): renamed out of `entries/` first, so a kill
+    /// leaves it either whole or gone (the rest is cleared from `tmp/` later).
+    pub fn remove_entry(&self, key: &str) -> anyhow::Result<()> {
+        let dir = self.entry_dir(key);
+        let away = self.unique_tmp(&format!("{key}.removed"));
+        fs::rename(&dir, &away).with_context(|| format!("cannot move {} out of the cache", dir.display()))?;
+        remove_any(&away)
+    }
+
+    /// A path in `tmp/` named after `stem` that does not exist yet.
+    fn unique_tmp(&self, stem: &str) -> PathBuf {
         let tmp = self.dir.join("tmp");
-        let Ok(rd) = fs::read_dir(&tmp) else {
-            return Ok(0);
-        };
+        let _ = fs::create_dir_all(&tmp);
+        unique_path(&tmp, stem)
+    }
+
+    /// Remove what killed or failed runs left in `tmp/` (work directories, job files,
+    /// entries moved aside); call with the lock held. Resumable work directories stay.
+    pub fn clean_tmp(&self) -> anyhow::Result<usize> {
         let mut n = 0;
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !keep(&name) {
-                fs::remove_dir_all(e.path()).with_context(|| format!("cannot remove {}", e.path().display()))?;
+        for (path, resumable) in self.tmp_items() {
+            if !resumable {
+                remove_any(&path)?;
                 n += 1;
             }
         }
         Ok(n)
     }
 
+    /// Everything in `tmp/`, with whether it is resumable work.
+    pub fn tmp_items(&self) -> Vec<(PathBuf, bool)> {
+        let Ok(rd) = fs::read_dir(self.dir.join("tmp")) else {
+            return Vec::new();
+        };
+        let mut items: Vec<(PathBuf, bool)> = rd
+            .flatten()
+            .map(|e| {
+                let resumable = e.file_type().is_ok_and(|t| t.is_dir()) && e.path().join(RESUMABLE_MARK).is_file();
+                (e.path(), resumable)
+            })
+            .collect();
+        items.sort();
+        items
+    }
+
     fn view_link(&self, pipeline: &str, stage: &str) -> PathBuf {
         self.dir.join("views").join(pipeline).join(stage)
     }
 
-    /// Point `views/<pipeline>/<stage>` at the entry of `key` (atomically).
-    pub fn set_view(&self, pipeline: &str, stage: &str, key: &str) -> anyhow::Result<()> {
+    /// Point `views/<pipeline>/<stage>` at the entry of `key` (atomically). Something
+    /// else where the link belongs (a directory, a file) is moved to `quarantine/`, not
+    /// deleted: the returned note says where.
+    pub fn set_view(&self, pipeline: &str, stage: &str, key: &str) -> anyhow::Result<Option<String>> {
         let link = self.view_link(pipeline, stage);
         if self.view(pipeline, stage).as_deref() == Some(key) {
-            return Ok(());
+            return Ok(None);
         }
         let parent = link.parent().expect("view parent");
-        fs::create_dir_all(parent)?;
+        if fs::symlink_metadata(parent).is_ok_and(|m| !m.is_dir()) {
+            return Err(anyhow::anyhow!(
+                "{} is not a directory; views of pipeline `{pipeline}` go there: move it away and run again",
+                parent.display()
+            ));
+        }
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let mut note = None;
+        if let Ok(m) = fs::symlink_metadata(&link)
+            && !m.file_type().is_symlink()
+        {
+            let dest = self.quarantine_path(&format!("view-{pipeline}-{stage}"))?;
+            fs::rename(&link, &dest).with_context(|| format!("cannot move {} aside", link.display()))?;
+            note = Some(format!(
+                "{} was not a link made by pipe; moved to {} and replaced by the view",
+                link.display(),
+                dest.display()
+            ));
+        }
         let tmp = parent.join(format!(".{stage}.{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(Path::new("../../entries").join(key), &tmp)?;
+        std::os::unix::fs::symlink(Path::new("../../entries").join(key), &tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         fs::rename(&tmp, &link).with_context(|| format!("cannot update view {}", link.display()))?;
-        Ok(())
+        Ok(note)
     }
 
     /// The key the view of a stage points at (its last result in this pipeline).
@@ -216,15 +342,22 @@ impl Store {
 
     /// Move a damaged entry out of `entries/` so the next run rebuilds it.
     pub fn quarantine(&self, key: &str) -> anyhow::Result<PathBuf> {
+        let dest = self.quarantine_path(key)?;
+        let dir = self.entry_dir(key);
+        fs::rename(&dir, &dest).with_context(|| format!("cannot move {} to {}", dir.display(), dest.display()))?;
+        Ok(dest)
+    }
+
+    /// A new path in `quarantine/` for `stem` (stamped; never one that exists, however
+    /// often the same key is quarantined).
+    fn quarantine_path(&self, stem: &str) -> anyhow::Result<PathBuf> {
         let q = self.dir.join("quarantine");
-        fs::create_dir_all(&q)?;
+        fs::create_dir_all(&q).with_context(|| format!("cannot create {}", q.display()))?;
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let dest = q.join(format!("{key}.{stamp}"));
-        fs::rename(self.entry_dir(key), &dest)?;
-        Ok(dest)
+        Ok(unique_path(&q, &format!("{stem}.{stamp}")))
     }
 
     /// Take the cache's write lock. When another run holds it: wait (printing who holds
@@ -271,6 +404,37 @@ impl Store {
         (&file).write_all(std::process::id().to_string().as_bytes())?;
         Ok(RunLock { _file: file })
     }
+}
+
+/// `dir/stem`, or `dir/stem.N` for the first N that is free.
+fn unique_path(dir: &Path, stem: &str) -> PathBuf {
+    let mut path = dir.join(stem);
+    let mut n = 1;
+    while fs::symlink_metadata(&path).is_ok() {
+        path = dir.join(format!("{stem}.{n}"));
+        n += 1;
+    }
+    path
+}
+
+/// Whether this process may write in `dir` (permissions and read-only mounts).
+pub fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) only reads the NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Remove a file, link or directory tree, naming it on failure.
+pub fn remove_any(path: &Path) -> anyhow::Result<()> {
+    let r = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => return Ok(()),
+    };
+    r.with_context(|| format!("cannot remove {}", path.display()))
 }
 
 /// Held while a run may write to the cache; released when dropped or when the process

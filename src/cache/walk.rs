@@ -33,6 +33,8 @@ pub struct Stat {
     /// Nanoseconds since the epoch (an i64 lasts until 2262).
     pub mtime_ns: i64,
     pub ino: u64,
+    /// Permission bits: a chmod changes whether the file can be read, not its mtime.
+    pub mode: u32,
 }
 
 pub fn stat_of(md: &std::fs::Metadata) -> Stat {
@@ -40,6 +42,7 @@ pub fn stat_of(md: &std::fs::Metadata) -> Stat {
         size: md.len(),
         mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
         ino: md.ino(),
+        mode: md.mode(),
     }
 }
 

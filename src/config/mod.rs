@@ -64,6 +64,9 @@ pub struct Pipeline {
     /// In file order (parents' stages first when extending).
     pub stages: Vec<StageSpec>,
     pub dag: Dag,
+    /// Referenced paths that do not exist (yet): not errors, the stages that need them
+    /// wait for data; `pipe check` lists them and `pipe run` refuses to run those stages.
+    pub missing: Vec<Diagnostic>,
     /// Locations of the files that make up the pipeline, the file given first.
     sources: Vec<Locations>,
 }
@@ -215,9 +218,11 @@ impl Pipeline {
             cache_dir,
             stages: Vec::new(),
             dag: Dag::default(),
+            missing: Vec::new(),
             sources: chain.into_iter().map(|l| l.locations).collect(),
         };
         let mut errors = Vec::new();
+        let mut missing = Vec::new();
 
         for (name, raw) in &merged {
             let at = |sub: &str| p.value_at(&format!("stages.{name}{sub}"));
@@ -264,10 +269,13 @@ impl Pipeline {
                     continue;
                 }
             };
+            // A referenced path that does not exist yet is not an error of the pipeline:
+            // the graph can be looked at before the data is there. The plan reports it
+            // (`waits for data`) and `pipe run` refuses to run the stage.
             for r in &prepared.references {
                 let abs = p.resolve(&r.path);
-                if !abs.exists() {
-                    errors.push(
+                if std::fs::metadata(&abs).is_err() {
+                    missing.push(
                         Diagnostic::new(format!(
                             "stage `{name}`: `{}` names {}, which does not exist",
                             r.param,
@@ -275,7 +283,7 @@ impl Pipeline {
                         ))
                         .at(at(&format!(".params.{}", r.param)))
                         .help(format!(
-                            "relative paths are resolved against the pipeline root {}",
+                            "relative paths are resolved against the pipeline root {}; the stage waits for it",
                             p.root.display()
                         )),
                     );
@@ -336,6 +344,7 @@ impl Pipeline {
                 }
             }
         }
+        p.missing = missing;
         if !errors.is_empty() {
             return Err(Diagnostics(errors));
         }

@@ -130,6 +130,12 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
         let mut fresh: Vec<(String, &FileHash)> = Vec::new();
         for f in chunk {
             let path = join(&p.pacs, &f.rel);
+            if f.unreadable.is_some() {
+                // Read again next time: nothing known about its content to reuse.
+                sources.push(Source::New(fresh.len()));
+                fresh.push((path, f));
+                continue;
+            }
             let found = match previous.dicoms.find(&path, &f.hash) {
                 Some(i) => Some(Found::Dicom(i)),
                 None => previous.rejects.find(&path, &f.hash).map(Found::Reject),
@@ -155,7 +161,10 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
                     } else {
                         root.join(&f.rel)
                     };
-                    let h = read_header(&file, f.size);
+                    let h = match &f.unreadable {
+                        Some(why) => Err(format!("{IO_ERROR}{why}")),
+                        None => read_header(&file, f.size),
+                    };
                     ctx.progress.inc(1);
                     h
                 })
@@ -175,9 +184,12 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
                 }
                 Err(reason) => {
                     landed.push((false, new_rejects.len()));
+                    // An I/O error says nothing about the content: no hash, so the row
+                    // is never reused and the file is read again by the next run.
+                    let hash = (!reason.starts_with(IO_ERROR)).then(|| f.hash.to_hex());
                     new_rejects
                         .str("path", Some(path))
-                        .str("file_hash", Some(&f.hash.to_hex()))
+                        .str("file_hash", hash.as_deref())
                         .i64("size", Some(f.size as i64))
                         .str("reason", Some(reason));
                 }
@@ -428,14 +440,17 @@ pub fn dicom_datetime(date: &str, time: Option<&str>) -> Option<NaiveDateTime> {
 /// The file is opened once: its first [`HEAD`] bytes are read into a buffer that serves
 /// the marker check, the header parse (continuing into the file when the header is
 /// longer) and the pixel data check.
+/// How a reject reason for a file that could not be read (not bad content) begins.
+pub const IO_ERROR: &str = "cannot read: ";
+
 pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{IO_ERROR}{e}"))?;
     let mut head = Vec::with_capacity(HEAD);
     (&mut file)
         .take(HEAD as u64)
         .read_to_end(&mut head)
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(|e| format!("{IO_ERROR}{e}"))?;
     match head.get(128..132) {
         Some(b"DICM") => {}
         Some(_) => return Err("not a DICOM file: no `DICM` marker after the 128-byte preamble".into()),

@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use anyhow::{Context as _, bail};
 use arrow::array::{Array, RecordBatch};
 use rayon::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -123,11 +124,18 @@ impl Stage for Convert {
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
         let pairs = read_batch(ctx.input("pairs")?)?;
         let (uids, paths) = (str_col(&pairs, "sop_instance_uid")?, str_col(&pairs, "path")?);
+        let hashes = pairs
+            .column_by_name("file_hash")
+            .map(|_| str_col(&pairs, "file_hash"))
+            .transpose()?;
+        if hashes.is_none() {
+            ctx.log("pairs has no file_hash column: DICOM content is not checked against collect's");
+        }
         // One image per SOP instance, whatever the number of pairs it is in.
         let mut seen = HashSet::new();
-        let mut todo: Vec<(&str, &str)> = (0..pairs.num_rows())
-            .map(|i| (uids.value(i), paths.value(i)))
-            .filter(|(uid, _)| seen.insert(*uid))
+        let mut todo: Vec<(&str, &str, Option<&str>)> = (0..pairs.num_rows())
+            .map(|i| (uids.value(i), paths.value(i), hashes.map(|h| h.value(i))))
+            .filter(|(uid, ..)| seen.insert(*uid))
             .collect();
         todo.sort_unstable();
         ctx.progress.set_total(todo.len() as u64);
@@ -144,8 +152,8 @@ impl Stage for Convert {
 
         let outcomes: Vec<Outcome> = ctx.pool()?.install(|| {
             todo.par_iter()
-                .map(|&(uid, path)| {
-                    let out = convert_one(p, ctx, &previous, uid, path);
+                .map(|&(uid, path, expected)| {
+                    let out = convert_one(p, ctx, &previous, uid, path, expected);
                     ctx.progress.inc(1);
                     out
                 })
@@ -297,10 +305,10 @@ struct Converted {
 }
 
 /// Decode, letterbox and encode one file; `Err` is the reject reason.
-fn decode(p: &Params, file: &Path) -> Result<Converted, String> {
+fn decode(p: &Params, bytes: &[u8]) -> Result<Converted, String> {
     // dicom-pixeldata's decoders are not written for hostile input: a panic in one of
     // them is a reason for this file, not the end of the stage.
-    let (img, voi) = match std::panic::catch_unwind(|| pixels::load(file)) {
+    let (img, voi) = match std::panic::catch_unwind(|| pixels::load_bytes(bytes)) {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(e)) => return Err(format!("{e:#}")),
         Err(panic) => {
@@ -364,8 +372,16 @@ fn link_or_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
 }
 
 /// One SOP instance: reuse, decode, or reject. `Err` only for problems of the run
-/// (cannot write into the entry), never for problems of the file.
-fn convert_one(p: &Params, ctx: &Context, previous: &Previous, uid: &str, path: &str) -> anyhow::Result<Outcome> {
+/// (cannot write into the entry; the file is not the content collect hashed, which the
+/// key was built from), never for problems of the file.
+fn convert_one(
+    p: &Params,
+    ctx: &Context,
+    previous: &Previous,
+    uid: &str,
+    path: &str,
+    expected: Option<&str>,
+) -> anyhow::Result<Outcome> {
     let file = ctx.resolve(path);
     let reject = |hash: Option<&str>, reason: String| {
         Outcome::Rejected(RejectRow {
@@ -375,10 +391,20 @@ fn convert_one(p: &Params, ctx: &Context, previous: &Previous, uid: &str, path: 
             reason,
         })
     };
-    let dicom_hash = match crate::hash::file_hex(&file) {
-        Ok(h) => h,
-        Err(e) => return Ok(reject(None, format!("{e:#}"))),
-    };
+    // Read once: the bytes hashed are the bytes decoded.
+    let bytes = std::fs::read(&file).with_context(|| {
+        format!("cannot read {path}, which collect listed; the result would not be what its key says, so nothing is cached: run again")
+    })?;
+    let dicom_hash = blake3::hash(&bytes).to_hex().to_string();
+    if let Some(want) = expected
+        && want != dicom_hash
+    {
+        bail!(
+            "{path} is not the file collect read (BLAKE3 {} ≠ {}): it changed after collect; nothing is cached, run again (collect rereads changed files)",
+            &dicom_hash[..12],
+            &want[..want.len().min(12)]
+        );
+    }
     let key = (uid.to_string(), dicom_hash.clone());
     if let Some(row) = previous.images.get(&key) {
         let src = previous.dir.join(&row.image);
@@ -397,7 +423,7 @@ fn convert_one(p: &Params, ctx: &Context, previous: &Previous, uid: &str, path: 
     if let Some(reason) = previous.rejects.get(&key) {
         return Ok(reject(Some(&dicom_hash), reason.clone()));
     }
-    let c = match decode(p, &file) {
+    let c = match decode(p, &bytes) {
         Ok(c) => c,
         Err(reason) => return Ok(reject(Some(&dicom_hash), reason)),
     };
@@ -594,11 +620,8 @@ mod tests {
 
     #[test]
     fn an_unreadable_file_is_a_reason_not_a_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("x.dcm");
-        std::fs::write(&f, b"not a dicom file at all").unwrap();
         let p: Params = serde_json::from_str(r#"{"size": 8}"#).unwrap();
-        let Err(reason) = decode(&p, &f) else {
+        let Err(reason) = decode(&p, b"not a dicom file at all") else {
             panic!("decoded garbage")
         };
         assert!(!reason.is_empty());

@@ -70,6 +70,8 @@ impl Stage for Match {
             patient: str_col(&images, "patient_id")?,
             time: time_col(&images, "study_time")?,
         };
+        // Carried to `pairs` so that convert can check it reads what collect hashed.
+        let file_hash = str_col(&images, "file_hash")?;
         let reps = Reports {
             id: str_col(&reports, "report_id")?,
             session: str_col(&reports, "session_id")?,
@@ -121,6 +123,7 @@ impl Stage for Match {
                 vec![
                     ("sop_instance_uid", take(imgs.sop, &pairs.image)?),
                     ("path", take(imgs.path, &pairs.image)?),
+                    ("file_hash", take(file_hash, &pairs.image)?),
                     ("patient_id", take(imgs.patient, &pairs.image)?),
                     ("study_time", take(imgs.time, &pairs.image)?),
                     ("report_id", take(reps.id, &pairs.report)?),

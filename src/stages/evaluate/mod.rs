@@ -367,9 +367,11 @@ pub fn finish(
     let schema = predictions_schema(labels);
     let mut b = TableBuilder::new(&schema);
     for (i, e) in examples.iter().enumerate() {
+        // Relative to the cache: same key, same bytes, wherever the cache lives.
+        let image = e.image.strip_prefix(&ctx.cache_dir).unwrap_or(&e.image);
         b.str("sop_instance_uid", Some(&e.sop_instance_uid))
             .str("patient_id", Some(&e.patient_id))
-            .str("image", Some(&e.image.to_string_lossy()))
+            .str("image", Some(&image.to_string_lossy()))
             .str("part", Some(&p.part));
         for c in 0..classes {
             let l = &labels[c];
