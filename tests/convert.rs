@@ -348,10 +348,27 @@ fn unchanged_dicoms_are_not_decoded_again() {
     let n = first.num_rows() as u64;
     assert!(n > 30, "{n} images");
 
-    // The same pairs through another match key: convert runs, reuses every image.
+    // Match runs again (new param) and makes the same pairs: convert is fresh, since
+    // what it reads did not change (early cutoff).
     pipeline(&p, "24.0000001", false);
     let run = p.pipe(&["run", "pipelines/c.yaml"]).ok();
-    assert_eq!(run.ran(), ["convert", "match"]);
+    assert_eq!(run.ran(), ["match"]);
+    assert!(
+        run.stdout.contains("convert  fresh (input match.pairs unchanged)"),
+        "{}",
+        run.stdout
+    );
+    // A param that does not change the images: convert runs, reuses every image.
+    let yaml = std::fs::read_to_string(p.path("pipelines/c.yaml")).unwrap();
+    p.write(
+        "pipelines/c.yaml",
+        &yaml.replace(
+            &format!("params: {{ size: {SIZE} }}"),
+            &format!("params: {{ size: {SIZE}, threads: 1 }}"),
+        ),
+    );
+    let run = p.pipe(&["run", "pipelines/c.yaml"]).ok();
+    assert_eq!(run.ran(), ["convert"]);
     let c = counters(&run, "convert");
     assert_eq!(
         (c["images_decoded"], c["images_reused"], c["images_rejected"]),
@@ -424,4 +441,76 @@ fn unchanged_dicoms_are_not_decoded_again() {
     assert_eq!(strings(&last, "image_hash"), hashes);
     assert_ne!(strings(&last, "dicom_hash")[k], strings(&first, "dicom_hash")[k]);
     assert_eq!(read(&p, "convert.rejects").num_rows(), 0);
+}
+
+/// Write `bytes` into `file` keeping its size, inode and mtime: an edit the stat cache
+/// cannot see, as one made while a stage runs and undone before the run ends.
+fn edit_unseen(file: &Path, bytes: &[u8]) {
+    let mtime = std::fs::metadata(file).unwrap().modified().unwrap();
+    std::fs::write(file, bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+#[test]
+fn convert_checks_it_reads_what_collect_hashed_and_reuses_only_intact_images() {
+    let p = Project::new();
+    synth(&p.path("hosp"), 40, SIZE);
+    // Let the racy window pass, so the stat cache remembers the DICOMs.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    pipeline(&p, "24", false);
+    p.pipe(&["run", "pipelines/c.yaml"]).ok();
+    let images = read(&p, "convert.images");
+    let n = images.num_rows() as u64;
+    let path = strings(&images, "dicom_path")[0].clone();
+    let original = std::fs::read(p.path(&path)).unwrap();
+
+    // The DICOM holds other pixels than collect hashed (same size, inode and mtime).
+    let mut edited = original.clone();
+    let last = edited.len() - 1;
+    edited[last] ^= 0xff;
+    edit_unseen(&p.path(&path), &edited);
+    let r = p.pipe(&["run", "pipelines/c.yaml", "--force", "convert"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("is not the file collect read"), "{}", r.stdout);
+    assert!(r.stdout.contains(&path), "{}", r.stdout);
+    // Restored: the cached result is still the right one, and intact.
+    edit_unseen(&p.path(&path), &original);
+    assert!(p.pipe(&["run", "pipelines/c.yaml"]).ok().ran().is_empty());
+    let v = p.pipe(&["verify", "pipelines/c.yaml"]).ok();
+    assert!(v.stdout.contains(" 0 damaged"), "{}", v.stdout);
+
+    // One flipped bit in a PNG of the entry an incremental run would reuse.
+    let entry = table_path(&p, "convert.images").parent().unwrap().to_path_buf();
+    let png = entry.join(&strings(&images, "image")[0]);
+    let mut bytes = std::fs::read(&png).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&png, bytes).unwrap();
+    let yaml = std::fs::read_to_string(p.path("pipelines/c.yaml")).unwrap();
+    p.write(
+        "pipelines/c.yaml",
+        &yaml.replace(
+            &format!("params: {{ size: {SIZE} }}"),
+            &format!("params: {{ size: {SIZE}, threads: 1 }}"),
+        ),
+    );
+    let run = p.pipe(&["run", "pipelines/c.yaml"]).ok();
+    let c = counters(&run, "convert");
+    assert_eq!((c["images_decoded"], c["images_reused"]), (n, 0), "{}", run.stdout);
+    let now = read(&p, "convert.images");
+    let entry = table_path(&p, "convert.images").parent().unwrap().to_path_buf();
+    for (image, hash) in strings(&now, "image").iter().zip(strings(&now, "image_hash")) {
+        assert_eq!(
+            blake3::hash(&std::fs::read(entry.join(image)).unwrap())
+                .to_hex()
+                .to_string(),
+            hash
+        );
+    }
+    let v = p.pipe(&["verify", "pipelines/c.yaml"]).ok();
+    assert!(v.stdout.contains(" 0 damaged"), "{}", v.stdout);
 }

@@ -474,13 +474,12 @@ impl Previous {
             Convert::VERSION
         );
         let images_path = entry.join("images.parquet");
-        let (_, meta) = crate::table::footer(&images_path)?;
-        let params = meta.get("params").map(String::as_str).unwrap_or_default();
-        let before: Params =
-            serde_json::from_str(params).map_err(|e| anyhow::anyhow!("its params {params:?} do not parse: {e}"))?;
+        let before: Params = serde_json::from_value(manifest.parts.params.clone())
+            .map_err(|e| anyhow::anyhow!("its params {} do not parse: {e}", manifest.parts.params))?;
         anyhow::ensure!(
             output_identity(&before) == output_identity(p),
-            "made with other output params ({params})"
+            "made with other output params ({})",
+            manifest.parts.params
         );
         let images = read_batch(&images_path)?;
         let rejects = read_batch(&entry.join("rejects.parquet"))?;
