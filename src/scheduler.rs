@@ -357,6 +357,21 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                             outcomes[j] = Outcome::Unchanged(unchanged_inputs(p, j, &ran));
                         }
                     }
+                    // A selected stage that was fresh may not be any more: a forced stage
+                    // made other content than before.
+                    for &j in &selected {
+                        let open = matches!(outcomes[j], Outcome::Fresh) && !running.contains_key(&j);
+                        if open && !ran.contains(&j) && !pending.contains(&j) && !plans[j].is_fresh() {
+                            pending.insert(j);
+                            total += 1;
+                        } else if open
+                            && plans[j].is_fresh()
+                            && !pending.contains(&j)
+                            && p.dag.parents(j).iter().any(|k| ran.contains(k))
+                        {
+                            outcomes[j] = Outcome::Unchanged(unchanged_inputs(p, j, &ran));
+                        }
+                    }
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
