@@ -432,6 +432,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Gc { files, cache, delete } => {
             let files = if files.is_empty() { default_pipelines()? } else { files };
             let mut keep = std::collections::BTreeSet::new();
+            let mut keep_all_work = false;
             let mut dir = cache;
             for f in &files {
                 let p = match load(f) {
@@ -450,7 +451,12 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     continue; // a pipeline with another cache keeps nothing here
                 }
                 let store = Store::new(&d);
-                keep.extend(plan(&p, &store)?.into_iter().filter_map(|pl| pl.key));
+                for (s, pl) in p.stages.iter().zip(plan(&p, &store)?) {
+                    // A resumable stage waiting for its inputs may get back the very key
+                    // of work in tmp/: keep all resumable work then.
+                    keep_all_work |= s.kind.resumable() && pl.key.is_none();
+                    keep.extend(pl.key);
+                }
             }
             let dir = dir.unwrap_or_else(|| PathBuf::from("cache"));
             let store = Store::new(&dir);
@@ -463,7 +469,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                if resumable && !keep.contains(&name) {
+                if resumable && !keep.contains(&name) && !keep_all_work {
                     writeln!(
                         out,
                         "{} resumable work {} {}",

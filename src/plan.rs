@@ -8,8 +8,6 @@
 //! plans again after every commit, with the same [`Fingerprinter`] (referenced files are
 //! hashed once per command), until every selected stage is fresh, ran or failed.
 
-use std::collections::HashMap;
-
 use anyhow::Context as _;
 
 use crate::cache::fingerprint::Fingerprinter;
@@ -74,7 +72,6 @@ pub fn plan_with(p: &Pipeline, store: &Store, fp: &mut Fingerprinter) -> anyhow:
         .collect();
     fp.prefetch(&paths);
     let mut out: Vec<Option<StagePlan>> = vec![None; p.stages.len()];
-    let mut manifests: HashMap<String, Option<std::sync::Arc<Manifest>>> = HashMap::new();
     for &i in p.dag.topo_order() {
         let s = &p.stages[i];
         let mut references = Vec::new();
@@ -135,10 +132,7 @@ pub fn plan_with(p: &Pipeline, store: &Store, fp: &mut Fingerprinter) -> anyhow:
                 references,
             };
             let key = parts.key();
-            let manifest = manifests
-                .entry(key.clone())
-                .or_insert_with(|| fresh_manifest(store, &key))
-                .clone();
+            let manifest = fresh_manifest(store, &key);
             let state = if manifest.is_some() {
                 State::Fresh
             } else {
@@ -158,9 +152,6 @@ pub fn plan_with(p: &Pipeline, store: &Store, fp: &mut Fingerprinter) -> anyhow:
 
 /// The manifest of a committed entry, if there is one that says it is `key`.
 fn fresh_manifest(store: &Store, key: &str) -> Option<std::sync::Arc<Manifest>> {
-    if !store.has(key) {
-        return None;
-    }
     store
         .manifest(key)
         .ok()

@@ -350,25 +350,21 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                             stop = true;
                         }
                     }
-                    for j in pending.clone() {
-                        if plans[j].is_fresh() && !forced_left.contains(&j) {
-                            pending.remove(&j);
+                    // Stages not started yet: waiting ones whose inputs came out
+                    // identical are fresh (cut off); fresh ones a forced stage changed
+                    // the input of are not any more.
+                    for &j in &selected {
+                        if !matches!(outcomes[j], Outcome::Fresh) || running.contains_key(&j) || ran.contains(&j) {
+                            continue;
+                        }
+                        if !plans[j].is_fresh() || forced_left.contains(&j) {
+                            if pending.insert(j) {
+                                total += 1;
+                            }
+                        } else if pending.remove(&j) {
                             finished += 1;
                             outcomes[j] = Outcome::Unchanged(unchanged_inputs(p, j, &ran));
-                        }
-                    }
-                    // A selected stage that was fresh may not be any more: a forced stage
-                    // made other content than before.
-                    for &j in &selected {
-                        let open = matches!(outcomes[j], Outcome::Fresh) && !running.contains_key(&j);
-                        if open && !ran.contains(&j) && !pending.contains(&j) && !plans[j].is_fresh() {
-                            pending.insert(j);
-                            total += 1;
-                        } else if open
-                            && plans[j].is_fresh()
-                            && !pending.contains(&j)
-                            && p.dag.parents(j).iter().any(|k| ran.contains(k))
-                        {
+                        } else if p.dag.parents(j).iter().any(|k| ran.contains(k)) {
                             outcomes[j] = Outcome::Unchanged(unchanged_inputs(p, j, &ran));
                         }
                     }

@@ -325,6 +325,15 @@ fn convert_equals_pydicom_for_every_kind_of_file_and_accounts_for_every_pair() {
     );
 }
 
+/// A convert param that changes no image: convert runs, and may reuse all it made.
+fn convert_on_one_thread(p: &Project) {
+    p.edit(
+        "pipelines/c.yaml",
+        &format!("params: {{ size: {SIZE} }}"),
+        &format!("params: {{ size: {SIZE}, threads: 1 }}"),
+    );
+}
+
 /// Replace the first occurrence of `from` in `file` by `to` (same length).
 fn patch(file: &Path, from: &[u8], to: &[u8]) {
     let mut bytes = std::fs::read(file).unwrap();
@@ -359,14 +368,7 @@ fn unchanged_dicoms_are_not_decoded_again() {
         run.stdout
     );
     // A param that does not change the images: convert runs, reuses every image.
-    let yaml = std::fs::read_to_string(p.path("pipelines/c.yaml")).unwrap();
-    p.write(
-        "pipelines/c.yaml",
-        &yaml.replace(
-            &format!("params: {{ size: {SIZE} }}"),
-            &format!("params: {{ size: {SIZE}, threads: 1 }}"),
-        ),
-    );
+    convert_on_one_thread(&p);
     let run = p.pipe(&["run", "pipelines/c.yaml"]).ok();
     assert_eq!(run.ran(), ["convert"]);
     let c = counters(&run, "convert");
@@ -490,14 +492,7 @@ fn convert_checks_it_reads_what_collect_hashed_and_reuses_only_intact_images() {
     let mut bytes = std::fs::read(&png).unwrap();
     bytes[40] ^= 1;
     std::fs::write(&png, bytes).unwrap();
-    let yaml = std::fs::read_to_string(p.path("pipelines/c.yaml")).unwrap();
-    p.write(
-        "pipelines/c.yaml",
-        &yaml.replace(
-            &format!("params: {{ size: {SIZE} }}"),
-            &format!("params: {{ size: {SIZE}, threads: 1 }}"),
-        ),
-    );
+    convert_on_one_thread(&p);
     let run = p.pipe(&["run", "pipelines/c.yaml"]).ok();
     let c = counters(&run, "convert");
     assert_eq!((c["images_decoded"], c["images_reused"]), (n, 0), "{}", run.stdout);

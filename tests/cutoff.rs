@@ -12,26 +12,18 @@ fn readme_scenario_a_keyword_that_changes_no_label_reruns_label_only() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let keywords = std::fs::read_to_string(repo.join("stages/label/keywords.yaml")).unwrap();
     p.write("keywords.yaml", &keywords);
-    let yaml = std::fs::read_to_string(p.path("pipelines/d.yaml")).unwrap();
-    let label = "  label:\n    params: { overrides: ";
-    assert!(yaml.contains(label), "{yaml}");
-    p.write(
+    p.edit(
         "pipelines/d.yaml",
-        &yaml.replace(
-            label,
-            &format!(
-                "  label:\n    params: {{ keywords: {}, overrides: ",
-                p.path("keywords.yaml").display()
-            ),
+        "  label:\n    params: { overrides: ",
+        &format!(
+            "  label:\n    params: {{ keywords: {}, overrides: ",
+            p.path("keywords.yaml").display()
         ),
     );
     p.pipe(&["run", "pipelines/d.yaml", "--until", "split"]).ok();
 
     // A radiologist adds a misspelling no report contains.
-    p.write(
-        "keywords.yaml",
-        &keywords.replace("pleura:\n", "pleura:\n  - tran dihc mang phoii\n"),
-    );
+    p.edit("keywords.yaml", "pleura:\n", "pleura:\n  - tran dihc mang phoii\n");
     let s = p.pipe(&["status", "pipelines/d.yaml"]).ok();
     assert!(
         s.stdout.contains("file") && s.stdout.contains("keywords.yaml changed"),
@@ -112,13 +104,10 @@ fn a_forced_stage_whose_output_differs_makes_its_dependants_stale() {
         r.stdout
     );
     // The dry run says what may happen.
-    let yaml = std::fs::read_to_string(p.path("pipelines/p.yaml")).unwrap();
-    p.write(
+    p.edit(
         "pipelines/p.yaml",
-        &yaml.replace(
-            "[python3, scripts/emit.py, \"{out:out}\"]\n      outputs: [out]\n  train",
-            "[python3, scripts/emit.py, \"{out:out}\", --rows, \"4\"]\n      outputs: [out]\n  train",
-        ),
+        "[python3, scripts/emit.py, \"{out:out}\"]\n      outputs: [out]\n  train",
+        "[python3, scripts/emit.py, \"{out:out}\", --rows, \"4\"]\n      outputs: [out]\n  train",
     );
     let dry = p.pipe(&["run", "pipelines/p.yaml", "--dry-run"]).ok();
     assert!(dry.stdout.contains("→ prepare"), "{}", dry.stdout);

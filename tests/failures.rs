@@ -60,8 +60,7 @@ fn a_failed_torch_job_does_not_block_later_runs_and_resumable_work_survives() {
     // Every later run works, even one whose stages are all fresh.
     let r = p.pipe(&["run", "pipelines/p.yaml", "--until", "b"]).ok();
     assert!(r.ran().is_empty(), "{}", r.stdout);
-    let yaml = std::fs::read_to_string(p.path("pipelines/p.yaml")).unwrap();
-    p.write("pipelines/p.yaml", &yaml.replace("\"B\"", "\"B2\""));
+    p.edit("pipelines/p.yaml", "\"B\"", "\"B2\"");
     assert_eq!(p.pipe(&["run", "pipelines/p.yaml", "--until", "b"]).ok().ran(), ["b"]);
     let left: Vec<String> = std::fs::read_dir(p.path("cache/tmp"))
         .unwrap()
@@ -206,12 +205,7 @@ fn out_of_space_names_the_file() {
     assert!(r.stdout.contains("log.txt"), "the error names no file: {}", r.stdout);
     // Nothing half-made is left as an entry; the next run (disk freed) works.
     assert!(entries(&p).is_empty());
-    p.write(
-        "pipelines/p.yaml",
-        &std::fs::read_to_string(p.path("pipelines/p.yaml"))
-            .unwrap()
-            .replace(" && ln -s /dev/full {out_dir}/log.txt", ""),
-    );
+    p.edit("pipelines/p.yaml", " && ln -s /dev/full {out_dir}/log.txt", "");
     assert_eq!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran(), ["a"]);
     assert_verify_clean(&p);
 }
@@ -329,8 +323,7 @@ fn an_input_that_is_not_what_its_manifest_says_is_not_read() {
     chmod(&a, 0o644);
     std::fs::copy(&b, &a).unwrap();
     // b must run again (new param) and would read it.
-    let yaml = std::fs::read_to_string(p.path("pipelines/p.yaml")).unwrap();
-    p.write("pipelines/p.yaml", &yaml.replace("\"B\"", "\"B2\""));
+    p.edit("pipelines/p.yaml", "\"B\"", "\"B2\"");
     let r = p.pipe(&["run", "pipelines/p.yaml"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(

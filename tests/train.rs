@@ -95,6 +95,11 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     assert!((1..n).all(|i| steps.value(i) > steps.value(i - 1)));
     let log = log_of(&dir);
     assert!(log.contains("resuming at step"), "{log}");
+    assert!(log.contains("(weights and Adam's state)"), "{log}");
+    assert!(
+        !dir.join("optimizer.safetensors").exists(),
+        "resume state left in the entry"
+    );
 
     // evaluate: the paper's table on the validation part, from the best checkpoint.
     let ev = entry(&p, "pipelines/t.yaml", "evaluate.metrics");
@@ -128,6 +133,13 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
         "abnormal_prob",
     ] {
         assert!(predictions.column_by_name(c).is_some(), "predictions lacks {c}");
+    }
+    // Same key, same bytes: image paths are relative to the cache, wherever it lives.
+    let images = pipe::table::str_col(&predictions, "image").unwrap();
+    for i in 0..predictions.num_rows() {
+        let image = images.value(i);
+        assert!(image.starts_with("entries/"), "{image}");
+        assert!(p.path("cache").join(image).is_file(), "{image}");
     }
     let report = std::fs::read_to_string(ev.join("report.html")).unwrap();
     let gradcams: Vec<_> = std::fs::read_dir(ev.join("gradcam")).unwrap().flatten().collect();

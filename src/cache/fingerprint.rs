@@ -206,9 +206,9 @@ impl<'a> Scan<'a> {
                 None => self.tree.str("hash", &hash.to_hex()),
                 Some(_) => self.tree.str("unreadable", ""),
             };
-            if unreadable.is_some() {
-                self.old.deviate();
-            } else if !unchanged && stat.mtime_ns < self.racy_after && !rel.contains(['\n', '\t']) {
+            // An unreadable file was not in the cache (lookup deviated there already) and
+            // is not written to it.
+            if unreadable.is_none() && !unchanged && stat.mtime_ns < self.racy_after && !rel.contains(['\n', '\t']) {
                 // Best effort: a failure to save only costs a re-hash next time.
                 let _ = self.new.line(&self.old, self.root, &rel, &stat, &hash);
             }
@@ -254,10 +254,11 @@ fn release_freed_memory() {
     }
 }
 
-// The stat cache: a header line, one line per file (`crc32 size mtime_ns ino mode blake3 rel`,
-// tab-separated, the CRC over the rest of the line) in the walk's order, and a trailer `# files N`. It is read as a stream
-// in step with the walk, and rewritten only when something differs: then the unchanged
-// prefix is copied byte for byte and the rest written line by line.
+// The stat cache: a header line, one line per file (`crc32 size mtime_ns ino mode blake3
+// rel`, tab-separated, the CRC over the rest of the line) in the walk's order, and a
+// trailer `# files N`. It is read as a stream in step with the walk, and rewritten only
+// when something differs: then the unchanged prefix is copied byte for byte and the rest
+// written line by line.
 
 /// First words of a stat cache of this format (older ones are rewritten).
 const STAT_HEADER: &str = "# pipe stat cache v2";

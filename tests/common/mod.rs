@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The `pipe` under test: this build's, or `$PIPE_TEST_BIN` (to check that a new test
+/// fails on an older binary).
 pub fn pipe_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_pipe"))
+    std::env::var_os("PIPE_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pipe")), PathBuf::from)
 }
 
 /// The Python with pyarrow, pandas and duckdb (the Makefile puts the venv first on PATH).
@@ -74,6 +76,13 @@ impl Project {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
         self
+    }
+
+    /// Replace `from` (which must be there) by `to` in a file of the project.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) -> &Self {
+        let text = std::fs::read_to_string(self.path(rel)).unwrap();
+        assert!(text.contains(from), "{rel} has no {from:?}:\n{text}");
+        self.write(rel, &text.replace(from, to))
     }
 
     pub fn pipe(&self, args: &[&str]) -> Run {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail, ensure};
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use pipe::stages::train::Example;
@@ -84,7 +84,8 @@ pub fn step(args: &[String]) -> anyhow::Result<()> {
     let vs = nn::VarStore::new(Device::Cpu);
     // The networks of the `train` stage, so the timing is the stage's.
     let net = crate::nets::build(&arch, &vs.root(), classes)?;
-    let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
+    // The `train` stage's optimiser, so the timing is the stage's.
+    let mut opt = crate::optim::Adam::new(&vs, 0.9, 0.999, 1e-8, 1e-3);
     let x = Tensor::rand([batch, 1, size, size], (Kind::Float, Device::Cpu));
     let y = Tensor::rand([batch, classes], (Kind::Float, Device::Cpu))
         .ge(0.5)

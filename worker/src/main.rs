@@ -19,6 +19,8 @@ mod filter;
 mod losses;
 #[path = "../../src/stages/train/nets.rs"]
 mod nets;
+#[path = "../../src/stages/train/optim.rs"]
+mod optim;
 #[path = "../../src/stages/torch_check/worker.rs"]
 mod torch_check;
 #[path = "../../src/stages/train/worker.rs"]

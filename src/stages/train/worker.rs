@@ -6,6 +6,11 @@
 //! validation part every `eval_every` steps and at the end, keeps the best checkpoint by
 //! validation macro F1, and writes `history`, `config.json`, `best.safetensors` and
 //! `last.safetensors`. See the contract in `mod.rs`.
+//!
+//! Resumable: at every evaluation the weights, Adam's state (`optimizer.safetensors`,
+//! see `optim.rs`) and then `progress.json` naming their hashes are written; a killed
+//! run continues from them exactly, or starts over if they do not match (killed while
+//! saving).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,12 +18,13 @@ use std::time::Instant;
 
 use anyhow::{Context as _, ensure};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::nn::{self, ModuleT};
 use tch::{Device as TDevice, Kind, Reduction, Tensor};
 
 use pipe::stage::Context;
 
 use crate::nets::Net;
+use crate::optim::Adam;
 use pipe::stages::train::loader::{self, Batch, LoaderOptions, epoch_batches};
 use pipe::stages::train::{Example, Params, Scores, epoch_order, examples, history_schema, learning_rate, scores};
 use pipe::table::TableBuilder;
@@ -30,6 +36,9 @@ struct Progress {
     step: u64,
     best_f1: f64,
     history: Vec<Row>,
+    /// BLAKE3 of the files saved with this step: resume only from a matching set.
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +119,17 @@ fn save(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// BLAKE3 of each file that exists, by file name.
+fn hashes(files: &[&std::path::PathBuf]) -> std::collections::BTreeMap<String, String> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let h = pipe::hash::file_hex(f).ok()?;
+            Some((f.file_name()?.to_string_lossy().into_owned(), h))
+        })
+        .collect()
+}
+
 fn json_of(labels: &[String], values: impl Iterator<Item = serde_json::Value>) -> String {
     let map: serde_json::Map<String, serde_json::Value> = labels.iter().cloned().zip(values).collect();
     serde_json::Value::Object(map).to_string()
@@ -128,15 +148,10 @@ impl LossScaler {
     const GROWTH_INTERVAL: u32 = 2000;
 
     /// Backward pass and optimiser step; false when the step was skipped.
-    fn step(&mut self, opt: &mut nn::Optimizer, vs: &nn::VarStore, loss: &Tensor) -> bool {
+    fn step(&mut self, opt: &mut Adam, loss: &Tensor) -> bool {
         opt.zero_grad();
         (loss * self.scale).backward();
-        let grads: Vec<Tensor> = vs
-            .trainable_variables()
-            .iter()
-            .map(|v| v.grad())
-            .filter(|g| g.defined())
-            .collect();
+        let grads = opt.grads();
         let finite = grads.iter().all(|g| g.isfinite().all().int64_value(&[]) != 0);
         if !finite {
             self.scale /= 2.0;
@@ -239,14 +254,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
             net.head_prefix()
         ));
     }
-    let mut opt = nn::Adam {
-        beta1: 0.9,
-        beta2: 0.999,
-        wd: 0.0,
-        eps: 1e-8,
-        amsgrad: false,
-    }
-    .build(&vs, p.lr)?;
+    let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-8, p.lr);
     let mut scaler = LossScaler {
         scale: 65536.0,
         good: 0,
@@ -255,25 +263,39 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     let per_epoch = n.div_ceil(p.batch_size) as u64;
     let total = per_epoch * p.epochs as u64;
     let out = &ctx.out_dir;
-    let (last_path, best_path, progress_path) = (
+    let (last_path, best_path, progress_path, optimizer_path) = (
         out.join("last.safetensors"),
         out.join("best.safetensors"),
         out.join("progress.json"),
+        out.join("optimizer.safetensors"),
     );
+    let saved_files = [&last_path, &best_path, &optimizer_path];
 
     // Resume from the last evaluation of an interrupted run.
     let mut state = Progress {
         step: 0,
         best_f1: -1.0,
         history: Vec::new(),
+        files: Default::default(),
     };
-    if last_path.is_file() && progress_path.is_file() && best_path.is_file() {
+    if progress_path.is_file() {
         let saved: Progress = serde_json::from_slice(&std::fs::read(&progress_path)?)
             .with_context(|| format!("{} is not a train progress file", progress_path.display()))?;
-        if saved.step <= total {
+        if saved.step > total {
+            ctx.log(format!(
+                "{} is past this run's {total} steps; starting over",
+                progress_path.display()
+            ));
+        } else if saved.files != hashes(&saved_files) {
+            ctx.log("the saved checkpoint does not match progress.json (killed while saving); starting over");
+        } else {
             vs.load(&last_path)
                 .with_context(|| format!("cannot resume from {}", last_path.display()))?;
-            ctx.log(format!("resuming at step {} of {total}", saved.step));
+            opt.load(&optimizer_path)?;
+            ctx.log(format!(
+                "resuming at step {} of {total} (weights and Adam's state)",
+                saved.step
+            ));
             ctx.count("resumed_at_step", saved.step);
             state = saved;
         }
@@ -331,7 +353,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
             });
             let loss = loss_fn.compute(&logits.to_kind(Kind::Float), &ys);
             if amp {
-                if !scaler.step(&mut opt, &vs, &loss) {
+                if !scaler.step(&mut opt, &loss) {
                     skipped += 1;
                 }
             } else {
@@ -360,6 +382,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
                     save(&vs, &best_path)?;
                 }
                 save(&vs, &last_path)?;
+                opt.save(&optimizer_path)?;
                 state.history.push(Row {
                     step,
                     epoch,
@@ -370,6 +393,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
                     best,
                 });
                 state.step = step;
+                state.files = hashes(&saved_files);
                 replace(&progress_path, |t| Ok(std::fs::write(t, serde_json::to_vec(&state)?)?))?;
                 (loss_sum, loss_n) = (0.0, 0);
                 (images_done, rate_since) = (0, Instant::now());
@@ -428,7 +452,9 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         "device": used,
     });
     std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    // The entry is final: nothing resumes from it.
     std::fs::remove_file(&progress_path)?;
+    std::fs::remove_file(&optimizer_path)?;
     if let Some(r) = last {
         ctx.log(format!(
             "steps {}..{total} of {total} in {:.1} s on {used}; last val macro F1 {:.3}, macro AUC {}; best F1 {:.3}",
@@ -468,7 +494,7 @@ mod tests {
     fn one_step(scaled: Option<f64>, poison: bool) -> (Vec<Tensor>, Option<LossScaler>) {
         let vs = nn::VarStore::new(TDevice::Cpu);
         let lin = fixed_linear(&vs);
-        let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
+        let mut opt = Adam::new(&vs, 0.9, 0.999, 1e-8, 1e-2);
         let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.1, 1.5, 0.3, -0.7, 0.9]).view([2, 4]);
         let mut loss = x.apply(&lin).pow_tensor_scalar(2).mean(Kind::Float);
         if poison {
@@ -477,7 +503,7 @@ mod tests {
         let scaler = match scaled {
             Some(scale) => {
                 let mut s = LossScaler { scale, good: 0 };
-                s.step(&mut opt, &vs, &loss);
+                s.step(&mut opt, &loss);
                 Some(s)
             }
             None => {
