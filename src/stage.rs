@@ -77,6 +77,18 @@ pub trait Stage: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Tables `run` takes with [`Context::input`]: validation checks that exactly one
+    /// input gives each, so a missing input is a pipeline error, not a failure mid-run.
+    fn reads(_params: &Self::Params) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Checks of the params against the stages the inputs name (their kinds and
+    /// params), for what would otherwise fail only inside the stage.
+    fn check_inputs(_params: &Self::Params, _inputs: &[Upstream]) -> Vec<ParamsError> {
+        Vec::new()
+    }
+
     fn resources(_params: &Self::Params) -> Resources {
         Resources::default()
     }
@@ -90,6 +102,16 @@ pub trait Stage: Send + Sync + 'static {
     fn run(params: &Self::Params, ctx: &Context) -> anyhow::Result<()>;
 }
 
+/// An input stage as validation sees it.
+pub struct Upstream<'a> {
+    pub stage: &'a str,
+    pub kind: &'a str,
+    /// `Some(table)` for a `stage.table` input.
+    pub table: Option<&'a str>,
+    /// Canonical params of that stage.
+    pub params: &'a serde_json::Value,
+}
+
 /// A kind's params after validation, in the form that enters the cache key.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -99,6 +121,8 @@ pub struct Prepared {
     pub references: Vec<Reference>,
     pub resources: Resources,
     pub executor: Executor,
+    /// Tables taken with `ctx.input` (see [`Stage::reads`]).
+    pub reads: Vec<&'static str>,
 }
 
 /// A params error with the path of the offending field inside `params`.
@@ -114,7 +138,8 @@ pub trait Kind: Send + Sync {
     fn version(&self) -> u32;
     fn about(&self) -> &'static str;
     fn resumable(&self) -> bool;
-    fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, ParamsError>;
+    fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, Vec<ParamsError>>;
+    fn check_inputs(&self, params: &serde_json::Value, inputs: &[Upstream]) -> Vec<ParamsError>;
     fn run(&self, params: &serde_json::Value, ctx: &Context) -> anyhow::Result<()>;
 }
 
@@ -134,22 +159,33 @@ impl<S: Stage> Kind for KindOf<S> {
         S::RESUMABLE
     }
 
-    fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, ParamsError> {
+    fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, Vec<ParamsError>> {
         // `params:` left out or empty means "all defaults".
         let value = match params {
             serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
             v => v.clone(),
         };
-        let typed: S::Params = serde_path_to_error::deserialize(value).map_err(|e| {
+        // JSON has no NaN or infinity: they would become null and quietly mean "default".
+        let mut errors = Vec::new();
+        non_finite(&value, "", &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let typed: S::Params = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
             let path = e.path().to_string();
-            ParamsError {
-                path: if path == "." { String::new() } else { path },
-                message: e.into_inner().to_string(),
+            let message = e.into_inner().to_string();
+            if path != "." {
+                return vec![ParamsError { path, message }];
             }
+            // A whole-params check says which field it is about, one per line
+            // (`loss: ...`): each error points at its own key.
+            message.lines().map(|line| field_error(line, &value)).collect()
         })?;
-        let canonical = serde_json::to_value(&typed).map_err(|e| ParamsError {
-            path: String::new(),
-            message: e.to_string(),
+        let canonical = serde_json::to_value(&typed).map_err(|e| {
+            vec![ParamsError {
+                path: String::new(),
+                message: e.to_string(),
+            }]
         })?;
         Ok(Prepared {
             params: canonical,
@@ -157,7 +193,15 @@ impl<S: Stage> Kind for KindOf<S> {
             references: S::references(&typed),
             resources: S::resources(&typed),
             executor: S::executor(&typed),
+            reads: S::reads(&typed),
         })
+    }
+
+    fn check_inputs(&self, params: &serde_json::Value, inputs: &[Upstream]) -> Vec<ParamsError> {
+        match serde_json::from_value::<S::Params>(params.clone()) {
+            Ok(typed) => S::check_inputs(&typed, inputs),
+            Err(_) => Vec::new(), // prepared params always parse; nothing to add
+        }
     }
 
     fn run(&self, params: &serde_json::Value, ctx: &Context) -> anyhow::Result<()> {
@@ -286,6 +330,49 @@ impl Context {
 
     pub fn log(&self, line: impl Into<String>) {
         self.log.lock().unwrap().push(line.into());
+    }
+}
+
+/// Paths of NaN and infinite numbers in `value` (YAML `.nan`, `.inf`).
+fn non_finite(value: &serde_yaml::Value, path: &str, errors: &mut Vec<ParamsError>) {
+    use serde_yaml::Value;
+    match value {
+        Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => errors.push(ParamsError {
+            path: path.to_string(),
+            message: format!("{n} is not a number a param can take (NaN and infinity are refused)"),
+        }),
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                let p = if path.is_empty() { key } else { format!("{path}.{key}") };
+                non_finite(v, &p, errors);
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, v) in items.iter().enumerate() {
+                non_finite(v, &format!("{path}[{i}]"), errors);
+            }
+        }
+        Value::Tagged(t) => non_finite(&t.value, path, errors),
+        _ => {}
+    }
+}
+
+/// `field: message` → an error at `field` when the params have such a key.
+fn field_error(line: &str, params: &serde_yaml::Value) -> ParamsError {
+    if let Some((field, rest)) = line.split_once(": ") {
+        let top = field.split(['.', '[']).next().unwrap_or(field);
+        if params.get(top).is_some() {
+            return ParamsError {
+                path: field.to_string(),
+                message: line.to_string(),
+            };
+        }
+        let _ = rest; // a check of a default value: the message names the field
+    }
+    ParamsError {
+        path: String::new(),
+        message: line.to_string(),
     }
 }
 

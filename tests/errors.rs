@@ -152,3 +152,179 @@ fn extend_of_a_missing_file() {
         "{e}"
     );
 }
+
+#[test]
+fn a_stage_or_key_written_twice_names_both_places() {
+    let e = check(&format!(
+        "root: ..\nstages:\n{OK_STAGE}{}  b:\n    kind: command\n    params: {{ run: [x], run: [y] }}\n",
+        OK_STAGE.replace("emit.py", "other.py")
+    ));
+    assert!(
+        e.contains("pipelines/p.yaml:8:3: `stages.a` is written twice; it was first written at pipelines/p.yaml:3:3"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pipelines/p.yaml:15:25: `stages.b.params.run` is written twice; it was first written at pipelines/p.yaml:15:15"),
+        "{e}"
+    );
+    assert!(e.contains("2 errors"), "{e}");
+}
+
+#[test]
+fn every_params_error_points_at_its_own_key() {
+    let e = check(
+        "root: ..\nstages:\n  t:\n    kind: train\n    params:\n      architecture: vgg\n      loss: focal\n      lr: 0\n",
+    );
+    assert!(
+        e.contains("pipelines/p.yaml:6:21: params of stage `t` (kind `train`): architecture: `vgg`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pipelines/p.yaml:7:13: params of stage `t` (kind `train`): loss: `focal`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("pipelines/p.yaml:8:11: params of stage `t` (kind `train`): lr: must be a number > 0"),
+        "{e}"
+    );
+    assert!(e.contains("3 errors"), "{e}");
+}
+
+#[test]
+fn values_that_would_fail_later_are_refused_now() {
+    // A negative window (match used to panic on it), NaN (null in JSON: a feature off),
+    // a name that walks out of the cache.
+    let e = check(
+        "name: \"../../x\"\nroot: ..\nstages:\n  m:\n    kind: match\n    params:\n      max_delay_hours: -1\n  s:\n    kind: split\n    params:\n      ratios: [0.7, .nan]\n",
+    );
+    assert!(
+        e.contains("pipelines/p.yaml:1:7: pipeline name `../../x` may only use"),
+        "{e}"
+    );
+    assert!(e.contains("pipelines/p.yaml:7:24: params of stage `m` (kind `match`): max_delay_hours must be a number of hours > 0, got -1"), "{e}");
+    assert!(
+        e.contains("pipelines/p.yaml:11:21: params of stage `s` (kind `split`): .nan is not a number"),
+        "{e}"
+    );
+}
+
+#[test]
+fn inputs_a_kind_needs_and_parts_the_split_makes() {
+    let e = check(
+        "root: ..\nstages:\n  s:\n    kind: split\n    params: {}\n  t:\n    kind: train\n    inputs: [s.split]\n    params: { architecture: tiny }\n  e:\n    kind: evaluate\n    inputs: [t, s]\n    params: { part: test }\n",
+    );
+    assert!(
+        e.contains(
+            "pipelines/p.yaml:3:3: stage `s` (kind `split`) reads `labels`, `images`, which none of its inputs gives"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "pipelines/p.yaml:8:13: stage `t` (kind `train`) reads `labels`, `images`, which none of its inputs gives"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("pipelines/p.yaml:13:21: stage `e` (kind `evaluate`): part: `test` is not a part of `s`, which makes: train, validation"),
+        "{e}"
+    );
+    let e = check(
+        "root: ..\nstages:\n  s:\n    kind: command\n    params: { run: [x], outputs: [split, labels, images] }\n  e:\n    kind: evaluate\n    inputs: [s]\n",
+    );
+    assert!(
+        e.contains("pipelines/p.yaml:8:13: stage `e` (kind `evaluate`): no train stage among the inputs"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_cycle_made_in_an_extending_file_is_reported_there() {
+    let p = Project::new();
+    p.write(
+        "pipelines/base.yaml",
+        "root: ..\nstages:\n  a:\n    kind: command\n    params: { run: [x] }\n  b:\n    kind: command\n    inputs: [a]\n    params: { run: [x] }\n",
+    );
+    p.write(
+        "pipelines/p.yaml",
+        "extend: base.yaml\nstages:\n  a:\n    inputs: [b]\n",
+    );
+    let r = p.pipe(&["check", "pipelines/p.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("pipelines/p.yaml:4:14: the stages form a cycle"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn extend_naming_a_fifo_is_refused_not_waited_on() {
+    let p = Project::new();
+    let fifo = p.path("pipelines/base.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path of this test's directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    p.write("pipelines/p.yaml", "extend: base.yaml\nstages: {}\n");
+    let mut child = p
+        .command(&["check", "pipelines/p.yaml"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed().as_secs() > 10 {
+            let _ = child.kill();
+            panic!("pipe check hangs on a FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pipelines/base.yaml is not a regular file"));
+}
+
+#[test]
+fn the_papers_pipeline_can_be_looked_at_before_its_data_exists() {
+    let p = Project::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        !repo.join("data/hospital/pacs").exists(),
+        "this test wants a clone without hospital data"
+    );
+    p.write(
+        "pipelines/phutho.yaml",
+        &std::fs::read_to_string(repo.join("pipelines/phutho.yaml"))
+            .unwrap()
+            .replace(
+                "root: ..",
+                &format!("root: {}\ncache: {}", repo.display(), p.path("cache").display()),
+            ),
+    );
+    for args in [
+        &["dag", "pipelines/phutho.yaml"][..],
+        &["status", "pipelines/phutho.yaml"],
+        &["check", "pipelines/phutho.yaml"],
+        &["run", "pipelines/phutho.yaml", "--dry-run"],
+    ] {
+        let r = p.pipe(args).ok();
+        assert!(r.stdout.contains("evaluate"), "{args:?}: {}", r.stdout);
+    }
+    let s = p.pipe(&["status", "pipelines/phutho.yaml"]).ok();
+    assert!(
+        s.stdout
+            .contains("collect   waits for data: data/hospital/pacs does not exist"),
+        "{}",
+        s.stdout
+    );
+    assert!(s.stdout.contains("train     waits for `split`"), "{}", s.stdout);
+    let r = p.pipe(&["run", "pipelines/phutho.yaml"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("stage `collect` cannot run: data/hospital/pacs does not exist"),
+        "{}",
+        r.stderr
+    );
+    assert!(!p.path("cache/entries").exists(), "something ran");
+}

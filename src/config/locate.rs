@@ -22,6 +22,8 @@ pub struct Locations {
     file: PathBuf,
     /// path -> (position of the key, position of the value); 1-based line, 1-based column.
     spots: HashMap<String, Spot>,
+    /// Keys written twice in one mapping: (path, first key position, second one).
+    pub duplicates: Vec<(String, Location, Location)>,
 }
 
 impl Locations {
@@ -29,13 +31,24 @@ impl Locations {
         let mut recv = Receiver {
             stack: Vec::new(),
             spots: HashMap::new(),
+            duplicates: Vec::new(),
         };
         // A syntax error is reported by serde_yaml with its own position; here we keep
         // whatever was indexed before it.
         let _ = Parser::new_from_str(text).load(&mut recv, false);
+        let at = |(line, column): (usize, usize)| Location {
+            file: file.to_path_buf(),
+            line,
+            column,
+        };
         Locations {
             file: file.to_path_buf(),
             spots: recv.spots,
+            duplicates: recv
+                .duplicates
+                .into_iter()
+                .map(|(path, first, second)| (path, at(first), at(second)))
+                .collect(),
         }
     }
 
@@ -85,6 +98,7 @@ enum Frame {
 struct Receiver {
     stack: Vec<Frame>,
     spots: HashMap<String, Spot>,
+    duplicates: Vec<(String, (usize, usize), (usize, usize))>,
 }
 
 fn spot(mark: &Marker) -> (usize, usize) {
@@ -104,7 +118,15 @@ impl Receiver {
                 }
                 Some((k, key_spot)) => {
                     let p = if path.is_empty() { k } else { format!("{path}.{k}") };
-                    self.spots.insert(p.clone(), (Some(key_spot), spot(mark)));
+                    if let Some((Some(first), _)) = self.spots.insert(p.clone(), (Some(key_spot), spot(mark))) {
+                        // The first one is where a reader looks; keep it for positions.
+                        // Keys inside a duplicated mapping are not reported again.
+                        let inside = |d: &String| p.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with(['.', '[']));
+                        if !self.duplicates.iter().any(|(d, ..)| inside(d)) {
+                            self.duplicates.push((p.clone(), first, key_spot));
+                        }
+                        self.spots.insert(p.clone(), (Some(first), spot(mark)));
+                    }
                     Some(p)
                 }
             },
@@ -170,5 +192,22 @@ mod tests {
         // Unknown paths fall back to the closest parent.
         let p = l.key("stages.a.params.nope").unwrap();
         assert_eq!((p.line, p.column), (6, 5));
+        assert!(l.duplicates.is_empty());
+    }
+
+    #[test]
+    fn finds_keys_written_twice() {
+        // Keys inside the second `a` are not reported again; b's twice-set param is.
+        let text = "stages:\n  a:\n    kind: x\n  a:\n    kind: y\n  b:\n    params: {r: 1, r: 2}\n";
+        let l = Locations::parse(Path::new("p.yaml"), text);
+        let d: Vec<_> = l
+            .duplicates
+            .iter()
+            .map(|(p, a, b)| (p.as_str(), (a.line, a.column), (b.line, b.column)))
+            .collect();
+        assert_eq!(
+            d,
+            [("stages.a", (2, 3), (4, 3)), ("stages.b.params.r", (7, 14), (7, 20))]
+        );
     }
 }

@@ -114,17 +114,49 @@ fn syntax_error(file: &Path, e: &serde_yaml::Error) -> Diagnostic {
     })))
 }
 
-fn load_layers(file: &Path, from: Option<Location>, chain: &mut Vec<Layer>) -> Result<(), Diagnostic> {
+fn load_layers(file: &Path, from: Option<Location>, chain: &mut Vec<Layer>) -> Result<(), Diagnostics> {
+    let one = |d: Diagnostic| Diagnostics(vec![d]);
     if chain.iter().any(|l| l.file == file) {
-        return Err(Diagnostic::new(format!("`extend` loops back to {}", file.display())).at(from));
+        return Err(one(Diagnostic::new(format!(
+            "`extend` loops back to {}",
+            file.display()
+        ))
+        .at(from)));
+    }
+    // A FIFO or a device would block or never end: only regular files are read.
+    if let Ok(m) = std::fs::metadata(file)
+        && !m.is_file()
+    {
+        return Err(one(Diagnostic::new(format!(
+            "pipeline file {} is not a regular file",
+            file.display()
+        ))
+        .at(from)));
     }
     let text = std::fs::read_to_string(file).map_err(|e| {
-        Diagnostic::new(format!("cannot read pipeline file {}: {e}", file.display()))
-            .at(from.clone())
-            .help("check the path; `extend` paths are relative to the file that names them")
+        one(
+            Diagnostic::new(format!("cannot read pipeline file {}: {e}", file.display()))
+                .at(from.clone())
+                .help("check the path; `extend` paths are relative to the file that names them"),
+        )
     })?;
-    let raw: RawFile = serde_yaml::from_str(&text).map_err(|e| syntax_error(file, &e))?;
     let locations = Locations::parse(file, &text);
+    if !locations.duplicates.is_empty() {
+        // serde_yaml would keep the last of two stages silently, and report a twice-set
+        // param at its mapping only: name both places, every time it happens.
+        return Err(Diagnostics(
+            locations
+                .duplicates
+                .iter()
+                .map(|(path, first, second)| {
+                    Diagnostic::new(format!("`{path}` is written twice; it was first written at {first}"))
+                        .at(Some(second.clone()))
+                        .help("keep one of them (a stage or key written twice is not merged)")
+                })
+                .collect(),
+        ));
+    }
+    let raw: RawFile = serde_yaml::from_str(&text).map_err(|e| one(syntax_error(file, &e)))?;
     let parent = raw.extend.clone();
     let extend_at = locations.value("extend");
     chain.push(Layer {
@@ -164,7 +196,7 @@ impl Pipeline {
     /// Load, merge and validate a pipeline file.
     pub fn load(file: &Path) -> Result<Pipeline, Diagnostics> {
         let mut chain = Vec::new();
-        load_layers(file, None, &mut chain).map_err(|d| Diagnostics(vec![d]))?;
+        load_layers(file, None, &mut chain)?;
 
         // Root and cache: the nearest file that sets them decides, relative to itself.
         let dir_of = |f: &Path| f.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
@@ -223,6 +255,17 @@ impl Pipeline {
         };
         let mut errors = Vec::new();
         let mut missing = Vec::new();
+        // The name is a directory of `cache/views/` and `cache/logs/`: no way out of it.
+        if !p.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) || p.name.chars().all(|c| c == '.') {
+            errors.push(
+                Diagnostic::new(format!(
+                    "pipeline name `{}` may only use letters, digits, `_`, `-` and `.`",
+                    p.name
+                ))
+                .at(p.value_at("name"))
+                .help("it names the pipeline's folders under cache/views/ and cache/logs/"),
+            );
+        }
 
         for (name, raw) in &merged {
             let at = |sub: &str| p.value_at(&format!("stages.{name}{sub}"));
@@ -251,21 +294,14 @@ impl Pipeline {
             };
             let prepared = match kind.prepare(raw.params.as_ref().unwrap_or(&serde_yaml::Value::Null)) {
                 Ok(prep) => prep,
-                Err(e) => {
-                    let path = if e.path.is_empty() {
-                        "stages.{name}.params".replace("{name}", name)
-                    } else {
-                        format!("stages.{name}.params.{}", e.path)
-                    };
-                    let loc = if e.message.starts_with("unknown field") {
-                        p.key_at(&path)
-                    } else {
-                        p.value_at(&path)
-                    };
-                    errors.push(
-                        Diagnostic::new(format!("params of stage `{name}` (kind `{kind_name}`): {}", e.message))
-                            .at(loc),
-                    );
+                Err(all) => {
+                    for e in all {
+                        let loc = p.param_at(name, &e);
+                        errors.push(
+                            Diagnostic::new(format!("params of stage `{name}` (kind `{kind_name}`): {}", e.message))
+                                .at(loc),
+                        );
+                    }
                     continue;
                 }
             };
@@ -344,6 +380,9 @@ impl Pipeline {
                 }
             }
         }
+        if errors.is_empty() {
+            errors.extend(p.check_reads_and_inputs());
+        }
         p.missing = missing;
         if !errors.is_empty() {
             return Err(Diagnostics(errors));
@@ -352,15 +391,22 @@ impl Pipeline {
         match Dag::build(&p.stages) {
             Ok(dag) => p.dag = dag,
             Err(cycle) => {
-                let first = &cycle[0];
-                let next = &cycle[1];
-                let idx = p
-                    .stage(next)
-                    .and_then(|s| s.inputs.iter().position(|i| &i.stage == first));
-                let loc = match idx {
-                    Some(i) => p.value_at(&format!("stages.{next}.inputs[{i}]")),
-                    None => p.key_at(&format!("stages.{first}")),
-                };
+                // Point at an edge of the cycle written in the file given (an extending
+                // file that closes the loop is where to fix it), else at the first edge.
+                let edges: Vec<String> = cycle
+                    .windows(2)
+                    .filter_map(|w| {
+                        let (from, to) = (&w[0], &w[1]);
+                        let i = p.stage(to)?.inputs.iter().position(|i| &i.stage == from)?;
+                        Some(format!("stages.{to}.inputs[{i}]"))
+                    })
+                    .collect();
+                let loc = edges
+                    .iter()
+                    .find(|e| p.sources[0].has(e))
+                    .or(edges.first())
+                    .and_then(|e| p.value_at(e))
+                    .or_else(|| p.key_at(&format!("stages.{}", cycle[0])));
                 return Err(Diagnostics(vec![
                     Diagnostic::new(format!("the stages form a cycle: {}", cycle.join(" -> ")))
                         .at(loc)
@@ -371,6 +417,88 @@ impl Pipeline {
             }
         }
         Ok(p)
+    }
+
+    /// Each table a stage takes comes from exactly one input, and each kind's own checks
+    /// of its params against its inputs (evaluate's `part` among split's `parts`).
+    fn check_reads_and_inputs(&self) -> Vec<Diagnostic> {
+        let mut errors = Vec::new();
+        for s in &self.stages {
+            let inputs = format!("stages.{}.inputs", s.name);
+            let inputs_at = if self.source_for(&inputs).has(&inputs) {
+                self.value_at(&inputs)
+            } else {
+                self.key_at(&format!("stages.{}", s.name))
+            };
+            let (mut none, mut several) = (Vec::new(), Vec::new());
+            for &t in &s.prepared.reads {
+                let from: Vec<String> = s
+                    .inputs
+                    .iter()
+                    .filter(|i| match &i.table {
+                        Some(x) => x == t,
+                        None => self
+                            .stage(&i.stage)
+                            .is_some_and(|u| u.prepared.outputs.iter().any(|o| o == t)),
+                    })
+                    .map(|i| i.to_string())
+                    .collect();
+                match from.len() {
+                    0 => none.push(format!("`{t}`")),
+                    1 => {}
+                    _ => several.push(format!("`{t}` from {}", from.join(" and "))),
+                }
+            }
+            let help = format!("kind `{}` reads: {}", s.kind.name(), s.prepared.reads.join(", "));
+            if !none.is_empty() {
+                errors.push(
+                    Diagnostic::new(format!(
+                        "stage `{}` (kind `{}`) reads {}, which none of its inputs gives",
+                        s.name,
+                        s.kind.name(),
+                        none.join(", ")
+                    ))
+                    .at(inputs_at.clone())
+                    .help(help.clone()),
+                );
+            }
+            if !several.is_empty() {
+                errors.push(
+                    Diagnostic::new(format!(
+                        "stage `{}` gets {}; name one as `stage.table`",
+                        s.name,
+                        several.join(", ")
+                    ))
+                    .at(inputs_at.clone())
+                    .help(help),
+                );
+            }
+            let upstream: Vec<crate::stage::Upstream> = s
+                .inputs
+                .iter()
+                .filter_map(|i| {
+                    let u = self.stage(&i.stage)?;
+                    Some(crate::stage::Upstream {
+                        stage: &u.name,
+                        kind: u.kind.name(),
+                        table: i.table.as_deref(),
+                        params: &u.prepared.params,
+                    })
+                })
+                .collect();
+            for e in s.kind.check_inputs(&s.prepared.params, &upstream) {
+                // About the inputs as a whole: point at them; else at the param.
+                let at = if e.path.is_empty() {
+                    inputs_at.clone()
+                } else {
+                    self.param_at(&s.name, &e)
+                };
+                errors.push(
+                    Diagnostic::new(format!("stage `{}` (kind `{}`): {}", s.name, s.kind.name(), e.message)).at(at),
+                );
+            }
+        }
+        errors
     }
 
     pub fn stage(&self, name: &str) -> Option<&StageSpec> {
@@ -405,6 +533,21 @@ impl Pipeline {
     }
 
     /// A diagnostic about a stage, pointing at its definition.
+    /// Where a params error of stage `name` points: the key of an unknown field, else
+    /// the value (or the params mapping when the error is about all of them).
+    fn param_at(&self, name: &str, e: &crate::stage::ParamsError) -> Option<Location> {
+        let path = if e.path.is_empty() {
+            format!("stages.{name}.params")
+        } else {
+            format!("stages.{name}.params.{}", e.path)
+        };
+        if e.message.starts_with("unknown field") {
+            self.key_at(&path)
+        } else {
+            self.value_at(&path)
+        }
+    }
+
     pub fn stage_error(&self, stage: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(message).at(self.key_at(&format!("stages.{stage}")))
     }

@@ -113,6 +113,10 @@ impl Stage for Convert {
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "decode matched DICOM files into square 8-bit PNG/JPEG images for training";
 
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["pairs"]
+    }
+
     fn outputs(_: &Params) -> Vec<String> {
         vec!["images".into(), "rejects".into()]
     }

@@ -86,6 +86,10 @@ impl Stage for Label {
     const ABOUT: &'static str =
         "label reports: templates, keywords (negation, diacritics, abbreviations, numbers), overrides";
 
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["pairs"]
+    }
+
     fn outputs(_: &Params) -> Vec<String> {
         vec!["labels".into(), "review".into()]
     }

@@ -24,7 +24,7 @@ use crate::table::{read_batch, str_col, time_col, write_table};
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Largest |report_time − study_time|, in hours.
-    #[serde(default = "default_delay")]
+    #[serde(default = "default_delay", deserialize_with = "positive_hours")]
     pub max_delay_hours: f64,
     /// Answers to the review queue: CSV `sop_instance_uid,report_id`.
     #[serde(default = "default_resolutions")]
@@ -33,6 +33,16 @@ pub struct Params {
 
 fn default_delay() -> f64 {
     24.0
+}
+
+fn positive_hours<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(serde::de::Error::custom(format!(
+            "max_delay_hours must be a number of hours > 0, got {v}"
+        )));
+    }
+    Ok(v)
 }
 fn default_resolutions() -> String {
     "stages/match/resolutions.csv".into()
@@ -45,6 +55,10 @@ impl Stage for Match {
     const KIND: &'static str = "match";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "pair DICOM images with reports (patient, 24 h, session window)";
+
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["kept", "reports"]
+    }
 
     fn outputs(_: &Params) -> Vec<String> {
         ["pairs", "review", "unmatched_dicoms", "unmatched_reports"]

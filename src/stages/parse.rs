@@ -97,6 +97,10 @@ impl Stage for Parse {
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "parse HIS session XML into sessions and chest radiography reports";
 
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["his_files"]
+    }
+
     fn outputs(_: &Params) -> Vec<String> {
         vec!["sessions".into(), "reports".into(), "rejects".into()]
     }

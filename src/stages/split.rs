@@ -65,24 +65,35 @@ const ALL: &str = "all";
 impl TryFrom<Unchecked> for Params {
     type Error = String;
     fn try_from(u: Unchecked) -> Result<Params, String> {
-        check_ratios(&u.ratios).map_err(|e| e.to_string())?;
+        // Every problem, one per line (`field: …`), so each points at its own key.
+        let mut errors: Vec<String> = Vec::new();
+        if let Err(e) = check_ratios(&u.ratios).map_err(|e| e.to_string()) {
+            errors.push(e);
+        }
         if u.parts.len() != u.ratios.len() {
-            return Err(format!(
+            errors.push(format!(
                 "parts: {} names for {} ratios; give one name per ratio",
                 u.parts.len(),
                 u.ratios.len()
             ));
         }
-        distinct("parts", &u.parts)?;
+        if let Err(e) = distinct("parts", &u.parts) {
+            errors.push(e);
+        }
         if u.parts.iter().any(|p| p == ALL) {
-            return Err(format!(
+            errors.push(format!(
                 "parts: `{ALL}` is the name split_stats uses for the whole dataset"
             ));
         }
         if u.labels.is_empty() {
-            return Err("labels: name at least one label column".into());
+            errors.push("labels: name at least one label column".into());
         }
-        distinct("labels", &u.labels)?;
+        if let Err(e) = distinct("labels", &u.labels) {
+            errors.push(e);
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
         Ok(Params {
             ratios: u.ratios,
             parts: u.parts,
@@ -115,7 +126,7 @@ pub fn check_ratios(ratios: &[f64]) -> anyhow::Result<()> {
     let sum: f64 = ratios.iter().sum();
     ensure!(
         (sum - 1.0).abs() <= 1e-6,
-        "ratios must sum to 1, got {ratios:?} (sum {sum})"
+        "ratios: must sum to 1, got {ratios:?} (sum {sum})"
     );
     Ok(())
 }
@@ -128,6 +139,10 @@ impl Stage for Split {
     const VERSION: u32 = 1;
     const ABOUT: &'static str =
         "train/validation parts by patient, stratified over the labels (iterative stratification)";
+
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["labels", "images"]
+    }
 
     fn outputs(_: &Params) -> Vec<String> {
         vec!["split".into(), "split_stats".into()]
@@ -590,7 +605,8 @@ mod tests {
         let err = kind
             .prepare(&serde_yaml::from_str("ratios: [0.5, 0.6]").unwrap())
             .unwrap_err();
-        assert!(err.message.contains("sum to 1"), "{}", err.message);
+        assert_eq!(err[0].path, "ratios");
+        assert!(err[0].message.contains("sum to 1"), "{}", err[0].message);
     }
 
     #[test]

@@ -115,32 +115,37 @@ fn d_batch_size() -> usize {
 impl TryFrom<Unchecked> for Params {
     type Error = String;
     fn try_from(u: Unchecked) -> Result<Params, String> {
+        // Every problem, one per line (`field: …`), so each points at its own key.
+        let mut errors: Vec<String> = Vec::new();
         if !["best", "last"].contains(&u.checkpoint.as_str()) {
-            return Err(format!("checkpoint: `{}` is not one of best, last", u.checkpoint));
+            errors.push(format!("checkpoint: `{}` is not one of best, last", u.checkpoint));
         }
         match &u.threshold {
             Threshold::Fixed(t) if !(0.0..=1.0).contains(t) => {
-                return Err(format!("threshold: must be within 0..=1 or `best_f1`, got {t}"));
+                errors.push(format!("threshold: must be within 0..=1 or `best_f1`, got {t}"));
             }
             Threshold::Rule(r) if r != "best_f1" => {
-                return Err(format!("threshold: `{r}` is not a number in 0..=1 or `best_f1`"));
+                errors.push(format!("threshold: `{r}` is not a number in 0..=1 or `best_f1`"));
             }
             _ => {}
         }
         if u.part.is_empty() || u.threshold_part.is_empty() {
-            return Err("part: empty part name".into());
+            errors.push("part: empty part name".into());
         }
         let mut seen = HashSet::new();
         for t in &u.tta {
             if !TTA.contains(&t.as_str()) || !seen.insert(t) {
-                return Err(format!(
+                errors.push(format!(
                     "tta: `{t}` is unknown or repeated; available: {}",
                     TTA.join(", ")
                 ));
             }
         }
         if u.batch_size == 0 {
-            return Err("batch_size: must be at least 1".into());
+            errors.push("batch_size: must be at least 1".into());
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
         }
         Ok(Params {
             part: u.part,
@@ -164,6 +169,49 @@ impl Stage for Evaluate {
     const VERSION: u32 = 1;
     const ABOUT: &'static str =
         "score trained models (or their ensemble) with bootstrap CIs, ROC, Grad-CAM and report.html (torch worker)";
+
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["split", "labels", "images"]
+    }
+
+    /// A train stage to take checkpoints from, and parts the split makes.
+    fn check_inputs(p: &Params, inputs: &[crate::stage::Upstream]) -> Vec<crate::stage::ParamsError> {
+        use crate::stage::ParamsError;
+        let mut errors = Vec::new();
+        if !inputs
+            .iter()
+            .any(|u| u.kind == crate::stages::train::KIND && u.table.is_none_or(|t| t == "history"))
+        {
+            errors.push(ParamsError {
+                path: String::new(),
+                message: "no train stage among the inputs: name the train stage(s) whose checkpoints to evaluate"
+                    .into(),
+            });
+        }
+        for u in inputs.iter().filter(|u| u.kind == "split") {
+            let parts: Vec<&str> = u.params["parts"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            let mut check = |field: &str, part: &str| {
+                if !parts.contains(&part) {
+                    errors.push(ParamsError {
+                        path: field.into(),
+                        message: format!(
+                            "{field}: `{part}` is not a part of `{}`, which makes: {}",
+                            u.stage,
+                            parts.join(", ")
+                        ),
+                    });
+                }
+            };
+            check("part", &p.part);
+            if p.threshold == Threshold::Rule("best_f1".into()) {
+                check("threshold_part", &p.threshold_part);
+            }
+        }
+        errors
+    }
 
     fn outputs(_: &Params) -> Vec<String> {
         vec!["predictions".into(), "metrics".into(), "roc".into()]
@@ -599,7 +647,9 @@ mod tests {
 
     fn prepare(yaml: &str) -> Result<crate::stage::Prepared, crate::stage::ParamsError> {
         use crate::stage::{Kind, KindOf};
-        KindOf::<Evaluate>(std::marker::PhantomData).prepare(&serde_yaml::from_str(yaml).unwrap())
+        KindOf::<Evaluate>(std::marker::PhantomData)
+            .prepare(&serde_yaml::from_str(yaml).unwrap())
+            .map_err(|mut all| all.remove(0))
     }
 
     #[test]

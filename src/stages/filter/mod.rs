@@ -106,6 +106,10 @@ impl Stage for Filter {
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "keep PA chest radiographs (DICOM tag rules or a TorchScript model)";
 
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["dicoms"]
+    }
+
     fn outputs(_: &Params) -> Vec<String> {
         vec!["kept".into(), "dropped".into()]
     }

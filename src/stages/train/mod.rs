@@ -178,15 +178,17 @@ fn d_labels() -> Vec<String> {
 impl TryFrom<Unchecked> for Params {
     type Error = String;
     fn try_from(u: Unchecked) -> Result<Params, String> {
+        // Every problem, one per line (`field: …`), so each points at its own key.
+        let mut errors: Vec<String> = Vec::new();
         if !ARCHITECTURES.contains(&u.architecture.as_str()) {
-            return Err(format!(
+            errors.push(format!(
                 "architecture: `{}` is not implemented; available: {}",
                 u.architecture,
                 ARCHITECTURES.join(", ")
             ));
         }
         if !LOSSES.contains(&u.loss.as_str()) {
-            return Err(format!(
+            errors.push(format!(
                 "loss: `{}` is not implemented; available: {}",
                 u.loss,
                 LOSSES.join(", ")
@@ -194,41 +196,46 @@ impl TryFrom<Unchecked> for Params {
         }
         let min = min_image_size(&u.architecture);
         if !(min..=4096).contains(&u.image_size) {
-            return Err(format!(
+            errors.push(format!(
                 "image_size: {} takes {min}..=4096 pixels, got {}",
                 u.architecture, u.image_size
             ));
         }
-        u.augment.validate()?;
+        if let Err(e) = u.augment.validate() {
+            errors.push(e);
+        }
         if u.prefetch == 0 {
-            return Err("prefetch: must be at least 1".into());
+            errors.push("prefetch: must be at least 1".into());
         }
         if u.freeze_backbone && u.pretrained.is_none() {
-            return Err("freeze_backbone: needs `pretrained` weights (a frozen random backbone learns nothing)".into());
+            errors.push("freeze_backbone: needs `pretrained` weights (a frozen random backbone learns nothing)".into());
         }
         if u.batch_size == 0 {
-            return Err("batch_size: must be at least 1".into());
+            errors.push("batch_size: must be at least 1".into());
         }
         if u.epochs == 0 {
-            return Err("epochs: must be at least 1".into());
+            errors.push("epochs: must be at least 1".into());
         }
         if !(u.lr.is_finite() && u.lr > 0.0) {
-            return Err(format!("lr: must be a number > 0, got {}", u.lr));
+            errors.push(format!("lr: must be a number > 0, got {}", u.lr));
         }
         if u.eval_every == 0 {
-            return Err("eval_every: must be at least 1".into());
+            errors.push("eval_every: must be at least 1".into());
         }
         if u.labels.is_empty() {
-            return Err("labels: name at least one label column".into());
+            errors.push("labels: name at least one label column".into());
         }
         let mut seen = HashSet::new();
         for l in &u.labels {
             if l.is_empty() || !seen.insert(l) {
-                return Err(format!("labels: `{l}` is empty or appears twice"));
+                errors.push(format!("labels: `{l}` is empty or appears twice"));
             }
         }
         if u.pretrained.as_deref() == Some("") {
-            return Err("pretrained: empty path".into());
+            errors.push("pretrained: empty path".into());
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
         }
         Ok(Params {
             architecture: u.architecture,
@@ -263,6 +270,10 @@ impl Stage for Train {
     const VERSION: u32 = 2;
     const ABOUT: &'static str = "train a multi-label CNN on the split images (torch worker)";
     const RESUMABLE: bool = true;
+
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["split", "labels", "images"]
+    }
 
     fn outputs(_: &Params) -> Vec<String> {
         vec!["history".into()]
@@ -508,7 +519,9 @@ mod tests {
 
     fn prepare(yaml: &str) -> Result<crate::stage::Prepared, crate::stage::ParamsError> {
         use crate::stage::{Kind, KindOf};
-        KindOf::<Train>(std::marker::PhantomData).prepare(&serde_yaml::from_str(yaml).unwrap())
+        KindOf::<Train>(std::marker::PhantomData)
+            .prepare(&serde_yaml::from_str(yaml).unwrap())
+            .map_err(|mut all| all.remove(0))
     }
 
     #[test]
