@@ -98,8 +98,11 @@ enum Frame {
 struct Receiver {
     stack: Vec<Frame>,
     spots: HashMap<String, Spot>,
-    duplicates: Vec<(String, (usize, usize), (usize, usize))>,
+    /// (path, first key, second key) of keys written twice.
+    duplicates: Vec<(String, LineCol, LineCol)>,
 }
+
+type LineCol = (usize, usize);
 
 fn spot(mark: &Marker) -> (usize, usize) {
     (mark.line(), mark.col() + 1)
