@@ -195,7 +195,7 @@ fn values_that_would_fail_later_are_refused_now() {
     // A negative window (match used to panic on it), NaN (null in JSON: a feature off),
     // a name that walks out of the cache.
     let e = check(
-        "name: \"../../x\"\nroot: ..\nstages:\n  m:\n    kind: match\n    params:\n      max_delay_hours: -1\n  s:\n    kind: split\n    params:\n      ratios: [0.7, .nan]\n",
+        "name: \"../../x\"\nroot: ..\nstages:\n  m:\n    kind: match\n    params:\n      max_delay_hours: -1\n  f:\n    kind: filter\n    params:\n      method: tags\n      threshold: .nan\n",
     );
     assert!(
         e.contains("pipelines/p.yaml:1:7: pipeline name `../../x` may only use"),
@@ -203,7 +203,7 @@ fn values_that_would_fail_later_are_refused_now() {
     );
     assert!(e.contains("pipelines/p.yaml:7:24: params of stage `m` (kind `match`): max_delay_hours must be a number of hours > 0, got -1"), "{e}");
     assert!(
-        e.contains("pipelines/p.yaml:11:21: params of stage `s` (kind `split`): .nan is not a number"),
+        e.contains("pipelines/p.yaml:12:18: params of stage `f` (kind `filter`): .nan is not a number"),
         "{e}"
     );
 }
