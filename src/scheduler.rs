@@ -582,6 +582,7 @@ fn execute(
         meta,
         counters: Mutex::new(BTreeMap::new()),
         log: Mutex::new(log),
+        unreadable: Mutex::new(Vec::new()),
     };
 
     let result = match s.prepared.executor {
@@ -623,6 +624,28 @@ fn execute(
             }));
         }
     };
+
+    let unreadable = std::mem::take(&mut *ctx.unreadable.lock().unwrap());
+    if let Some((first, why)) = unreadable.first() {
+        // Next time these are read, not taken from the stat cache: then the key says
+        // whether they are readable, and the result is what it says.
+        for r in &work.parts.references {
+            let root = p.resolve(&r.path);
+            let rels: std::collections::HashSet<String> = unreadable
+                .iter()
+                .filter_map(|(f, _)| Some(f.strip_prefix(&root).ok()?.to_string_lossy().into_owned()))
+                .collect();
+            if !rels.is_empty() {
+                crate::cache::fingerprint::forget(&store.dir, &root, &rels)?;
+            }
+        }
+        bail!(
+            "stage `{}`: {} file(s) could not be read while it ran ({}: {why}); their content is unknown, so the result is not cached; run again",
+            s.name,
+            unreadable.len(),
+            first.display()
+        );
+    }
 
     // The key was computed from the referenced files as they were before the stage ran;
     // if one changed meanwhile, the result may belong to neither version (cargo checks

@@ -260,6 +260,9 @@ pub struct Context {
     pub counters: Mutex<BTreeMap<String, u64>>,
     /// Lines for the stage's log (kept in the entry as `log.txt`).
     pub log: Mutex<Vec<String>>,
+    /// Files of a referenced tree the stage could not read (an I/O error, not bad
+    /// content): see [`Context::unreadable`].
+    pub unreadable: Mutex<Vec<(PathBuf, String)>>,
 }
 
 impl Context {
@@ -330,6 +333,17 @@ impl Context {
 
     pub fn log(&self, line: impl Into<String>) {
         self.log.lock().unwrap().push(line.into());
+    }
+
+    /// A file of a referenced tree could not be read (permissions, a vanished file, an
+    /// NFS error), though the key was built from its content (remembered by the stat
+    /// cache): the result cannot be what the key claims. The engine then does not
+    /// cache it, and makes the next scan read the file again.
+    pub fn unreadable(&self, path: &Path, why: &str) {
+        self.unreadable
+            .lock()
+            .unwrap()
+            .push((path.to_path_buf(), why.to_string()));
     }
 }
 

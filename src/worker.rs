@@ -156,5 +156,6 @@ pub fn context_for(job: &Job) -> Context {
         meta: job.meta.clone(),
         counters: Mutex::new(BTreeMap::new()),
         log: Mutex::new(Vec::new()),
+        unreadable: Mutex::new(Vec::new()),
     }
 }

@@ -425,3 +425,87 @@ fn a_file_unreadable_for_a_moment_is_read_again_once_readable() {
     assert!(pipe_as_nobody(&p, &["run", "pipelines/p.yaml"]).ok().ran().is_empty());
     chmod_tree(&p.path("cache"), 0o777, 0o666);
 }
+
+#[test]
+fn a_file_unreadable_though_its_stat_did_not_change_is_not_sealed() {
+    let p = Project::new();
+    synth(&p.path("hosp"), 12, 32);
+    p.write(
+        "pipelines/p.yaml",
+        "name: t\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: hosp/pacs, his: hosp/his }\n",
+    );
+    chmod_tree(&p.path("hosp"), 0o755, 0o644);
+    chmod(p.dir.path(), 0o777);
+    // Past the racy window, so the stat cache remembers every file; `status` hashes
+    // them all, collect has read none.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    pipe_as_nobody(&p, &["status", "pipelines/p.yaml"]).ok();
+    let x = walkdir::WalkDir::new(p.path("hosp/pacs"))
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .nth(3)
+        .unwrap()
+        .into_path();
+    let rel = x
+        .strip_prefix(p.path("hosp/pacs"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // x becomes unreadable in a way its stat does not show (an ACL, an NFS server):
+    // made here with chmod, and its stat cache line told the new mode.
+    chmod(&x, 0o000);
+    let mode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&x).unwrap().mode()
+    };
+    let stat = std::fs::read_dir(p.path("cache/stat"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|f| std::fs::read_to_string(f).unwrap().contains(&format!("\t{rel}\n")))
+        .expect("a stat cache of the PACS tree");
+    let text = std::fs::read_to_string(&stat).unwrap();
+    let forged: String = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() == 7 && f[6] == rel {
+                let rest = format!("{}\t{}\t{}\t{mode}\t{}\t{}", f[1], f[2], f[3], f[5], f[6]);
+                format!("{:08x}\t{rest}\n", crc32fast::hash(rest.as_bytes()))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(forged, text);
+    std::fs::write(&stat, forged).unwrap();
+    // collect cannot open x: nothing is sealed (its key claims x's content).
+    let r = pipe_as_nobody(&p, &["run", "pipelines/p.yaml"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("could not be read while it ran"), "{}", r.stdout);
+    assert!(r.stdout.contains(&rel), "{}", r.stdout);
+    // The next run reads x (no longer trusted from the stat cache): rejected, no hash.
+    let r = pipe_as_nobody(&p, &["run", "pipelines/p.yaml"]).ok();
+    assert_eq!(r.ran(), ["collect"], "{}", r.stdout);
+    let path = pipe_as_nobody(&p, &["path", "pipelines/p.yaml", "collect.rejects"])
+        .ok()
+        .stdout;
+    let rejects = pipe::table::read_batch(Path::new(path.trim())).unwrap();
+    let paths = pipe::table::str_col(&rejects, "path").unwrap();
+    let i = (0..rejects.num_rows())
+        .find(|&i| paths.value(i).ends_with(&rel))
+        .unwrap_or_else(|| panic!("{rel} not in rejects"));
+    assert!(rejects.column_by_name("file_hash").unwrap().is_null(i));
+    // Readable again: read, and in `dicoms`.
+    chmod(&x, 0o644);
+    assert_eq!(pipe_as_nobody(&p, &["run", "pipelines/p.yaml"]).ok().ran(), ["collect"]);
+    let path = pipe_as_nobody(&p, &["path", "pipelines/p.yaml", "collect.dicoms"])
+        .ok()
+        .stdout;
+    let dicoms = pipe::table::read_batch(Path::new(path.trim())).unwrap();
+    let paths = pipe::table::str_col(&dicoms, "path").unwrap();
+    assert!((0..dicoms.num_rows()).any(|i| paths.value(i).ends_with(&rel)));
+    chmod_tree(&p.path("cache"), 0o777, 0o666);
+}

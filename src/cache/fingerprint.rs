@@ -105,6 +105,36 @@ impl Fingerprinter {
     }
 }
 
+/// The stat cache of the tree (or file) at `root`.
+fn stat_cache_of(stat_dir: &Path, root: &Path) -> PathBuf {
+    stat_dir.join(format!(
+        "{}.tsv",
+        &KeyHasher::new("stat").str("root", &root.to_string_lossy()).hex()[..32]
+    ))
+}
+
+/// Drop the stat cache lines of `rels` (paths relative to `root`), so that the next
+/// scan reads those files instead of trusting what it remembered of them.
+pub fn forget(cache_dir: &Path, root: &Path, rels: &std::collections::HashSet<String>) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let path = stat_cache_of(&cache_dir.join("stat"), root);
+    let Ok(file) = std::fs::File::open(&path) else {
+        return Ok(());
+    };
+    let mut out = crate::cache::store::AtomicFile::create(&path)?;
+    for line in std::io::BufReader::new(file).split(b'\n') {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        // The path is the last field of a file line.
+        let rel = line.rsplit(|&b| b == b'\t').next().unwrap_or_default();
+        let drop = !line.starts_with(b"#") && std::str::from_utf8(rel).is_ok_and(|r| rels.contains(r));
+        if !drop {
+            out.write_all(&line)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.commit()
+}
+
 /// Scan a file or tree with the stat caches in `stat_dir` (see [`Fingerprinter::files`]).
 fn scan(
     stat_dir: &Path,
@@ -112,11 +142,7 @@ fn scan(
     each: &mut dyn FnMut(&[FileHash], u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<Fingerprint> {
     let md = std::fs::metadata(path).with_context(|| format!("{} does not exist", path.display()))?;
-    let store = stat_dir.join(format!(
-        "{}.tsv",
-        &KeyHasher::new("stat").str("root", &path.to_string_lossy()).hex()[..32]
-    ));
-    let mut scan = Scan::new(path, store);
+    let mut scan = Scan::new(path, stat_cache_of(stat_dir, path));
     if md.is_dir() {
         let mut chunk = Vec::with_capacity(CHUNK);
         walk(path, &mut |rel, stat| {

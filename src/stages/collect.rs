@@ -165,6 +165,14 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
                         Some(why) => Err(format!("{IO_ERROR}{why}")),
                         None => read_header(&file, f.size),
                     };
+                    // Its hash came from the stat cache or an earlier read, yet it
+                    // cannot be read now: the engine must not seal this result.
+                    if let Err(why) = &h
+                        && f.unreadable.is_none()
+                        && why.starts_with(IO_ERROR)
+                    {
+                        ctx.unreadable(&file, why);
+                    }
                     ctx.progress.inc(1);
                     h
                 })

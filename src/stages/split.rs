@@ -679,6 +679,7 @@ mod tests {
             meta,
             counters: Default::default(),
             log: Default::default(),
+            unreadable: Default::default(),
         };
         let p: Params = serde_yaml::from_str("seed: 3").unwrap();
         Split::run(&p, &ctx).unwrap();

@@ -737,6 +737,7 @@ mod tests {
             meta,
             counters: Default::default(),
             log: Default::default(),
+            unreadable: Default::default(),
         };
         let labels = vec!["cardiac".to_string(), "pleura".to_string()];
         let examples: Vec<Example> = (0..6)
