@@ -240,17 +240,28 @@ impl TableWriter {
         // Re-wrap with the declared schema so nullability flags match the declaration.
         let batch = RecordBatch::try_new(self.schema.arrow(), batch.columns().to_vec())?;
         self.rows += batch.num_rows() as u64;
-        self.inner.write(&batch)?;
+        // A full disk shows here: the error names the file.
+        let path = &self.path;
+        self.inner
+            .write(&batch)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         if self.inner.memory_size() > ROW_GROUP_MEMORY {
-            self.inner.flush()?;
+            self.inner
+                .flush()
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
 
     /// Flush, close and fsync; returns the number of rows written.
     pub fn finish(self) -> anyhow::Result<u64> {
-        let file = self.inner.into_inner()?;
-        file.sync_all()?;
+        let path = self.path;
+        let file = self
+            .inner
+            .into_inner()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.sync_all()
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(self.rows)
     }
 }

@@ -203,9 +203,23 @@ fn out_of_space_names_the_file() {
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("No space left on device"), "{}", r.stdout);
     assert!(r.stdout.contains("log.txt"), "the error names no file: {}", r.stdout);
+    // The same for a table pipe writes (the command's output, rewritten by pipe).
+    p.edit(
+        "pipelines/p.yaml",
+        "ln -s /dev/full {out_dir}/log.txt",
+        "ln -s /dev/full {out_dir}/out.parquet",
+    );
+    let r = p.pipe(&["run", "pipelines/p.yaml"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("No space left on device"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("out.parquet"),
+        "the error names no file: {}",
+        r.stdout
+    );
     // Nothing half-made is left as an entry; the next run (disk freed) works.
     assert!(entries(&p).is_empty());
-    p.edit("pipelines/p.yaml", " && ln -s /dev/full {out_dir}/log.txt", "");
+    p.edit("pipelines/p.yaml", " && ln -s /dev/full {out_dir}/out.parquet", "");
     assert_eq!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran(), ["a"]);
     assert_verify_clean(&p);
 }
