@@ -25,9 +25,11 @@
 //! images.parquet). Output: `history` (one row per evaluation) and, beside it in the
 //! entry, `best.safetensors` (best val macro F1), `last.safetensors` and `config.json`.
 //!
-//! Resumable: every evaluation writes `last.safetensors` and `progress.json` (step,
-//! epoch, best F1, history so far) into the work directory; a run killed and restarted
-//! continues from there (weights and schedule; Adam's moments restart from zero).
+//! Resumable: every evaluation writes `last.safetensors`, Adam's moments and step counts
+//! (`optimizer.safetensors`, `optim.rs`) and then `progress.json` (step, best F1,
+//! history so far, the hashes of those files) into the work directory; a run killed and
+//! restarted continues from there exactly, or starts over when the files do not match
+//! (killed while saving).
 //!
 //! The data preparation, the schedule and the metrics are plain Rust here (tested
 //! without LibTorch); the network and the loop are `worker.rs`, compiled only into
