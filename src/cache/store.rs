@@ -95,7 +95,11 @@ pub fn check_files(dir: &Path, manifest: &Manifest, files: &[String]) -> Vec<Str
             let Some(want) = manifest.files.get(f) else {
                 return Some(format!("{f}: not listed in the manifest"));
             };
-            match file_hex(&dir.join(f)) {
+            let path = dir.join(f);
+            if fs::symlink_metadata(&path).is_err() {
+                return Some(format!("{f}: missing"));
+            }
+            match file_hex(&path) {
                 Err(e) => Some(format!("{f}: {e:#}")),
                 Ok(h) if h != want.blake3 => Some(format!("{f}: content changed (blake3 differs)")),
                 Ok(_) => None,
@@ -318,24 +322,16 @@ impl Store {
         if manifest.key != key {
             problems.push(format!("manifest says key {} but the entry is {key}", manifest.key));
         }
-        let actual = match hash_tree_except_manifest(&dir) {
-            Ok(a) => a,
-            Err(e) => return vec![format!("{e:#}")],
-        };
-        for (path, want) in &manifest.files {
-            match actual.get(path) {
-                None => problems.push(format!("{path}: missing")),
-                Some(got) if got.size != want.size => {
-                    problems.push(format!("{path}: size {} but manifest says {}", got.size, want.size))
-                }
-                Some(got) if got.blake3 != want.blake3 => {
-                    problems.push(format!("{path}: content changed (blake3 differs)"))
-                }
-                Some(_) => {}
-            }
-        }
-        for path in actual.keys().filter(|p| !manifest.files.contains_key(*p)) {
-            problems.push(format!("{path}: not listed in the manifest"));
+        let listed: Vec<String> = manifest.files.keys().cloned().collect();
+        problems.extend(check_files(&dir, &manifest, &listed));
+        match list_files(&dir) {
+            Ok(on_disk) => problems.extend(
+                on_disk
+                    .into_iter()
+                    .filter(|(rel, _)| !manifest.files.contains_key(rel))
+                    .map(|(rel, _)| format!("{rel}: not listed in the manifest")),
+            ),
+            Err(e) => problems.push(format!("{e:#}")),
         }
         problems
     }
@@ -449,12 +445,28 @@ pub fn read_manifest(entry: &Path) -> anyhow::Result<Manifest> {
     serde_json::from_slice(&text).with_context(|| format!("{} is not a valid manifest", path.display()))
 }
 
+/// Every file of an entry (but its manifest) with size and BLAKE3, for its manifest.
 fn hash_tree(dir: &Path) -> anyhow::Result<BTreeMap<String, FileEntry>> {
-    hash_tree_except_manifest(dir)
+    use rayon::prelude::*;
+    list_files(dir)?
+        .par_iter()
+        .map(|(rel, path)| {
+            let size = fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
+            Ok((
+                rel.clone(),
+                FileEntry {
+                    blake3: file_hex(path)?,
+                    size,
+                },
+            ))
+        })
+        .collect()
 }
 
-fn hash_tree_except_manifest(dir: &Path) -> anyhow::Result<BTreeMap<String, FileEntry>> {
-    use rayon::prelude::*;
+/// The files of an entry but its manifest: (path relative to it, path).
+fn list_files(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
         let e = e.with_context(|| format!("cannot walk {}", dir.display()))?;
@@ -470,19 +482,7 @@ fn hash_tree_except_manifest(dir: &Path) -> anyhow::Result<BTreeMap<String, File
             }
         }
     }
-    files
-        .par_iter()
-        .map(|(rel, path)| {
-            let size = fs::metadata(path)?.len();
-            Ok((
-                rel.clone(),
-                FileEntry {
-                    blake3: file_hex(path)?,
-                    size,
-                },
-            ))
-        })
-        .collect()
+    Ok(files)
 }
 
 /// Write a small file atomically (temp + fsync + rename).
