@@ -629,7 +629,8 @@ fn execute(
     if let Some((first, why)) = unreadable.first() {
         // Next time these are read, not taken from the stat cache: then the key says
         // whether they are readable, and the result is what it says.
-        for r in &work.parts.references {
+        // Whichever stage's tree they are in (parse reads the files collect listed).
+        for r in p.stages.iter().flat_map(|s| &s.prepared.references) {
             let root = p.resolve(&r.path);
             let rels: std::collections::HashSet<String> = unreadable
                 .iter()

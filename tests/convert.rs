@@ -445,19 +445,6 @@ fn unchanged_dicoms_are_not_decoded_again() {
     assert_eq!(read(&p, "convert.rejects").num_rows(), 0);
 }
 
-/// Write `bytes` into `file` keeping its size, inode and mtime: an edit the stat cache
-/// cannot see, as one made while a stage runs and undone before the run ends.
-fn edit_unseen(file: &Path, bytes: &[u8]) {
-    let mtime = std::fs::metadata(file).unwrap().modified().unwrap();
-    std::fs::write(file, bytes).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(file)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
-}
-
 #[test]
 fn convert_checks_it_reads_what_collect_hashed_and_reuses_only_intact_images() {
     let p = Project::new();

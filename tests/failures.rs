@@ -391,9 +391,14 @@ fn a_tampered_stat_cache_line_is_not_trusted() {
 fn a_file_unreadable_for_a_moment_is_read_again_once_readable() {
     let p = Project::new();
     synth(&p.path("hosp"), 12, 32);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    p.write(
+        "services.txt",
+        &std::fs::read_to_string(repo.join("stages/parse/chest_services.txt")).unwrap(),
+    );
     p.write(
         "pipelines/p.yaml",
-        "name: t\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: hosp/pacs, his: hosp/his }\n",
+        "name: t\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: hosp/pacs, his: hosp/his }\n  parse:\n    kind: parse\n    inputs: [collect.his_files]\n    params: { services: services.txt }\n",
     );
     // Everything readable by the unprivileged user, the project writable for its cache.
     chmod_tree(&p.path("hosp"), 0o755, 0o644);
@@ -414,8 +419,26 @@ fn a_file_unreadable_for_a_moment_is_read_again_once_readable() {
     chmod(&p.path(&x), 0o000);
     std::fs::copy(p.path(&all[0]), p.path("hosp/pacs/zz_new.dcm")).unwrap();
     chmod(&p.path("hosp/pacs/zz_new.dcm"), 0o644);
+    // A HIS file too: parse rejects it (collect could not read it) without failing.
+    let xml = walkdir::WalkDir::new(p.path("hosp/his"))
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    chmod(&xml, 0o000);
     let r = pipe_as_nobody(&p, &["run", "pipelines/p.yaml"]).ok();
-    assert_eq!(r.ran(), ["collect"]);
+    assert_eq!(r.ran(), ["collect", "parse"]);
+    let path = pipe_as_nobody(&p, &["path", "pipelines/p.yaml", "parse.rejects"])
+        .ok()
+        .stdout;
+    let parse_rejects = pipe::table::read_batch(Path::new(path.trim())).unwrap();
+    let reasons = pipe::table::str_col(&parse_rejects, "reason").unwrap();
+    assert!(
+        (0..parse_rejects.num_rows()).any(|i| reasons.value(i) == "cannot read: collect could not read it"),
+        "no reject for the unreadable HIS file"
+    );
     let path = pipe_as_nobody(&p, &["path", "pipelines/p.yaml", "collect.rejects"])
         .ok()
         .stdout;
@@ -433,8 +456,15 @@ fn a_file_unreadable_for_a_moment_is_read_again_once_readable() {
     assert!(!dicoms(&p).contains(&x));
     // Readable again: the next run reads it (nothing else changed).
     chmod(&p.path(&x), 0o644);
+    chmod(&xml, 0o644);
     let r = pipe_as_nobody(&p, &["run", "pipelines/p.yaml"]).ok();
     assert_eq!(r.ran(), ["collect"], "{}", r.stdout);
+    // his_files is as at the first run again: that parse result is current.
+    assert!(
+        r.stdout.contains("parse    fresh (input collect.his_files unchanged)"),
+        "{}",
+        r.stdout
+    );
     assert!(dicoms(&p).contains(&x));
     assert!(pipe_as_nobody(&p, &["run", "pipelines/p.yaml"]).ok().ran().is_empty());
     chmod_tree(&p.path("cache"), 0o777, 0o666);
@@ -522,4 +552,39 @@ fn a_file_unreadable_though_its_stat_did_not_change_is_not_sealed() {
     let paths = pipe::table::str_col(&dicoms, "path").unwrap();
     assert!((0..dicoms.num_rows()).any(|i| paths.value(i).ends_with(&rel)));
     chmod_tree(&p.path("cache"), 0o777, 0o666);
+}
+
+#[test]
+fn parse_checks_it_reads_what_collect_hashed() {
+    let p = Project::new();
+    synth(&p.path("hosp"), 12, 32);
+    let services = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stages/parse/chest_services.txt");
+    p.write(
+        "pipelines/p.yaml",
+        &format!(
+            "name: t\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: {{ pacs: hosp/pacs, his: hosp/his }}\n  parse:\n    kind: parse\n    inputs: [collect.his_files]\n    params: {{ services: {} }}\n",
+            services.display()
+        ),
+    );
+    // Past the racy window, so the stat cache remembers the HIS files.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    p.pipe(&["run", "pipelines/p.yaml"]).ok();
+    let xml = walkdir::WalkDir::new(p.path("hosp/his"))
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    let original = std::fs::read(&xml).unwrap();
+    let mut edited = original.clone();
+    let at = edited.iter().rposition(|&b| b.is_ascii_digit()).unwrap();
+    edited[at] = if edited[at] == b'9' { b'8' } else { edited[at] + 1 };
+    edit_unseen(&xml, &edited);
+    let r = p.pipe(&["run", "pipelines/p.yaml", "--force", "parse"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("are not the files collect read"), "{}", r.stdout);
+    edit_unseen(&xml, &original);
+    assert!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran().is_empty());
+    assert_verify_clean(&p);
 }

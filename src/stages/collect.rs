@@ -96,8 +96,10 @@ fn his_files(p: &Params, ctx: &Context) -> anyhow::Result<()> {
     ctx.scan_tree(&p.his, &mut |chunk, _| {
         let mut rows = TableBuilder::new(&his_schema());
         for f in chunk {
+            // Unreadable: no content hash (parse rejects it; read again next time).
+            let hash = f.unreadable.is_none().then(|| f.hash.to_hex());
             rows.str("path", Some(&join(&p.his, &f.rel)))
-                .str("file_hash", Some(&f.hash.to_hex()))
+                .str("file_hash", hash.as_deref())
                 .i64("size", Some(f.size as i64));
         }
         his_files.write(&rows.finish()?)

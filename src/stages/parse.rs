@@ -125,9 +125,13 @@ impl Stage for Parse {
         for b in &batches {
             let (paths, hashes) = (str_col(b, "path")?, str_col(b, "file_hash")?);
             for i in 0..b.num_rows() {
-                files.push((paths.value(i).to_string(), hashes.value(i).to_string()));
+                let hash = arrow::array::Array::is_valid(hashes, i).then(|| hashes.value(i).to_string());
+                files.push((paths.value(i).to_string(), hash));
             }
         }
+        // Files whose bytes are not what collect hashed (edited since): the result
+        // would not be what its key says.
+        let changed = std::sync::Mutex::new(Vec::new());
         ctx.progress.set_total(files.len() as u64);
         let pool = ctx.pool()?;
         let parsed: Vec<(String, String, Result<Session, String>)> = pool.install(|| {
@@ -137,13 +141,24 @@ impl Stage for Parse {
                     let r = READ_BUF
                         .with_borrow_mut(|buf| {
                             buf.clear();
+                            let Some(hash) = &hash else {
+                                return Err("cannot read: collect could not read it".to_string());
+                            };
                             // Through `take`: `File`'s own read_to_end stats the file
                             // first, one more system call per file for a size hint that
                             // the reused buffer does not need.
-                            let r = std::fs::File::open(ctx.resolve(&path))
-                                .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, u64::MAX), buf))
-                                .map_err(|e| format!("cannot read: {e}"))
-                                .and_then(|_| parse_session(buf, p, &formats));
+                            let file = ctx.resolve(&path);
+                            let read = std::fs::File::open(&file)
+                                .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, u64::MAX), buf));
+                            if let Err(e) = read {
+                                let why = format!("cannot read: {e}");
+                                ctx.unreadable(&file, &why);
+                                return Err(why);
+                            }
+                            if blake3::hash(buf).to_hex().as_str() != hash {
+                                changed.lock().unwrap().push(path.clone());
+                            }
+                            let r = parse_session(buf, p, &formats);
                             if buf.capacity() > 1 << 20 {
                                 *buf = Vec::new(); // not kept for one huge file
                             }
@@ -160,10 +175,17 @@ impl Stage for Parse {
                             s
                         });
                     ctx.progress.inc(1);
-                    (path, hash, r)
+                    (path, hash.unwrap_or_default(), r)
                 })
                 .collect()
         });
+        let changed = changed.into_inner().unwrap();
+        if let Some(first) = changed.first() {
+            anyhow::bail!(
+                "{} HIS file(s) are not the files collect read ({first}: BLAKE3 differs): they changed after collect; nothing is cached, run again (collect rereads changed files)",
+                changed.len()
+            );
+        }
 
         let read = started.elapsed();
 
