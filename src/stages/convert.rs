@@ -138,7 +138,10 @@ impl Stage for Convert {
         // One image per SOP instance, whatever the number of pairs it is in.
         let mut seen = HashSet::new();
         let mut todo: Vec<(&str, &str, Option<&str>)> = (0..pairs.num_rows())
-            .map(|i| (uids.value(i), paths.value(i), hashes.map(|h| h.value(i))))
+            .map(|i| {
+                let hash = hashes.and_then(|h| h.is_valid(i).then(|| h.value(i)));
+                (uids.value(i), paths.value(i), hash)
+            })
             .filter(|(uid, ..)| seen.insert(*uid))
             .collect();
         todo.sort_unstable();

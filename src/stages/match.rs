@@ -84,8 +84,13 @@ impl Stage for Match {
             patient: str_col(&images, "patient_id")?,
             time: time_col(&images, "study_time")?,
         };
-        // Carried to `pairs` so that convert can check it reads what collect hashed.
-        let file_hash = str_col(&images, "file_hash")?;
+        // Carried to `pairs` so that convert can check it reads what collect hashed;
+        // images from elsewhere (a command stage) may have none: null, not checked.
+        let no_hash = arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, images.num_rows());
+        let file_hash: &dyn Array = match images.column_by_name("file_hash") {
+            Some(_) => str_col(&images, "file_hash")?,
+            None => no_hash.as_ref(),
+        };
         let reps = Reports {
             id: str_col(&reports, "report_id")?,
             session: str_col(&reports, "session_id")?,
