@@ -49,7 +49,7 @@ run: build
 
 test: venv
 	cargo build --workspace --bins
-	PIPE_REQUIRE_TORCH=1 cargo test -- --test-threads=2
+	PIPE_REQUIRE_TORCH=1 cargo test --workspace --exclude pipe-torch -- --test-threads=2
 	cargo test -p pipe-torch -- --test-threads=2
 
 bench: build

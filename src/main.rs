@@ -1,3 +1,142 @@
-fn main() -> std::process::ExitCode {
-    pipe::cli::main()
+//! `pipe`: the command line. Glue only: the engine's commands come from `pipe-core`,
+//! the kinds from `pipe-cxr` (plus the engine's built-in ones), the synthetic hospital
+//! from `pipe-synth`; this file adds the commands that belong to the chest X-ray domain.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pipe_core::Registry;
+
+mod init;
+
+#[derive(Parser)]
+#[command(
+    name = "pipe",
+    version,
+    about = "Content-hashed pipelines from a hospital imaging archive to a trained chest X-ray classifier"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    #[command(flatten)]
+    Engine(pipe_core::cli::Cmd),
+    /// Score a label stage against hand labels: precision, recall, F1 per class (Table 3).
+    LabelEval {
+        /// The pipeline file (default: the only one in pipelines/, or pipe.yaml).
+        file: Option<PathBuf>,
+        /// Hand labels: Parquet or CSV with report_id and the five label columns.
+        #[arg(long)]
+        truth: PathBuf,
+        /// The label stage of the pipeline.
+        #[arg(long, default_value = "label")]
+        stage: String,
+    },
+    /// Write a deterministic synthetic hospital (PACS DICOM, HIS XML, ground truth).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        studies: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
+    /// Start a project in DIR: a pipeline extending the paper's settings, the editable
+    /// resources (keywords, templates), a .gitignore for the cache.
+    Init {
+        dir: PathBuf,
+        /// The PACS export (a folder of DICOM files), as the pipeline should name it.
+        #[arg(long, default_value = "data/pacs")]
+        pacs: String,
+        /// The HIS export (a folder of XML session files).
+        #[arg(long, default_value = "data/his")]
+        his: String,
+    },
+}
+
+/// Every kind a pipeline may use: the chest X-ray ones and the engine's built-ins.
+fn registry() -> Registry {
+    Registry::new(pipe_cxr::KINDS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    pipe_core::cli::exit_code(dispatch(cli.command))
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    let kinds = registry();
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        Cmd::Engine(cmd) => pipe_core::cli::dispatch(cmd, &kinds),
+        Cmd::LabelEval { file, truth, stage } => {
+            let file = pipe_core::cli::pipeline_file(file)?;
+            let p = pipe_core::cli::load(&file, &kinds)?;
+            let path = pipe_core::cli::table_path(&p, &format!("{stage}.labels"))?;
+            let predicted = pipe_cxr::label::read_label_table(&path)?;
+            let truth_labels = pipe_cxr::label::read_label_table(&truth)?;
+            let (scores, n) = pipe_cxr::label::evaluate(&predicted, &truth_labels);
+            writeln!(
+                out,
+                "{n} reports labelled by `{stage}` and in {} ({} in the truth)",
+                truth.display(),
+                truth_labels.len()
+            )?;
+            writeln!(
+                out,
+                "{:<12} {:>9} {:>9} {:>9} {:>8} {:>8}",
+                "class", "precision", "recall", "F1", "TP", "support"
+            )?;
+            for s in &scores {
+                writeln!(
+                    out,
+                    "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>8} {:>8}",
+                    s.label,
+                    s.precision(),
+                    s.recall(),
+                    s.f1(),
+                    s.tp,
+                    s.tp + s.fn_
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Synth {
+            out: dir,
+            studies,
+            seed,
+            size,
+        } => {
+            let t = std::time::Instant::now();
+            let s = pipe_synth::generate::generate(&pipe_synth::generate::Options {
+                out: dir.clone(),
+                studies,
+                seed,
+                size,
+            })?;
+            writeln!(
+                out,
+                "synthetic hospital in {}: {studies} studies, {} DICOM files, {} HIS session files ({} reports), truth in {}/truth ({:.1}s)",
+                dir.display(),
+                s.dicom_files,
+                s.his_files,
+                s.reports,
+                dir.display(),
+                t.elapsed().as_secs_f64()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Init { dir, pacs, his } => {
+            init::init(&dir, &pacs, &his, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, RecordBatch};
-use pipe::table::{f64_col, i32_col, read_batch, str_col};
+use pipe_core::table::{f64_col, i32_col, read_batch, str_col};
 
 /// Side of the synthetic images and of the converted ones: no resampling, so the
 /// pixels can be compared one for one.

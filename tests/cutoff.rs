@@ -41,7 +41,7 @@ fn readme_scenario_a_keyword_that_changes_no_label_reruns_label_only() {
 
     // A new DICOM without a new report (another study: a file with its SOP Instance UID
     // changed): parse reads only the HIS files, so it stays.
-    let dicoms = pipe::table::read_batch(std::path::Path::new(
+    let dicoms = pipe_core::table::read_batch(std::path::Path::new(
         p.pipe(&["path", "pipelines/d.yaml", "collect.dicoms"])
             .ok()
             .stdout
@@ -49,8 +49,8 @@ fn readme_scenario_a_keyword_that_changes_no_label_reruns_label_only() {
     ))
     .unwrap();
     let (path, uid) = (
-        pipe::table::str_col(&dicoms, "path").unwrap().value(0).to_string(),
-        pipe::table::str_col(&dicoms, "sop_instance_uid")
+        pipe_core::table::str_col(&dicoms, "path").unwrap().value(0).to_string(),
+        pipe_core::table::str_col(&dicoms, "sop_instance_uid")
             .unwrap()
             .value(0)
             .to_string(),

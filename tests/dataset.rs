@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use arrow::array::AsArray;
-use pipe::table::{read_batch, str_col};
+use pipe_core::table::{read_batch, str_col};
 
 #[test]
 fn split_keeps_patients_together_and_class_rates_within_two_points() {

@@ -408,8 +408,8 @@ fn a_file_unreadable_for_a_moment_is_read_again_once_readable() {
         let path = pipe_as_nobody(p, &["path", "pipelines/p.yaml", "collect.dicoms"])
             .ok()
             .stdout;
-        let b = pipe::table::read_batch(Path::new(path.trim())).unwrap();
-        let c = pipe::table::str_col(&b, "path").unwrap();
+        let b = pipe_core::table::read_batch(Path::new(path.trim())).unwrap();
+        let c = pipe_core::table::str_col(&b, "path").unwrap();
         (0..b.num_rows()).map(|i| c.value(i).to_string()).collect()
     };
     let all = dicoms(&p);
@@ -433,8 +433,8 @@ fn a_file_unreadable_for_a_moment_is_read_again_once_readable() {
     let path = pipe_as_nobody(&p, &["path", "pipelines/p.yaml", "parse.rejects"])
         .ok()
         .stdout;
-    let parse_rejects = pipe::table::read_batch(Path::new(path.trim())).unwrap();
-    let reasons = pipe::table::str_col(&parse_rejects, "reason").unwrap();
+    let parse_rejects = pipe_core::table::read_batch(Path::new(path.trim())).unwrap();
+    let reasons = pipe_core::table::str_col(&parse_rejects, "reason").unwrap();
     assert!(
         (0..parse_rejects.num_rows()).any(|i| reasons.value(i) == "cannot read: collect could not read it"),
         "no reject for the unreadable HIS file"
@@ -442,12 +442,12 @@ fn a_file_unreadable_for_a_moment_is_read_again_once_readable() {
     let path = pipe_as_nobody(&p, &["path", "pipelines/p.yaml", "collect.rejects"])
         .ok()
         .stdout;
-    let rejects = pipe::table::read_batch(Path::new(path.trim())).unwrap();
-    let paths = pipe::table::str_col(&rejects, "path").unwrap();
+    let rejects = pipe_core::table::read_batch(Path::new(path.trim())).unwrap();
+    let paths = pipe_core::table::str_col(&rejects, "path").unwrap();
     let i = (0..rejects.num_rows())
         .find(|&i| paths.value(i) == x)
         .unwrap_or_else(|| panic!("{x} unreadable but not in rejects"));
-    let reason = pipe::table::str_col(&rejects, "reason").unwrap().value(i).to_string();
+    let reason = pipe_core::table::str_col(&rejects, "reason").unwrap().value(i).to_string();
     assert!(reason.contains("Permission denied"), "{reason}");
     assert!(
         rejects.column_by_name("file_hash").unwrap().is_null(i),
@@ -536,8 +536,8 @@ fn a_file_unreadable_though_its_stat_did_not_change_is_not_sealed() {
     let path = pipe_as_nobody(&p, &["path", "pipelines/p.yaml", "collect.rejects"])
         .ok()
         .stdout;
-    let rejects = pipe::table::read_batch(Path::new(path.trim())).unwrap();
-    let paths = pipe::table::str_col(&rejects, "path").unwrap();
+    let rejects = pipe_core::table::read_batch(Path::new(path.trim())).unwrap();
+    let paths = pipe_core::table::str_col(&rejects, "path").unwrap();
     let i = (0..rejects.num_rows())
         .find(|&i| paths.value(i).ends_with(&rel))
         .unwrap_or_else(|| panic!("{rel} not in rejects"));
@@ -548,8 +548,8 @@ fn a_file_unreadable_though_its_stat_did_not_change_is_not_sealed() {
     let path = pipe_as_nobody(&p, &["path", "pipelines/p.yaml", "collect.dicoms"])
         .ok()
         .stdout;
-    let dicoms = pipe::table::read_batch(Path::new(path.trim())).unwrap();
-    let paths = pipe::table::str_col(&dicoms, "path").unwrap();
+    let dicoms = pipe_core::table::read_batch(Path::new(path.trim())).unwrap();
+    let paths = pipe_core::table::str_col(&dicoms, "path").unwrap();
     assert!((0..dicoms.num_rows()).any(|i| paths.value(i).ends_with(&rel)));
     chmod_tree(&p.path("cache"), 0o777, 0o666);
 }

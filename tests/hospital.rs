@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use arrow::array::Array;
-use pipe::table::{read_batch, str_col};
+use pipe_core::table::{read_batch, str_col};
 
 fn synth(dir: &Path, studies: usize) {
     common::synth(dir, studies, 32);

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
-use pipe::table::{read_batch, str_col};
+use pipe_core::table::{read_batch, str_col};
 
 fn pipeline(p: &Project) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -105,7 +105,7 @@ fn labels_equal_the_truth_and_review_holds_exactly_the_undecidable() {
     let undecidable: BTreeSet<String> = paired
         .iter()
         .filter(|id| !want[*id].1)
-        .map(|id| pipe::stages::label::description_hash(&want[id].3))
+        .map(|id| pipe_cxr::label::description_hash(&want[id].3))
         .collect();
     assert!(!undecidable.is_empty());
     assert_eq!(got, undecidable);

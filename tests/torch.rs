@@ -124,7 +124,7 @@ fn filter_runs_a_torchscript_model_on_the_pixels() {
     let r = p.pipe(&["run", "pipelines/m.yaml"]).ok();
     assert_eq!(r.ran(), ["collect", "filter"]);
     let read = |t: &str| {
-        pipe::table::read_batch(std::path::Path::new(
+        pipe_core::table::read_batch(std::path::Path::new(
             p.pipe(&["path", "pipelines/m.yaml", t]).ok().stdout.trim(),
         ))
         .unwrap()
@@ -138,14 +138,14 @@ fn filter_runs_a_torchscript_model_on_the_pixels() {
     let mut score = std::collections::BTreeMap::new();
     for (b, keep) in [(&kept, true), (&dropped, false)] {
         let (paths, s) = (
-            pipe::table::str_col(b, "path").unwrap(),
-            pipe::table::f64_col(b, "p_pa_chest").unwrap(),
+            pipe_core::table::str_col(b, "path").unwrap(),
+            pipe_core::table::f64_col(b, "p_pa_chest").unwrap(),
         );
         for i in 0..b.num_rows() {
             assert_eq!(s.value(i) > threshold, keep);
             score.insert(p.path(paths.value(i)).display().to_string(), s.value(i));
         }
-        assert!((0..b.num_rows()).all(|i| pipe::table::str_col(b, "method").unwrap().value(i) == "model"));
+        assert!((0..b.num_rows()).all(|i| pipe_core::table::str_col(b, "method").unwrap().value(i) == "model"));
     }
     // Files collect rejected (no PatientID, …) have no score; all others are compared.
     let mut compared = 0;

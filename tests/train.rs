@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
-use pipe::table::read_batch;
+use pipe_core::table::read_batch;
 
 const TRAIN: &str = "  train:\n    params: { architecture: tiny, image_size: 64, batch_size: 32, epochs: 40, lr: 0.003, warmup_steps: 10, eval_every: 44 }\n";
 const EVALUATE: &str = "  evaluate:\n    params: { bootstrap: 300, gradcam: 4 }\n";
@@ -135,7 +135,7 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
         assert!(predictions.column_by_name(c).is_some(), "predictions lacks {c}");
     }
     // Same key, same bytes: image paths are relative to the cache, wherever it lives.
-    let images = pipe::table::str_col(&predictions, "image").unwrap();
+    let images = pipe_core::table::str_col(&predictions, "image").unwrap();
     for i in 0..predictions.num_rows() {
         let image = images.value(i);
         assert!(image.starts_with("entries/"), "{image}");

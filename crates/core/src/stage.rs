@@ -1,0 +1,391 @@
+//! The stage contract: what a stage kind is, and what it gets when it runs.
+//!
+//! A stage kind is a small Rust type implementing [`Stage`]: a name, a version, typed
+//! params (unknown keys rejected), the tables it writes, the files its params point to,
+//! the resources it wants, and `run`. The engine sees kinds only through the
+//! object-safe [`Kind`] trait, which [`KindOf`] implements for every `Stage`; which
+//! kinds a pipeline may use is the binary's [`crate::Registry`]. Adding a kind touches
+//! its own file and one line of its crate's list.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context as _, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::progress::Progress;
+use crate::table::{TableMeta, TableSchema, TableWriter};
+
+/// Where a kind's `run` executes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Executor {
+    /// Inside the `pipe` process, on a thread of the scheduler.
+    InProcess,
+    /// In the `pipe-torch` worker process, the only executable that links LibTorch.
+    TorchWorker,
+}
+
+/// CPU threads and GPUs a stage asks for; the scheduler never runs more at once than
+/// `--jobs` CPU slots and the machine's GPUs allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Threads; 0 means "as many as the run allows" (`--jobs`).
+    #[serde(default)]
+    pub cpu: usize,
+    #[serde(default)]
+    pub gpu: usize,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { cpu: 1, gpu: 0 }
+    }
+}
+
+/// A file or directory tree named by a param. Its content enters the cache key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// The param that names it, as a path into the params (`files[2]`, `keywords`).
+    pub param: String,
+    /// The path as written in the pipeline, relative to the pipeline root.
+    pub path: String,
+}
+
+/// A stage kind, written as plain Rust with typed params.
+pub trait Stage: Send + Sync + 'static {
+    type Params: DeserializeOwned + Serialize;
+    /// The `kind:` users write in YAML.
+    const KIND: &'static str;
+    /// Bump when the output for the same inputs and params changes: it enters the key.
+    const VERSION: u32;
+    /// One line for `pipe check` and the unknown-kind error.
+    const ABOUT: &'static str;
+    /// Whether an interrupted run may leave its work directory for the next attempt to
+    /// resume from (training checkpoints); other kinds always start from an empty one.
+    const RESUMABLE: bool = false;
+
+    /// Names of the Parquet tables the stage writes (`<name>.parquet` in its entry).
+    fn outputs(params: &Self::Params) -> Vec<String>;
+
+    /// Files and trees the params name; their content is part of the cache key.
+    fn references(_params: &Self::Params) -> Vec<Reference> {
+        Vec::new()
+    }
+
+    /// Tables `run` takes with [`Context::input`]: validation checks that exactly one
+    /// input gives each, so a missing input is a pipeline error, not a failure mid-run.
+    fn reads(_params: &Self::Params) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Checks of the params against the stages the inputs name (their kinds and
+    /// params), for what would otherwise fail only inside the stage.
+    fn check_inputs(_params: &Self::Params, _inputs: &[Upstream]) -> Vec<ParamsError> {
+        Vec::new()
+    }
+
+    fn resources(_params: &Self::Params) -> Resources {
+        Resources::default()
+    }
+
+    /// Where `run` executes; a kind may pick per params (filter: `tags` in process,
+    /// `model` in the torch worker).
+    fn executor(_params: &Self::Params) -> Executor {
+        Executor::InProcess
+    }
+
+    fn run(params: &Self::Params, ctx: &Context) -> anyhow::Result<()>;
+}
+
+/// An input stage as validation sees it.
+pub struct Upstream<'a> {
+    pub stage: &'a str,
+    pub kind: &'a str,
+    /// `Some(table)` for a `stage.table` input.
+    pub table: Option<&'a str>,
+    /// Canonical params of that stage.
+    pub params: &'a serde_json::Value,
+}
+
+/// A kind's params after validation, in the form that enters the cache key.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Canonical JSON: every field, defaults filled in, keys sorted.
+    pub params: serde_json::Value,
+    pub outputs: Vec<String>,
+    pub references: Vec<Reference>,
+    pub resources: Resources,
+    pub executor: Executor,
+    /// Tables taken with `ctx.input` (see [`Stage::reads`]).
+    pub reads: Vec<&'static str>,
+}
+
+/// A params error with the path of the offending field inside `params`.
+#[derive(Debug, Clone)]
+pub struct ParamsError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Object-safe view of a [`Stage`], used by the engine.
+pub trait Kind: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn version(&self) -> u32;
+    fn about(&self) -> &'static str;
+    fn resumable(&self) -> bool;
+    fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, Vec<ParamsError>>;
+    fn check_inputs(&self, params: &serde_json::Value, inputs: &[Upstream]) -> Vec<ParamsError>;
+    fn run(&self, params: &serde_json::Value, ctx: &Context) -> anyhow::Result<()>;
+}
+
+pub struct KindOf<S>(pub PhantomData<S>);
+
+impl<S: Stage> Kind for KindOf<S> {
+    fn name(&self) -> &'static str {
+        S::KIND
+    }
+    fn version(&self) -> u32 {
+        S::VERSION
+    }
+    fn about(&self) -> &'static str {
+        S::ABOUT
+    }
+    fn resumable(&self) -> bool {
+        S::RESUMABLE
+    }
+
+    fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, Vec<ParamsError>> {
+        // `params:` left out or empty means "all defaults".
+        let value = match params {
+            serde_yaml::Value::Null => serde_yaml::Value::Mapping(Default::default()),
+            v => v.clone(),
+        };
+        // JSON has no NaN or infinity: they would become null and quietly mean "default".
+        let mut errors = Vec::new();
+        non_finite(&value, "", &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let typed: S::Params = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            if path != "." {
+                return vec![ParamsError { path, message }];
+            }
+            // A whole-params check says which field it is about, one per line
+            // (`loss: ...`): each error points at its own key.
+            message.lines().map(|line| field_error(line, &value)).collect()
+        })?;
+        let canonical = serde_json::to_value(&typed).map_err(|e| {
+            vec![ParamsError {
+                path: String::new(),
+                message: e.to_string(),
+            }]
+        })?;
+        Ok(Prepared {
+            params: canonical,
+            outputs: S::outputs(&typed),
+            references: S::references(&typed),
+            resources: S::resources(&typed),
+            executor: S::executor(&typed),
+            reads: S::reads(&typed),
+        })
+    }
+
+    fn check_inputs(&self, params: &serde_json::Value, inputs: &[Upstream]) -> Vec<ParamsError> {
+        match serde_json::from_value::<S::Params>(params.clone()) {
+            Ok(typed) => S::check_inputs(&typed, inputs),
+            Err(_) => Vec::new(), // prepared params always parse; nothing to add
+        }
+    }
+
+    fn run(&self, params: &serde_json::Value, ctx: &Context) -> anyhow::Result<()> {
+        let typed: S::Params = serde_json::from_value(params.clone())
+            .with_context(|| format!("params of stage `{}` no longer fit kind `{}`", ctx.stage, S::KIND))?;
+        S::run(&typed, ctx)
+    }
+}
+
+/// One input table handed to a stage.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct InputTable {
+    pub stage: String,
+    pub table: String,
+    pub path: PathBuf,
+}
+
+/// The device a stage runs on, as the scheduler assigned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// What a running stage gets from the engine.
+pub struct Context {
+    /// The stage's name in the pipeline.
+    pub stage: String,
+    /// Pipeline root: relative paths in params resolve against it.
+    pub root: PathBuf,
+    /// The cache directory (for the stat caches of scanned trees).
+    pub cache_dir: PathBuf,
+    /// Empty directory the stage writes into; it becomes the cache entry on success.
+    pub out_dir: PathBuf,
+    pub inputs: Vec<InputTable>,
+    /// The entry of this stage's previous result in this pipeline, for stages that
+    /// reuse per-file work (collect, convert).
+    pub previous: Option<PathBuf>,
+    pub threads: usize,
+    pub device: Device,
+    pub progress: Progress,
+    /// Identity written into every Parquet file's key-value metadata.
+    pub meta: TableMeta,
+    /// Named counters shown in the run summary and kept in the manifest
+    /// (e.g. `files_read`, `files_reused`).
+    pub counters: Mutex<BTreeMap<String, u64>>,
+    /// Lines for the stage's log (kept in the entry as `log.txt`).
+    pub log: Mutex<Vec<String>>,
+    /// Files of a referenced tree the stage could not read (an I/O error, not bad
+    /// content): see [`Context::unreadable`].
+    pub unreadable: Mutex<Vec<(PathBuf, String)>>,
+}
+
+impl Context {
+    /// Resolve a path from params against the pipeline root.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    /// The input table called `table` (from whichever input stage provides it).
+    pub fn input(&self, table: &str) -> anyhow::Result<&Path> {
+        let mut found = self.inputs.iter().filter(|i| i.table == table);
+        match (found.next(), found.next()) {
+            (Some(i), None) => Ok(&i.path),
+            (Some(a), Some(b)) => bail!(
+                "stage `{}` gets table `{table}` from both `{}` and `{}`; name one as `stage.table` in `inputs`",
+                self.stage,
+                a.stage,
+                b.stage
+            ),
+            (None, _) => bail!(
+                "stage `{}` needs an input table `{table}`; its inputs give: {}",
+                self.stage,
+                self.inputs
+                    .iter()
+                    .map(|i| format!("{}.{}", i.stage, i.table))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Path of an output table inside the entry being built.
+    pub fn output_path(&self, table: &str) -> PathBuf {
+        self.out_dir.join(format!("{table}.parquet"))
+    }
+
+    /// A Parquet writer for output `table`, checked against `schema`.
+    pub fn writer(&self, table: &str, schema: &TableSchema) -> anyhow::Result<TableWriter> {
+        TableWriter::create(&self.output_path(table), schema, &self.meta.for_table(table))
+    }
+
+    /// Files of a tree named by a param, with content hashes (see
+    /// [`crate::cache::fingerprint`]); unchanged files are not read again.
+    /// They come in chunks, with the tree's file count at its last scan (for progress).
+    pub fn scan_tree(
+        &self,
+        path: &str,
+        each: &mut dyn FnMut(&[crate::cache::fingerprint::FileHash], u64) -> anyhow::Result<()>,
+    ) -> anyhow::Result<crate::cache::fingerprint::Fingerprint> {
+        crate::cache::fingerprint::Fingerprinter::new(&self.cache_dir).files(&self.resolve(path), each)
+    }
+
+    /// A thread pool of the stage's thread budget.
+    pub fn pool(&self) -> anyhow::Result<rayon::ThreadPool> {
+        Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads.max(1))
+            .build()?)
+    }
+
+    pub fn count(&self, name: &str, n: u64) {
+        *self.counters.lock().unwrap().entry(name.to_string()).or_default() += n;
+    }
+
+    pub fn log(&self, line: impl Into<String>) {
+        self.log.lock().unwrap().push(line.into());
+    }
+
+    /// A file of a referenced tree could not be read (permissions, a vanished file, an
+    /// NFS error), though the key was built from its content (remembered by the stat
+    /// cache): the result cannot be what the key claims. The engine then does not
+    /// cache it, and makes the next scan read the file again.
+    pub fn unreadable(&self, path: &Path, why: &str) {
+        self.unreadable
+            .lock()
+            .unwrap()
+            .push((path.to_path_buf(), why.to_string()));
+    }
+}
+
+/// Paths of NaN and infinite numbers in `value` (YAML `.nan`, `.inf`).
+fn non_finite(value: &serde_yaml::Value, path: &str, errors: &mut Vec<ParamsError>) {
+    use serde_yaml::Value;
+    match value {
+        Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => errors.push(ParamsError {
+            path: path.to_string(),
+            message: format!("{n} is not a number a param can take (NaN and infinity are refused)"),
+        }),
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                let key = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                let p = if path.is_empty() { key } else { format!("{path}.{key}") };
+                non_finite(v, &p, errors);
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, v) in items.iter().enumerate() {
+                non_finite(v, &format!("{path}[{i}]"), errors);
+            }
+        }
+        Value::Tagged(t) => non_finite(&t.value, path, errors),
+        _ => {}
+    }
+}
+
+/// `field: message` → an error at `field` when the params have such a key.
+fn field_error(line: &str, params: &serde_yaml::Value) -> ParamsError {
+    if let Some((field, rest)) = line.split_once(": ") {
+        let top = field.split(['.', '[']).next().unwrap_or(field);
+        if params.get(top).is_some() {
+            return ParamsError {
+                path: field.to_string(),
+                message: line.to_string(),
+            };
+        }
+        let _ = rest; // a check of a default value: the message names the field
+    }
+    ParamsError {
+        path: String::new(),
+        message: line.to_string(),
+    }
+}

@@ -1,0 +1,575 @@
+//! `collect`: walk the PACS and HIS exports, fingerprint every file, read DICOM headers.
+//!
+//! Paper, "Data collection": DICOM files from PACS and XML session files from HIS. Only
+//! headers are read (`read_until(PixelData)`); pixel data is first touched by `filter`
+//! (model) or `convert`. Every file ends in `dicoms`, `his_files` or `rejects`.
+//!
+//! Incremental: the previous result of this stage is the starting point. A file whose
+//! path and BLAKE3 are unchanged keeps its row without being opened; hashes of
+//! unchanged files come from the stat cache, so a new night of PACS files costs work
+//! proportional to the new files (counters `files_read` / `files_reused`).
+
+use std::path::Path;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use dicom_dictionary_std::tags;
+use dicom_object::OpenFileOptions;
+use dicom_object::file::ReadPreamble;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use pipe_core::cache::fingerprint::FileHash;
+use pipe_core::stage::{Context, Reference, Resources, Stage};
+use pipe_core::table::{TableBuilder, TableSchema, str_col};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Root of the PACS export (DICOM files, any names, any depth).
+    pub pacs: String,
+    /// Root of the HIS export (XML session files).
+    pub his: String,
+    /// Threads for reading headers (0 = the run's `--jobs`).
+    #[serde(default)]
+    pub threads: usize,
+}
+
+pub struct Collect;
+
+pub fn dicoms_schema() -> TableSchema {
+    crate::schema!("collect/dicoms")
+}
+fn his_schema() -> TableSchema {
+    crate::schema!("collect/his_files")
+}
+fn rejects_schema() -> TableSchema {
+    crate::schema!("collect/rejects")
+}
+
+impl Stage for Collect {
+    type Params = Params;
+    const KIND: &'static str = "collect";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "walk PACS and HIS exports, fingerprint files, read DICOM headers";
+
+    fn outputs(_: &Params) -> Vec<String> {
+        vec!["dicoms".into(), "his_files".into(), "rejects".into()]
+    }
+
+    fn references(p: &Params) -> Vec<Reference> {
+        vec![
+            Reference {
+                param: "pacs".into(),
+                path: p.pacs.clone(),
+            },
+            Reference {
+                param: "his".into(),
+                path: p.his.clone(),
+            },
+        ]
+    }
+
+    fn resources(p: &Params) -> Resources {
+        Resources { cpu: p.threads, gpu: 0 }
+    }
+
+    fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
+        dicoms(p, ctx)?;
+        his_files(p, ctx)
+    }
+}
+
+fn join(root: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        root.to_string()
+    } else {
+        format!("{}/{rel}", root.trim_end_matches('/'))
+    }
+}
+
+/// `his_files`: every file of the HIS tree with its hash.
+fn his_files(p: &Params, ctx: &Context) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut his_files = ctx.writer("his_files", &his_schema())?;
+    ctx.scan_tree(&p.his, &mut |chunk, _| {
+        let mut rows = TableBuilder::new(&his_schema());
+        for f in chunk {
+            // Unreadable: no content hash (parse rejects it; read again next time).
+            let hash = f.unreadable.is_none().then(|| f.hash.to_hex());
+            rows.str("path", Some(&join(&p.his, &f.rel)))
+                .str("file_hash", hash.as_deref())
+                .i64("size", Some(f.size as i64));
+        }
+        his_files.write(&rows.finish()?)
+    })?;
+    let files = his_files.finish()?;
+    ctx.log(format!(
+        "HIS: {files} files listed and written in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    ));
+    Ok(())
+}
+
+/// `dicoms` and `rejects`: every file of the PACS tree, by its header.
+fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
+    // Rows of the previous result, streamed in step with the listing.
+    let mut previous = Previous::open(ctx.previous.as_deref());
+    let root = ctx.resolve(&p.pacs);
+    let pool = ctx.pool()?;
+    let mut dicoms = ctx.writer("dicoms", &dicoms_schema())?;
+    let mut rejects = ctx.writer("rejects", &rejects_schema())?;
+    let (mut reused, mut read) = (0u64, 0u64);
+    let started = std::time::Instant::now();
+    let (mut headers_time, mut write_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    // In chunks, in the tree's (sorted) order, as the scan hands them over: memory
+    // stays bounded by the chunk, and an incremental run writes exactly the rows a
+    // fresh run would, in the same order.
+    ctx.scan_tree(&p.pacs, &mut |chunk, expected| {
+        ctx.progress.set_total(expected.max(reused + read + chunk.len() as u64));
+        let mut sources = Vec::with_capacity(chunk.len());
+        let mut fresh: Vec<(String, &FileHash)> = Vec::new();
+        for f in chunk {
+            let path = join(&p.pacs, &f.rel);
+            if f.unreadable.is_some() {
+                // Read again next time: nothing known about its content to reuse.
+                sources.push(Source::New(fresh.len()));
+                fresh.push((path, f));
+                continue;
+            }
+            let found = match previous.dicoms.find(&path, &f.hash) {
+                Some(i) => Some(Found::Dicom(i)),
+                None => previous.rejects.find(&path, &f.hash).map(Found::Reject),
+            };
+            match found {
+                Some(found) => sources.push(Source::Previous(found)),
+                None => {
+                    sources.push(Source::New(fresh.len()));
+                    fresh.push((path, f));
+                }
+            }
+        }
+        reused += (chunk.len() - fresh.len()) as u64;
+        read += fresh.len() as u64;
+        ctx.progress.inc((chunk.len() - fresh.len()) as u64);
+        let t = std::time::Instant::now();
+        let headers: Vec<Result<Header, String>> = pool.install(|| {
+            fresh
+                .par_iter()
+                .map(|(_, f)| {
+                    let file = if f.rel.is_empty() {
+                        root.clone()
+                    } else {
+                        root.join(&f.rel)
+                    };
+                    let h = match &f.unreadable {
+                        Some(why) => Err(format!("{IO_ERROR}{why}")),
+                        None => read_header(&file, f.size),
+                    };
+                    // Its hash came from the stat cache or an earlier read, yet it
+                    // cannot be read now: the engine must not seal this result.
+                    if let Err(why) = &h
+                        && f.unreadable.is_none()
+                        && why.starts_with(IO_ERROR)
+                    {
+                        ctx.unreadable(&file, why);
+                    }
+                    ctx.progress.inc(1);
+                    h
+                })
+                .collect()
+        });
+        headers_time += t.elapsed();
+        let t = std::time::Instant::now();
+        let mut new_dicoms = TableBuilder::new(&dicoms_schema());
+        let mut new_rejects = TableBuilder::new(&rejects_schema());
+        // Where each new row landed: (is a dicom, row in its batch).
+        let mut landed = Vec::with_capacity(fresh.len());
+        for ((path, f), h) in fresh.iter().zip(&headers) {
+            match h {
+                Ok(h) => {
+                    landed.push((true, new_dicoms.len()));
+                    h.push(&mut new_dicoms, path, f);
+                }
+                Err(reason) => {
+                    landed.push((false, new_rejects.len()));
+                    // An I/O error says nothing about the content: no hash, so the row
+                    // is never reused and the file is read again by the next run.
+                    let hash = (!reason.starts_with(IO_ERROR)).then(|| f.hash.to_hex());
+                    new_rejects
+                        .str("path", Some(path))
+                        .str("file_hash", hash.as_deref())
+                        .i64("size", Some(f.size as i64))
+                        .str("reason", Some(reason));
+                }
+            }
+        }
+        // Sources of interleave: the previous batches in the window, then the new rows.
+        let (dn, rn) = (previous.dicoms.window.len(), previous.rejects.window.len());
+        let (mut d, mut r) = (Vec::new(), Vec::new());
+        for s in &sources {
+            match s {
+                Source::Previous(Found::Dicom(at)) => d.push(*at),
+                Source::Previous(Found::Reject(at)) => r.push(*at),
+                Source::New(k) => match landed[*k] {
+                    (true, row) => d.push((dn, row)),
+                    (false, row) => r.push((rn, row)),
+                },
+            }
+        }
+        dicoms.write(&interleave(&previous.dicoms.window, &new_dicoms.finish()?, &d)?)?;
+        rejects.write(&interleave(&previous.rejects.window, &new_rejects.finish()?, &r)?)?;
+        previous.dicoms.release();
+        previous.rejects.release();
+        write_time += t.elapsed();
+        Ok(())
+    })?;
+    let t = std::time::Instant::now();
+    dicoms.finish()?;
+    rejects.finish()?;
+    write_time += t.elapsed();
+    let total = started.elapsed();
+    ctx.log(format!(
+        "PACS: {} files listed in {:.1} ms (walk, stat, hashes), {read} headers read in {:.1} ms, tables written in {:.1} ms",
+        reused + read,
+        (total - headers_time - write_time).as_secs_f64() * 1e3,
+        headers_time.as_secs_f64() * 1e3,
+        write_time.as_secs_f64() * 1e3
+    ));
+    ctx.count("files_reused", reused);
+    ctx.count("files_read", read);
+    Ok(())
+}
+
+/// A reusable row: (batch in its table's window, row in that batch).
+enum Found {
+    Dicom((usize, usize)),
+    Reject((usize, usize)),
+}
+
+/// The previous result's rows, to reuse those of unchanged files.
+///
+/// Both tables were written in the tree's sorted order, the order of the new listing,
+/// so they are merged with it as they are read: only the batches the current chunk
+/// may pick from are in memory, not the whole previous result (nor an index of it).
+struct Previous {
+    dicoms: PreviousTable,
+    rejects: PreviousTable,
+}
+
+impl Previous {
+    fn open(entry: Option<&Path>) -> Previous {
+        let none = || Previous {
+            dicoms: PreviousTable::empty(),
+            rejects: PreviousTable::empty(),
+        };
+        let Some(entry) = entry else { return none() };
+        let open = |table: &str, schema: &TableSchema| {
+            PreviousTable::open(&entry.join(format!("{table}.parquet")), schema).ok()
+        };
+        // Unreadable, or of another layout (older version): nothing is reused.
+        match (open("dicoms", &dicoms_schema()), open("rejects", &rejects_schema())) {
+            (Some(dicoms), Some(rejects)) => Previous { dicoms, rejects },
+            _ => none(),
+        }
+    }
+}
+
+/// One table of the previous result, read batch by batch behind a cursor.
+struct PreviousTable {
+    reader: Option<ParquetRecordBatchReader>,
+    /// Batches from the cursor's on; rows before the cursor are never looked at again.
+    window: Vec<RecordBatch>,
+    /// (batch in `window`, row).
+    cursor: (usize, usize),
+}
+
+impl PreviousTable {
+    fn empty() -> PreviousTable {
+        PreviousTable {
+            reader: None,
+            window: Vec::new(),
+            cursor: (0, 0),
+        }
+    }
+
+    fn open(path: &Path, schema: &TableSchema) -> anyhow::Result<PreviousTable> {
+        use arrow::array::RecordBatchReader as _;
+        let mut reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?.build()?;
+        let first = reader.next().transpose()?;
+        schema.check(first.as_ref().unwrap_or(&RecordBatch::new_empty(reader.schema())))?;
+        Ok(PreviousTable {
+            reader: Some(reader),
+            window: first.into_iter().collect(),
+            cursor: (0, 0),
+        })
+    }
+
+    /// The (path, file hash) under the cursor, loading the next batch when needed.
+    fn current(&mut self) -> Option<(&str, &str)> {
+        while self.cursor.0 >= self.window.len() || self.cursor.1 >= self.window[self.cursor.0].num_rows() {
+            if self.cursor.0 < self.window.len() {
+                self.cursor = (self.cursor.0 + 1, 0);
+                continue;
+            }
+            // A read error ends reuse: the remaining files are read, not trusted.
+            match self.reader.as_mut()?.next() {
+                Some(Ok(batch)) => self.window.push(batch),
+                _ => {
+                    self.reader = None;
+                    return None;
+                }
+            }
+        }
+        let batch = &self.window[self.cursor.0];
+        let (paths, hashes) = (str_col(batch, "path").ok()?, str_col(batch, "file_hash").ok()?);
+        Some((paths.value(self.cursor.1), hashes.value(self.cursor.1)))
+    }
+
+    /// The row of `path` if its hash is still `hash`. Paths must come in the tree's
+    /// order (`Path` order, component by component, as the walk sorts them).
+    fn find(&mut self, path: &str, hash: &blake3::Hash) -> Option<(usize, usize)> {
+        loop {
+            let (p, h) = self.current()?;
+            match Path::new(p).cmp(Path::new(path)) {
+                std::cmp::Ordering::Less => self.cursor.1 += 1,
+                std::cmp::Ordering::Greater => return None,
+                std::cmp::Ordering::Equal => {
+                    let hit = (p == path && h == hash.to_hex().as_str()).then_some(self.cursor);
+                    if hit.is_some() {
+                        self.cursor.1 += 1;
+                    }
+                    return hit;
+                }
+            }
+        }
+    }
+
+    /// Drop the batches wholly behind the cursor (after the chunk picked its rows).
+    fn release(&mut self) {
+        let behind = self.cursor.0.min(self.window.len());
+        self.window.drain(..behind);
+        self.cursor.0 -= behind;
+    }
+}
+
+/// Where a row of the output comes from.
+enum Source {
+    Previous(Found),
+    New(usize),
+}
+
+/// Rows picked from the previous batches (sources `0..previous.len()`) and the new rows
+/// (source `previous.len()`).
+fn interleave(previous: &[RecordBatch], new: &RecordBatch, picks: &[(usize, usize)]) -> anyhow::Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = (0..new.num_columns())
+        .map(|c| {
+            let sources: Vec<&dyn arrow::array::Array> =
+                previous.iter().chain([new]).map(|b| b.column(c).as_ref()).collect();
+            arrow::compute::interleave(&sources, picks)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(RecordBatch::try_new(new.schema(), cols)?)
+}
+
+/// What collect keeps of a DICOM header.
+pub struct Header {
+    sop_instance_uid: String,
+    sop_class_uid: Option<String>,
+    study_instance_uid: Option<String>,
+    series_instance_uid: Option<String>,
+    patient_id: String,
+    patient_name: Option<String>,
+    study_time: NaiveDateTime,
+    modality: Option<String>,
+    body_part: Option<String>,
+    view_position: Option<String>,
+    photometric: Option<String>,
+    rows: Option<i32>,
+    cols: Option<i32>,
+    bits_allocated: Option<i32>,
+    bits_stored: Option<i32>,
+    rescale_slope: Option<f64>,
+    rescale_intercept: Option<f64>,
+    window_center: Option<f64>,
+    window_width: Option<f64>,
+    transfer_syntax: String,
+}
+
+impl Header {
+    fn push(&self, t: &mut TableBuilder, path: &str, f: &FileHash) {
+        t.str("path", Some(path))
+            .str("file_hash", Some(&f.hash.to_hex()))
+            .i64("size", Some(f.size as i64))
+            .str("sop_instance_uid", Some(&self.sop_instance_uid))
+            .str("sop_class_uid", self.sop_class_uid.as_deref())
+            .str("study_instance_uid", self.study_instance_uid.as_deref())
+            .str("series_instance_uid", self.series_instance_uid.as_deref())
+            .str("patient_id", Some(&self.patient_id))
+            .str("patient_name", self.patient_name.as_deref())
+            .time("study_time", Some(self.study_time))
+            .str("modality", self.modality.as_deref())
+            .str("body_part", self.body_part.as_deref())
+            .str("view_position", self.view_position.as_deref())
+            .str("photometric", self.photometric.as_deref())
+            .i32("rows", self.rows)
+            .i32("cols", self.cols)
+            .i32("bits_allocated", self.bits_allocated)
+            .i32("bits_stored", self.bits_stored)
+            .f64("rescale_slope", self.rescale_slope)
+            .f64("rescale_intercept", self.rescale_intercept)
+            .f64("window_center", self.window_center)
+            .f64("window_width", self.window_width)
+            .str("transfer_syntax", Some(&self.transfer_syntax));
+    }
+}
+
+/// Parse DICOM DA + TM into a local date-time (TM may be HH, HHMM, HHMMSS(.frac)).
+pub fn dicom_datetime(date: &str, time: Option<&str>) -> Option<NaiveDateTime> {
+    let d = NaiveDate::parse_from_str(date.trim(), "%Y%m%d").ok()?;
+    let t = time.map(str::trim).unwrap_or("");
+    let digits: String = t
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .collect();
+    let part = |a: usize| digits.get(a..a + 2).and_then(|s| s.parse::<u32>().ok()).unwrap_or(0);
+    let time = if digits.is_empty() {
+        NaiveTime::MIN
+    } else {
+        NaiveTime::from_hms_opt(part(0), part(2), part(4).min(59))?
+    };
+    Some(d.and_time(time))
+}
+
+/// Read a file's header; `Err` is the reject reason.
+///
+/// The file is opened once: its first [`HEAD`] bytes are read into a buffer that serves
+/// the marker check, the header parse (continuing into the file when the header is
+/// longer) and the pixel data check.
+/// How a reject reason for a file that could not be read (not bad content) begins.
+pub const IO_ERROR: &str = "cannot read: ";
+
+pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{IO_ERROR}{e}"))?;
+    let mut head = Vec::with_capacity(HEAD);
+    (&mut file)
+        .take(HEAD as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| format!("{IO_ERROR}{e}"))?;
+    match head.get(128..132) {
+        Some(b"DICM") => {}
+        Some(_) => return Err("not a DICOM file: no `DICM` marker after the 128-byte preamble".into()),
+        None => return Err("not a DICOM file: shorter than the 132-byte preamble and marker".into()),
+    }
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(std::io::Cursor::new(&head).chain(&file))
+        .map_err(|e| format!("cannot read DICOM header: {}", error_chain(&e)))?;
+    let text = |tag| -> Option<String> {
+        obj.get(tag)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let int = |tag| obj.get(tag).and_then(|e| e.to_int::<i32>().ok());
+    let float = |tag| {
+        obj.get(tag)
+            .and_then(|e| e.to_multi_float64().ok())
+            .and_then(|v| v.first().copied())
+    };
+    let sop_instance_uid = text(tags::SOP_INSTANCE_UID).ok_or("missing SOPInstanceUID (0008,0018)")?;
+    let patient_id = text(tags::PATIENT_ID).ok_or("missing PatientID (0010,0020)")?;
+    let date = text(tags::STUDY_DATE).ok_or("missing StudyDate (0008,0020)")?;
+    let study_time = dicom_datetime(&date, text(tags::STUDY_TIME).as_deref())
+        .ok_or_else(|| format!("unreadable StudyDate/StudyTime {date:?} {:?}", text(tags::STUDY_TIME)))?;
+    let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    let (rows, cols, bits_allocated) = (int(tags::ROWS), int(tags::COLUMNS), int(tags::BITS_ALLOCATED));
+    // Header-only reading stops before the pixel data, so a file cut off inside it
+    // would pass unnoticed: check that the element fits in the file.
+    if let Some(problem) = check_pixel_data_extent(&file, head, size, ts == "1.2.840.10008.1.2") {
+        return Err(problem);
+    }
+    Ok(Header {
+        sop_instance_uid,
+        sop_class_uid: text(tags::SOP_CLASS_UID),
+        study_instance_uid: text(tags::STUDY_INSTANCE_UID),
+        series_instance_uid: text(tags::SERIES_INSTANCE_UID),
+        patient_id,
+        patient_name: text(tags::PATIENT_NAME),
+        study_time,
+        modality: text(tags::MODALITY),
+        body_part: text(tags::BODY_PART_EXAMINED),
+        view_position: text(tags::VIEW_POSITION),
+        photometric: text(tags::PHOTOMETRIC_INTERPRETATION),
+        rows,
+        cols,
+        bits_allocated,
+        bits_stored: int(tags::BITS_STORED),
+        rescale_slope: float(tags::RESCALE_SLOPE),
+        rescale_intercept: float(tags::RESCALE_INTERCEPT),
+        window_center: float(tags::WINDOW_CENTER),
+        window_width: float(tags::WINDOW_WIDTH),
+        transfer_syntax: ts,
+    })
+}
+
+/// Bytes read from the start of every file: a chest radiograph's header is a few KiB.
+const HEAD: usize = 64 << 10;
+
+/// How far into a file the PixelData element is looked for.
+const PIXEL_DATA_SEARCH: usize = 1 << 20;
+
+/// An error and its sources in one line ("a: b: c").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+/// Find the PixelData element in the first MiB (usually within `head`, the file's first
+/// bytes) and check that its value fits in the file (native) or that the file ends with
+/// the sequence delimiter (encapsulated).
+fn check_pixel_data_extent(file: &std::fs::File, mut head: Vec<u8>, size: u64, implicit_vr: bool) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let tag = [0xE0u8, 0x7F, 0x10, 0x00];
+    let find = |head: &[u8]| Some(head.get(132..)?.windows(4).position(|w| w == tag)? + 132);
+    let mut at = find(&head);
+    if at.is_none() && head.len() == HEAD && size > HEAD as u64 {
+        // A long header: look further, as far as the search goes.
+        let more = (size as usize).min(PIXEL_DATA_SEARCH);
+        let from = head.len();
+        head.resize(more, 0);
+        let n = file.read_at(&mut head[from..], from as u64).ok()?;
+        head.truncate(from + n);
+        at = find(&head);
+    }
+    let at = at?;
+    let (len, value_at) = if implicit_vr {
+        (u32::from_le_bytes(head.get(at + 4..at + 8)?.try_into().ok()?), at + 8)
+    } else {
+        (u32::from_le_bytes(head.get(at + 8..at + 12)?.try_into().ok()?), at + 12)
+    };
+    if len == u32::MAX {
+        let mut tail = [0u8; 8];
+        let ends = size >= 8
+            && file.read_exact_at(&mut tail, size - 8).is_ok()
+            && tail == [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+        return (!ends)
+            .then(|| "truncated: encapsulated pixel data does not end with its sequence delimiter".to_string());
+    }
+    let end = value_at as u64 + len as u64;
+    (end > size).then(|| format!("truncated: pixel data ends at byte {end} but the file has only {size} bytes"))
+}

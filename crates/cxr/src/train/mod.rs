@@ -1,0 +1,450 @@
+//! `train`: a multi-label chest X-ray classifier trained on the split dataset.
+//!
+//! Paper, "Experimental setup": a CNN with one sigmoid output per class, trained with
+//! binary cross-entropy on the training part and evaluated on the validation part by
+//! per-class AUC and F1. Here:
+//! - architectures `resnet50`, `densenet121`, `inception_v3`, `efficientnet_b2` (the
+//!   paper's; torchvision's layouts and variable names) and `tiny` (3 conv-bn-relu-pool
+//!   blocks) for tests and CPU demos — `nets.rs`; grey images are normalised and
+//!   repeated to three channels for the ImageNet-shaped nets;
+//! - `pretrained` weights (.safetensors / .ot) matched by variable name, the head
+//!   re-initialised when its shape differs; `freeze_backbone` trains the head only;
+//! - loss `bce` (BCE with logits), `asl` (asymmetric, γ+ 0, γ− 4, clip 0.05) or `dbl`
+//!   (distribution-balanced, from the training part's class frequencies) — `losses.rs`;
+//! - Adam (β 0.9/0.999), linear warm-up then cosine annealing to 0 over all steps;
+//! - a data loader (`loader.rs`): threads decode and augment the images, batches are
+//!   built ahead of the step, in an order that depends only on the seed;
+//! - evaluation on the `validation` part every `eval_every` steps and after the last:
+//!   val loss, per-class ROC AUC and F1 at probability 0.5
+//!   ([`crate::evaluate::metrics`]), macro = mean over labels;
+//! - mixed precision (float16 autocast) on CUDA when `mixed_precision` is set.
+//!
+//! Inputs: `split` (sop_instance_uid → part; rows of parts other than `train` and
+//! `validation` are ignored and counted), `labels` (the label bool columns named by
+//! `params.labels`) and `images` (the PNG files, relative to the directory holding
+//! images.parquet). Output: `history` (one row per evaluation) and, beside it in the
+//! entry, `best.safetensors` (best val macro F1), `last.safetensors` and `config.json`.
+//!
+//! Resumable: every evaluation writes `last.safetensors`, Adam's moments and step counts
+//! (`optimizer.safetensors`, `optim.rs`) and then `progress.json` (step, best F1,
+//! history so far, the hashes of those files) into the work directory; a run killed and
+//! restarted continues from there exactly, or starts over when the files do not match
+//! (killed while saving).
+//!
+//! The data preparation, the schedule and the metrics are plain Rust here (tested
+//! without LibTorch); the network and the loop are `worker.rs`, compiled only into
+//! `pipe-torch`.
+
+use std::collections::HashSet;
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+
+use pipe_core::stage::{Context, Executor, Reference, Resources, Stage};
+use crate::evaluate::metrics::{Confusion, roc_auc};
+use pipe_core::table::TableSchema;
+
+pub mod loader;
+
+pub const KIND: &str = "train";
+/// The networks `architecture` may name: the paper's four (torchvision's layouts and
+/// variable names, so converted torchvision/CheXpert weights load) and a tiny CNN for
+/// tests and CPU demos. Built in `nets.rs`.
+pub const ARCHITECTURES: &[&str] = &["tiny", "resnet50", "densenet121", "inception_v3", "efficientnet_b2"];
+
+/// The smallest input side an architecture takes (its downsampling must leave at least
+/// one feature pixel; Inception-V3's stem needs 75).
+pub fn min_image_size(architecture: &str) -> i64 {
+    match architecture {
+        "tiny" => 8,
+        "inception_v3" => 75,
+        _ => 32,
+    }
+}
+/// Losses implemented so far.
+pub const LOSSES: &[&str] = &["bce", "asl", "dbl"];
+/// The parts of `split` the stage trains and evaluates on.
+pub const TRAIN_PART: &str = "train";
+pub const VALIDATION_PART: &str = "validation";
+
+/// Params, checked when the pipeline is validated (deserialized as `Unchecked` first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "Unchecked")]
+pub struct Params {
+    pub architecture: String,
+    pub loss: String,
+    /// Side of the square input; images of another size are resized (bilinear).
+    pub image_size: i64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Peak learning rate (after warm-up).
+    pub lr: f64,
+    pub warmup_steps: u64,
+    /// Evaluate on the validation part every this many optimiser steps (and at the end).
+    pub eval_every: u64,
+    /// Seeds the weights' initialisation and each epoch's shuffle.
+    pub seed: u64,
+    /// Bool columns of `labels` to predict, one output each.
+    pub labels: Vec<String>,
+    /// Weights to start from (.safetensors or .ot, e.g. converted torchvision or
+    /// CheXpert weights); its content enters the key. Variables are matched by name; a
+    /// head whose shape differs (another number of classes) is re-initialised.
+    pub pretrained: Option<String>,
+    /// Train the head only (the backbone keeps the pretrained weights): the paper's
+    /// "frozen feature extractor" alternative to end-to-end fine-tuning.
+    pub freeze_backbone: bool,
+    /// Random augmentation of the training images (validation images are not augmented).
+    pub augment: loader::Augment,
+    /// Threads decoding and augmenting images; 0: half the stage's thread budget on the
+    /// CPU (the other half runs LibTorch), all of it with a GPU.
+    pub workers: usize,
+    /// Batches prepared ahead of the training step.
+    pub prefetch: usize,
+    /// Automatic mixed precision (float16 autocast) on CUDA; ignored on the CPU.
+    pub mixed_precision: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unchecked {
+    #[serde(default = "d_architecture")]
+    architecture: String,
+    #[serde(default = "d_loss")]
+    loss: String,
+    #[serde(default = "d_image_size")]
+    image_size: i64,
+    #[serde(default = "d_batch_size")]
+    batch_size: usize,
+    #[serde(default = "d_epochs")]
+    epochs: usize,
+    #[serde(default = "d_lr")]
+    lr: f64,
+    #[serde(default = "d_warmup")]
+    warmup_steps: u64,
+    #[serde(default = "d_eval_every")]
+    eval_every: u64,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default = "d_labels")]
+    labels: Vec<String>,
+    #[serde(default)]
+    pretrained: Option<String>,
+    #[serde(default)]
+    freeze_backbone: bool,
+    #[serde(default)]
+    augment: loader::Augment,
+    #[serde(default)]
+    workers: usize,
+    #[serde(default = "d_prefetch")]
+    prefetch: usize,
+    #[serde(default)]
+    mixed_precision: bool,
+}
+
+fn d_prefetch() -> usize {
+    4
+}
+
+fn d_architecture() -> String {
+    "tiny".into()
+}
+fn d_loss() -> String {
+    "bce".into()
+}
+fn d_image_size() -> i64 {
+    64
+}
+fn d_batch_size() -> usize {
+    16
+}
+fn d_epochs() -> usize {
+    5
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_warmup() -> u64 {
+    20
+}
+fn d_eval_every() -> u64 {
+    50
+}
+fn d_labels() -> Vec<String> {
+    ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"]
+        .map(String::from)
+        .to_vec()
+}
+
+impl TryFrom<Unchecked> for Params {
+    type Error = String;
+    fn try_from(u: Unchecked) -> Result<Params, String> {
+        // Every problem, one per line (`field: …`), so each points at its own key.
+        let mut errors: Vec<String> = Vec::new();
+        if !ARCHITECTURES.contains(&u.architecture.as_str()) {
+            errors.push(format!(
+                "architecture: `{}` is not implemented; available: {}",
+                u.architecture,
+                ARCHITECTURES.join(", ")
+            ));
+        }
+        if !LOSSES.contains(&u.loss.as_str()) {
+            errors.push(format!(
+                "loss: `{}` is not implemented; available: {}",
+                u.loss,
+                LOSSES.join(", ")
+            ));
+        }
+        let min = min_image_size(&u.architecture);
+        if !(min..=4096).contains(&u.image_size) {
+            errors.push(format!(
+                "image_size: {} takes {min}..=4096 pixels, got {}",
+                u.architecture, u.image_size
+            ));
+        }
+        if let Err(e) = u.augment.validate() {
+            errors.push(e);
+        }
+        if u.prefetch == 0 {
+            errors.push("prefetch: must be at least 1".into());
+        }
+        if u.freeze_backbone && u.pretrained.is_none() {
+            errors.push("freeze_backbone: needs `pretrained` weights (a frozen random backbone learns nothing)".into());
+        }
+        if u.batch_size == 0 {
+            errors.push("batch_size: must be at least 1".into());
+        }
+        if u.epochs == 0 {
+            errors.push("epochs: must be at least 1".into());
+        }
+        if !(u.lr.is_finite() && u.lr > 0.0) {
+            errors.push(format!("lr: must be a number > 0, got {}", u.lr));
+        }
+        if u.eval_every == 0 {
+            errors.push("eval_every: must be at least 1".into());
+        }
+        if u.labels.is_empty() {
+            errors.push("labels: name at least one label column".into());
+        }
+        let mut seen = HashSet::new();
+        for l in &u.labels {
+            if l.is_empty() || !seen.insert(l) {
+                errors.push(format!("labels: `{l}` is empty or appears twice"));
+            }
+        }
+        if u.pretrained.as_deref() == Some("") {
+            errors.push("pretrained: empty path".into());
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        Ok(Params {
+            architecture: u.architecture,
+            loss: u.loss,
+            image_size: u.image_size,
+            batch_size: u.batch_size,
+            epochs: u.epochs,
+            lr: u.lr,
+            warmup_steps: u.warmup_steps,
+            eval_every: u.eval_every,
+            seed: u.seed,
+            labels: u.labels,
+            pretrained: u.pretrained,
+            freeze_backbone: u.freeze_backbone,
+            augment: u.augment,
+            workers: u.workers,
+            prefetch: u.prefetch,
+            mixed_precision: u.mixed_precision,
+        })
+    }
+}
+
+pub struct Train;
+
+pub fn history_schema() -> TableSchema {
+    crate::schema!("train/history")
+}
+
+impl Stage for Train {
+    type Params = Params;
+    const KIND: &'static str = KIND;
+    const VERSION: u32 = 2;
+    const ABOUT: &'static str = "train a multi-label CNN on the split images (torch worker)";
+    const RESUMABLE: bool = true;
+
+    fn reads(_: &Params) -> Vec<&'static str> {
+        vec!["split", "labels", "images"]
+    }
+
+    fn outputs(_: &Params) -> Vec<String> {
+        vec!["history".into()]
+    }
+
+    fn references(p: &Params) -> Vec<Reference> {
+        p.pretrained
+            .iter()
+            .map(|m| Reference {
+                param: "pretrained".into(),
+                path: m.clone(),
+            })
+            .collect()
+    }
+
+    fn resources(_: &Params) -> Resources {
+        Resources { cpu: 0, gpu: 1 }
+    }
+
+    fn executor(_: &Params) -> Executor {
+        Executor::TorchWorker
+    }
+
+    fn run(_: &Params, _: &Context) -> anyhow::Result<()> {
+        bail!("`train` runs in the pipe-torch worker, not in pipe")
+    }
+}
+
+/// Learning rate before optimiser step `step` (0-based) of `total`: linear warm-up over
+/// `warmup` steps to `base`, then cosine annealing towards 0 at `total`.
+pub fn learning_rate(base: f64, step: u64, warmup: u64, total: u64) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let t = ((step - warmup) as f64 / span).min(1.0);
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// The order of `n` training examples in `epoch`: a Fisher–Yates shuffle seeded by
+/// (seed, epoch) alone, so a resumed run sees the same batches.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut rng = pipe_core::rng::Rng::for_item(seed, 0x7261_696e, epoch);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.range(0, i as i64 + 1) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Validation metrics of one evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scores {
+    /// Per label (params order): ROC AUC, None when only one class is present.
+    pub auc: Vec<Option<f64>>,
+    /// Per label: F1 at probability 0.5.
+    pub f1: Vec<f64>,
+    pub macro_f1: f64,
+    /// Mean of the defined AUCs; None when none is.
+    pub macro_auc: Option<f64>,
+}
+
+/// Per-label AUC and F1 at 0.5 of `probs` (row-major, `classes` per example) against
+/// `targets` (same layout, 0/1).
+pub fn scores(probs: &[f64], targets: &[f32], classes: usize) -> Scores {
+    assert_eq!(probs.len(), targets.len());
+    let mut auc = Vec::new();
+    let mut f1 = Vec::new();
+    for c in 0..classes {
+        let s: Vec<f64> = probs.iter().skip(c).step_by(classes).copied().collect();
+        let l: Vec<bool> = targets.iter().skip(c).step_by(classes).map(|&t| t > 0.5).collect();
+        auc.push(roc_auc(&s, &l));
+        f1.push(Confusion::from(&s, &l, 0.5).f1());
+    }
+    let defined: Vec<f64> = auc.iter().flatten().copied().collect();
+    Scores {
+        macro_f1: f1.iter().sum::<f64>() / classes.max(1) as f64,
+        macro_auc: (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64),
+        auc,
+        f1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(yaml: &str) -> Result<pipe_core::stage::Prepared, pipe_core::stage::ParamsError> {
+        use pipe_core::stage::{Kind, KindOf};
+        KindOf::<Train>(std::marker::PhantomData)
+            .prepare(&serde_yaml::from_str(yaml).unwrap())
+            .map_err(|mut all| all.remove(0))
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let p = prepare("{}").unwrap();
+        assert_eq!(p.params["architecture"], "tiny");
+        assert_eq!(p.params["image_size"], 64);
+        assert_eq!(p.params["labels"].as_array().unwrap().len(), 5);
+        assert_eq!(p.executor, Executor::TorchWorker);
+        assert!(p.references.is_empty());
+        let e = prepare("{architecture: vgg16}").unwrap_err();
+        assert!(
+            e.message.contains(
+                "`vgg16` is not implemented; available: tiny, resnet50, densenet121, inception_v3, efficientnet_b2"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(
+            prepare("{architecture: inception_v3, image_size: 64}")
+                .unwrap_err()
+                .message
+                .contains("inception_v3 takes 75..=4096 pixels")
+        );
+        assert!(prepare("{architecture: efficientnet_b2, image_size: 768}").is_ok());
+        assert!(
+            prepare("{augment: {rotate_degrees: 90}}")
+                .unwrap_err()
+                .message
+                .contains("augment.rotate_degrees")
+        );
+        assert!(
+            prepare("{freeze_backbone: true}")
+                .unwrap_err()
+                .message
+                .contains("needs `pretrained`")
+        );
+        assert!(
+            prepare("{loss: focal}")
+                .unwrap_err()
+                .message
+                .contains("available: bce, asl, dbl")
+        );
+        assert!(prepare("{epochs: 0}").is_err());
+        assert!(prepare("{bogus: 1}").unwrap_err().message.contains("bogus"));
+        let p = prepare("{pretrained: models/x.safetensors}").unwrap();
+        assert_eq!(p.references[0].path, "models/x.safetensors");
+    }
+
+    #[test]
+    fn schedule_warms_up_then_anneals_to_zero() {
+        assert!((learning_rate(1.0, 0, 10, 100) - 0.1).abs() < 1e-12);
+        assert!((learning_rate(1.0, 9, 10, 100) - 1.0).abs() < 1e-12);
+        assert!((learning_rate(1.0, 10, 10, 100) - 1.0).abs() < 1e-12);
+        assert!(learning_rate(1.0, 55, 10, 100) < 0.6);
+        assert!(learning_rate(1.0, 99, 10, 100) < 0.01);
+        assert!((learning_rate(1.0, 0, 0, 10) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(100, 3, 1);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(100, 3, 1));
+        assert_ne!(a, epoch_order(100, 3, 2));
+    }
+
+    #[test]
+    fn scores_per_label_and_macro() {
+        // Two labels; the first is perfectly ranked, the second has one class only.
+        let probs = [0.9, 0.1, 0.2, 0.7, 0.8, 0.3];
+        let targets = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        let s = scores(&probs, &targets, 2);
+        assert_eq!(s.auc, vec![Some(1.0), None]);
+        assert_eq!(s.f1, vec![1.0, 0.0]);
+        assert_eq!(s.macro_auc, Some(1.0));
+        assert!((s.macro_f1 - 0.5).abs() < 1e-12);
+    }
+}

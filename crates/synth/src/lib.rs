@@ -1,0 +1,13 @@
+//! The synthetic hospital (`pipe synth`): a deterministic PACS export (DICOM) and HIS
+//! export (XML) with the hard cases of the Phu Tho paper, and the ground truth of what
+//! every stage must make of them. See [`generate`] for the layout on disk and
+//! [`hospital`] for the cases and their rates.
+
+pub mod dicom;
+pub mod generate;
+pub mod his;
+pub mod hospital;
+pub mod image;
+pub mod jpeg_lossless;
+pub mod reports;
+pub mod rle;
