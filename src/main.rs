@@ -140,3 +140,13 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its definitions only when a command is parsed: check them all here.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

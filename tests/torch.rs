@@ -160,3 +160,76 @@ fn filter_runs_a_torchscript_model_on_the_pixels() {
     }
     assert!(compared > 50, "{compared} compared");
 }
+
+/// The worker finds LibTorch by itself (an rpath to the torch it was built against):
+/// no LD_LIBRARY_PATH in the environment of pipe or of the worker.
+#[test]
+fn a_torch_stage_runs_without_ld_library_path() {
+    if worker().is_none() {
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "pipelines/p.yaml",
+        "name: t\nstages:\n  check:\n    kind: torch_check\n    params: { size: 32 }\n",
+    );
+    let out = p
+        .command(&["run", "pipelines/p.yaml"])
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("✓ check"), "{stdout}");
+}
+
+/// When LibTorch cannot be loaded, the stage fails saying so and how to fix it — and
+/// the run does not also claim the stage "ran on the CPU". The worker here is a real
+/// program whose LibTorch is gone: linked against a libtorch_cpu.so that is then
+/// removed, so the message is the dynamic loader's own.
+#[test]
+fn a_worker_that_cannot_load_libtorch_says_what_to_do() {
+    let p = Project::new();
+    let dir = p.path("fake");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("t.c"), "int torch_stub(void) { return 0; }\n").unwrap();
+    std::fs::write(dir.join("m.c"), "int torch_stub(void);\nint main(void) { return torch_stub(); }\n").unwrap();
+    let cc = |args: &[&str]| {
+        let out = std::process::Command::new("cc")
+            .args(args)
+            .current_dir(&dir)
+            .output();
+        match out {
+            Ok(o) => assert!(o.status.success(), "cc: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => panic!("this test needs a C compiler (cc), as building pipe-torch does: {e}"),
+        }
+    };
+    cc(&["-shared", "-fPIC", "-o", "libtorch_cpu.so", "t.c"]);
+    cc(&["-o", "pipe-torch", "m.c", "-L.", "-ltorch_cpu", "-Wl,-rpath,/nonexistent/torch/lib"]);
+    std::fs::remove_file(dir.join("libtorch_cpu.so")).unwrap();
+    p.write(
+        "pipelines/p.yaml",
+        "name: t\nstages:\n  check:\n    kind: torch_check\n    resources: { gpu: 1 }\n    params: { size: 32 }\n",
+    );
+    let out = p
+        .command(&["run", "pipelines/p.yaml", "--gpus", "0"])
+        .env("PIPE_TORCH_WORKER", dir.join("pipe-torch"))
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("cannot load LibTorch"), "{text}");
+    assert!(text.contains("libtorch_cpu.so"), "{text}");
+    assert!(text.contains("make install"), "{text}");
+    assert!(!text.contains("ran on the CPU"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}

@@ -79,9 +79,15 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     first.wait().unwrap();
     // The worker dies with pipe (PR_SET_PDEATHSIG); give it a moment.
     std::thread::sleep(std::time::Duration::from_millis(300));
+    let resumed = Instant::now();
     let r = p.pipe(&["run", "pipelines/t.yaml"]).ok();
     let run = t.elapsed().as_secs_f64();
     assert_eq!(r.ran(), ["evaluate", "train"], "{}", r.stdout);
+    // Without a terminal, progress is a few lines per stage, not one per step: start,
+    // end, and at most one every 15 s (progress::PLAIN_EVERY).
+    let lines = r.stderr.lines().filter(|l| l.starts_with("[train]")).count();
+    let bound = 2 + (resumed.elapsed().as_secs_f64() / 15.0).ceil() as usize;
+    assert!(lines <= bound, "{lines} progress lines (at most {bound}):\n{}", r.stderr);
 
     let dir = entry(&p, "pipelines/t.yaml", "train");
     for f in ["best.safetensors", "last.safetensors", "config.json"] {

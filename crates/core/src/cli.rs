@@ -71,24 +71,30 @@ pub enum Cmd {
     },
     /// Print a table's schema and first rows.
     Show {
-        /// The pipeline file (default: pipe.yaml here, or the only file in pipelines/).
-        file: Option<PathBuf>,
-        /// STAGE or STAGE.TABLE
-        target: String,
+        /// [FILE] STAGE[.TABLE]: the pipeline file may be left out (pipe.yaml here, or
+        /// the only file in pipelines/).
+        #[arg(required = true, num_args = 1..=2, value_names = ["FILE", "STAGE.TABLE"])]
+        args: Vec<String>,
         #[arg(short = 'n', default_value_t = 10)]
         rows: usize,
     },
     /// Print the Parquet path of a stage's table (for notebooks).
     Path {
-        /// The pipeline file (default: pipe.yaml here, or the only file in pipelines/).
-        file: Option<PathBuf>,
-        /// STAGE or STAGE.TABLE
-        target: String,
+        /// [FILE] STAGE[.TABLE]: the pipeline file may be left out (pipe.yaml here, or
+        /// the only file in pipelines/).
+        #[arg(required = true, num_args = 1..=2, value_names = ["FILE", "STAGE.TABLE"])]
+        args: Vec<String>,
     },
     /// Validate a pipeline file without running anything.
     Check {
         /// The pipeline file (default: pipe.yaml here, or the only file in pipelines/).
         file: Option<PathBuf>,
+    },
+    /// List the stage kinds, or every param of one kind (type, default, meaning).
+    Kinds {
+        kind: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Re-hash cache entries; damaged ones are moved aside so the next run rebuilds them.
     Verify {
@@ -159,6 +165,12 @@ pub fn pipeline_file(file: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// `[FILE] TARGET` of `show` and `path`.
+fn file_and_target(mut args: Vec<String>) -> anyhow::Result<(PathBuf, String)> {
+    let target = args.pop().context("name a stage or STAGE.TABLE")?;
+    Ok((pipeline_file(args.pop().map(PathBuf::from))?, target))
+}
+
 /// Load a pipeline file, its kinds resolved in `kinds`.
 pub fn load(file: &Path, kinds: &Registry) -> anyhow::Result<Pipeline> {
     Ok(Pipeline::load(file, kinds)?)
@@ -195,6 +207,7 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
                 gpus,
             };
             let reporter = Reporter::new(quiet);
+            crate::interrupt::install();
             let report = run(&p, &opts, &reporter)?;
             print_report(&mut out, &p, &report, dry_run)?;
             Ok(if report.failed() {
@@ -208,6 +221,11 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
             let p = load(&file, kinds)?;
             let store = Store::new(&p.cache_dir);
             let plans = plan(&p, &store)?;
+            // A stale stage whose work directory a live run is filling is running now.
+            let run_pid = store.running_pid();
+            let running = |key: &Option<String>| {
+                run_pid.is_some() && key.as_ref().is_some_and(|k| store.tmp_dir(k).is_dir())
+            };
             if json {
                 let rows: Vec<_> = p
                     .stages
@@ -216,6 +234,7 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
                     .map(|(s, pl)| {
                         let (state, reasons) = match &pl.state {
                             State::Fresh => ("fresh", vec![]),
+                            _ if running(&pl.key) => ("running", vec![format!("pid {}", run_pid.unwrap_or(0))]),
                             State::Stale(w) => ("stale", w.clone()),
                             State::Waits(_) => ("waits", vec![pl.reason()]),
                             State::MissingData(_) => ("missing_data", vec![pl.reason()]),
@@ -234,6 +253,14 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
                     let (s, pl) = (&p.stages[i], &plans[i]);
                     match (&pl.state, &pl.key) {
                         (State::Fresh, Some(key)) => writeln!(out, "  {:w$}  fresh  {}", s.name, &key[..12])?,
+                        (_, key) if running(key) => writeln!(
+                            out,
+                            "  {:w$}  running  (pipe pid {}, since {} was stale: {})",
+                            s.name,
+                            run_pid.unwrap_or(0),
+                            s.name,
+                            pl.reason()
+                        )?,
                         (State::Stale(_), _) => writeln!(out, "  {:w$}  stale  {}", s.name, pl.reason())?,
                         _ => writeln!(out, "  {:w$}  {}", s.name, pl.reason())?,
                     }
@@ -279,8 +306,8 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Show { file, target, rows } => {
-            let file = pipeline_file(file)?;
+        Cmd::Show { args, rows } => {
+            let (file, target) = file_and_target(args)?;
             let p = load(&file, kinds)?;
             let path = table_path(&p, &target)?;
             let (n, meta) = crate::table::footer(&path)?;
@@ -312,8 +339,8 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Path { file, target } => {
-            let file = pipeline_file(file)?;
+        Cmd::Path { args } => {
+            let (file, target) = file_and_target(args)?;
             let p = load(&file, kinds)?;
             writeln!(out, "{}", table_path(&p, &target)?.display())?;
             Ok(ExitCode::SUCCESS)
@@ -336,6 +363,10 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
                     s.prepared.outputs.join(", ")
                 )?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Kinds { kind, json } => {
+            print_kinds(&mut out, kinds, kind.as_deref(), json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Verify { file, cache, no_repair } => {
@@ -581,6 +612,72 @@ fn print_report(
         writeln!(out, "all {considered} stages are fresh; nothing to run")?;
     }
     Ok(())
+}
+
+/// `pipe kinds [KIND] [--json]`.
+fn print_kinds(out: &mut impl Write, kinds: &Registry, only: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let chosen: Vec<&dyn crate::stage::Kind> = match only {
+        None => kinds.iter().collect(),
+        Some(name) => vec![kinds.get(name).ok_or_else(|| {
+            let names = kinds.names();
+            let near = crate::error::closest(name, names.iter().copied())
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+            anyhow::anyhow!("no kind `{name}`; {near}kinds: {}", names.join(", "))
+        })?],
+    };
+    if json {
+        let rows: Vec<_> = chosen
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kind": k.name(), "version": k.version(), "about": k.about(),
+                    "params": crate::registry::params_of(*k),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    if only.is_none() {
+        let w = chosen.iter().map(|k| k.name().len()).max().unwrap_or(0);
+        for k in &chosen {
+            writeln!(out, "  {:w$}  v{}  {}", k.name(), k.version(), k.about())?;
+        }
+        writeln!(out, "`pipe kinds KIND` lists a kind's params.")?;
+        return Ok(());
+    }
+    for k in chosen {
+        writeln!(out, "{} (v{}): {}", k.name(), k.version(), k.about())?;
+        writeln!(out, "params:")?;
+        for p in crate::registry::params_of(k) {
+            let default = match (&p.default, p.required) {
+                (_, true) => " (required)".to_string(),
+                (Some(d), _) => format!(" = {}", serde_json::to_string(d)?),
+                (None, _) => String::new(),
+            };
+            writeln!(out, "  {}: {}{default}", p.name, p.ty)?;
+            for line in wrap(&p.about, 84) {
+                writeln!(out, "      {line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Words of `text` in lines of at most `width` characters.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(l) if l.chars().count() + 1 + word.chars().count() <= width => {
+                l.push(' ');
+                l.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
 }
 
 fn dir_size(p: &Path) -> u64 {

@@ -26,11 +26,12 @@ use std::process::{Command as Process, Stdio};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use crate::stage::{Context, Reference, Resources, Stage};
 use crate::table::{TableSchema, adopt};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Program and arguments (no shell).

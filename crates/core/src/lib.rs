@@ -21,6 +21,7 @@ pub mod config;
 pub mod dag;
 pub mod error;
 pub mod hash;
+pub mod interrupt;
 pub mod plan;
 pub mod progress;
 pub mod registry;

@@ -11,6 +11,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::mpsc;
+use std::time::Duration;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -269,13 +270,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                         match gpu_free.pop() {
                             Some(g) => Some(g),
                             None if gpus > 0 => continue, // wait for a GPU
-                            None => {
-                                warnings.push(format!(
-                                    "stage `{}` asked for a GPU; none is available, it ran on the CPU",
-                                    s.name
-                                ));
-                                None
-                            }
+                            None => None,                 // on the CPU; said if it ran
                         }
                     } else {
                         None
@@ -326,7 +321,27 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
             if running.is_empty() {
                 break;
             }
-            let (i, result) = rx.recv().expect("a running stage reports");
+            // Wait for a stage to finish, looking up for Ctrl-C / SIGTERM now and then.
+            let (i, result) = loop {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(message) => break message,
+                    Err(_) => {
+                        if let Some(why) = crate::interrupt::received() {
+                            stop_on_signal(p, reporter, why, &ran, running.keys().copied(), &pending);
+                        }
+                    }
+                }
+            };
+            if let Some(why) = crate::interrupt::received() {
+                // A stage that finished as the signal came was committed; one that
+                // failed was most likely killed by it (a worker gets the terminal's
+                // Ctrl-C too): count it as interrupted.
+                if result.is_ok() {
+                    ran.insert(i);
+                }
+                let stopped = running.keys().copied().filter(|&j| j != i || result.is_err());
+                stop_on_signal(p, reporter, why, &ran, stopped, &pending);
+            }
             let (cpu, gpu) = running.remove(&i).expect("was running");
             cpu_free += cpu;
             if let Some(g) = gpu {
@@ -336,8 +351,14 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
             let name = &p.stages[i].name;
             match result {
                 Ok(o) => {
-                    if let Outcome::Ran { seconds, .. } = &o {
+                    if let Outcome::Ran { seconds, device, .. } = &o {
                         reporter.println(&format!("[{name}] done in {seconds:.1}s"));
+                        // Only a stage that ran can have run on the CPU instead.
+                        if p.stages[i].resources.gpu > 0 && device == "cpu" {
+                            warnings.push(format!(
+                                "stage `{name}` asked for a GPU; none is available, it ran on the CPU"
+                            ));
+                        }
                     }
                     outcomes[i] = o;
                     ran.insert(i);
@@ -401,6 +422,47 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
         }
     }
     Ok(report(p, outcomes, warnings))
+}
+
+/// Say what an interrupted run leaves behind, then exit as the signal asks.
+fn stop_on_signal(
+    p: &Pipeline,
+    reporter: &Reporter,
+    why: &str,
+    ran: &BTreeSet<usize>,
+    stopped: impl Iterator<Item = usize>,
+    pending: &BTreeSet<usize>,
+) -> ! {
+    let stopped: Vec<usize> = stopped.collect();
+    let names = |set: &mut dyn Iterator<Item = &usize>| {
+        set.map(|&i| p.stages[i].name.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    reporter.finish();
+    let mut lines = vec![format!("pipe: {why}")];
+    if !ran.is_empty() {
+        lines.push(format!("  kept (committed to the cache): {}", names(&mut ran.iter())));
+    }
+    if !stopped.is_empty() {
+        lines.push(format!("  interrupted: {}", names(&mut stopped.iter())));
+    }
+    if !pending.is_empty() {
+        lines.push(format!("  not started: {}", names(&mut pending.iter())));
+    }
+    let resumable: Vec<usize> = stopped.iter().copied().filter(|&i| p.stages[i].kind.resumable()).collect();
+    let again: Vec<usize> = stopped.iter().copied().filter(|&i| !p.stages[i].kind.resumable()).collect();
+    let mut next = vec!["kept stages are fresh".to_string()];
+    if !resumable.is_empty() {
+        next.push(format!("{} resumes from its last checkpoint", names(&mut resumable.iter())));
+    }
+    if !again.is_empty() {
+        next.push(format!("{} runs again", names(&mut again.iter())));
+    }
+    lines.push(format!("`pipe run {}` resumes: {}", p.file.display(), next.join("; ")));
+    for l in lines {
+        reporter.println(&l);
+    }
+    // Exiting ends the stage threads; worker processes die with us (PR_SET_PDEATHSIG).
+    std::process::exit(crate::interrupt::exit_code())
 }
 
 /// Refuse, before anything runs, a selection that cannot complete: a stage to run whose

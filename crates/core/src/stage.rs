@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use schemars::JsonSchema;
 
 use crate::progress::Progress;
 use crate::table::{TableMeta, TableSchema, TableWriter};
@@ -58,7 +59,9 @@ pub struct Reference {
 
 /// A stage kind, written as plain Rust with typed params.
 pub trait Stage: Send + Sync + 'static {
-    type Params: DeserializeOwned + Serialize;
+    /// Typed params: serde reads and fills defaults (unknown keys refused), schemars
+    /// describes them for `pipe kinds` from the same definition and doc comments.
+    type Params: DeserializeOwned + Serialize + JsonSchema;
     /// The `kind:` users write in YAML.
     const KIND: &'static str;
     /// Bump when the output for the same inputs and params changes: it enters the key.
@@ -68,6 +71,13 @@ pub trait Stage: Send + Sync + 'static {
     /// Whether an interrupted run may leave its work directory for the next attempt to
     /// resume from (training checkpoints); other kinds always start from an empty one.
     const RESUMABLE: bool = false;
+
+    /// Problems of params that parsed, one per line, each starting `field: ` so that
+    /// the error points at that key (a range, a name from a list, two fields that
+    /// must agree).
+    fn check(_params: &Self::Params) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Names of the Parquet tables the stage writes (`<name>.parquet` in its entry).
     fn outputs(params: &Self::Params) -> Vec<String>;
@@ -138,6 +148,8 @@ pub trait Kind: Send + Sync {
     fn version(&self) -> u32;
     fn about(&self) -> &'static str;
     fn resumable(&self) -> bool;
+    /// JSON Schema of the params (types, defaults, doc comments), for `pipe kinds`.
+    fn params_schema(&self) -> serde_json::Value;
     fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, Vec<ParamsError>>;
     fn check_inputs(&self, params: &serde_json::Value, inputs: &[Upstream]) -> Vec<ParamsError>;
     fn run(&self, params: &serde_json::Value, ctx: &Context) -> anyhow::Result<()>;
@@ -157,6 +169,9 @@ impl<S: Stage> Kind for KindOf<S> {
     }
     fn resumable(&self) -> bool {
         S::RESUMABLE
+    }
+    fn params_schema(&self) -> serde_json::Value {
+        schemars::schema_for!(S::Params).to_value()
     }
 
     fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, Vec<ParamsError>> {
@@ -181,6 +196,10 @@ impl<S: Stage> Kind for KindOf<S> {
             // (`loss: ...`): each error points at its own key.
             message.lines().map(|line| field_error(line, &value)).collect()
         })?;
+        let problems = S::check(&typed);
+        if !problems.is_empty() {
+            return Err(problems.iter().map(|line| field_error(line, &value)).collect());
+        }
         let canonical = serde_json::to_value(&typed).map_err(|e| {
             vec![ParamsError {
                 path: String::new(),

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::progress::Progress;
+use crate::progress::{Progress, Update};
 use crate::stage::{Context, Device, InputTable};
 use crate::table::TableMeta;
 
@@ -128,6 +128,15 @@ pub fn run_in_worker(job: &Job, job_file: &Path, ctx: &Context) -> anyhow::Resul
         ctx.log(l.to_string());
     }
     if !status.success() {
+        // The dynamic loader's own words when LibTorch is gone or moved since the
+        // worker was built (its rpath points at the torch it was built against).
+        if let Some(line) = stderr.lines().find(|l| l.contains("error while loading shared libraries")) {
+            bail!(
+                "the torch worker {} cannot load LibTorch: {}\nfix: rebuild and reinstall pipe against the torch you have (`make install`), or set LD_LIBRARY_PATH to that torch's lib folder: python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), \"lib\"))'",
+                worker.display(),
+                line.trim()
+            );
+        }
         let tail: Vec<&str> = stderr
             .lines()
             .rev()
@@ -152,7 +161,14 @@ pub fn context_for(job: &Job) -> Context {
         previous: job.previous.clone(),
         threads: job.threads,
         device: job.device,
-        progress: Progress::emitting(&job.stage),
+        progress: Progress::with_sink(&job.stage, |u| {
+            match u {
+                Update::Total(n) => Event::Total(n),
+                Update::Inc(n) => Event::Inc(n),
+                Update::Message(m) => Event::Message(m),
+            }
+            .emit()
+        }),
         meta: job.meta.clone(),
         counters: Mutex::new(BTreeMap::new()),
         log: Mutex::new(Vec::new()),

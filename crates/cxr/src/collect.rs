@@ -19,12 +19,13 @@ use dicom_object::file::ReadPreamble;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use pipe_core::cache::fingerprint::FileHash;
 use pipe_core::stage::{Context, Reference, Resources, Stage};
 use pipe_core::table::{TableBuilder, TableSchema, str_col};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Root of the PACS export (DICOM files, any names, any depth).

@@ -23,6 +23,7 @@ use anyhow::{Context as _, bail};
 use arrow::array::{Array, RecordBatch};
 use rayon::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize};
+use schemars::JsonSchema;
 
 use crate::pixels::{self, Voi};
 use pipe_core::stage::{Context, Resources, Stage};
@@ -31,7 +32,7 @@ use pipe_core::table::{TableBuilder, TableSchema, f64_col, i32_col, read_batch, 
 /// Largest `size` accepted (JPEG allows 65535; this is far above any training input).
 pub const MAX_SIZE: usize = 16384;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Side of the square output images, in pixels (the paper trains at 768).
@@ -48,7 +49,7 @@ pub struct Params {
     pub threads: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     #[default]

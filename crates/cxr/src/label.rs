@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use aho_corasick::{AhoCorasick, MatchKind};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 use unicode_normalization::UnicodeNormalization;
 
 use pipe_core::stage::{Context, Reference, Stage};
@@ -28,17 +29,23 @@ use pipe_core::table::{TableBuilder, read_batch, str_col, write_table};
 pub const LABELS: [&str; 5] = ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"];
 const REGIONS: [&str; 5] = ["chest_wall", "pleura", "parenchyma", "cardiac", "other"];
 
-#[derive(Debug, Serialize, Deserialize, Clone)]
+#[derive(Debug, Serialize, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// File of normal report templates (a description equal to one is normal).
     #[serde(default = "d_templates")]
     pub templates: String,
+    /// YAML file of finding keywords per region (chest_wall, pleura, parenchyma, cardiac,
+    /// other), neutral phrases and negation cues.
     #[serde(default = "d_keywords")]
     pub keywords: String,
+    /// File of abbreviations expanded before matching (`ABBREVIATION => expansion` per line).
     #[serde(default = "d_abbreviations")]
     pub abbreviations: String,
+    /// File of common misspellings and their corrections (`wrong => right` per line).
     #[serde(default = "d_misspellings")]
     pub misspellings: String,
+    /// CSV of hand labels by description hash: the answers to the review queue.
     #[serde(default = "d_overrides")]
     pub overrides: String,
     /// A keyword after a negation cue in the same sentence is not a finding.
@@ -661,7 +668,7 @@ mod tests {
     use super::*;
 
     fn labeller() -> Labeller {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let p: Params = serde_json::from_str("{}").unwrap();
         Labeller::load(&p, &|f: &str| root.join(f)).unwrap()
     }
@@ -772,7 +779,7 @@ mod tests {
 
     #[test]
     fn switches_turn_features_off() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let p: Params = serde_json::from_str(r#"{"negation": false, "expand_abbreviations": false}"#).unwrap();
         let l = Labeller::load(&p, &|f: &str| root.join(f)).unwrap();
         assert!(matches!(

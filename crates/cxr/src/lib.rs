@@ -50,3 +50,61 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<evaluate::Evaluate>(PhantomData),
     &KindOf::<torch_check::TorchCheck>(PhantomData),
 ];
+
+#[cfg(test)]
+mod tests {
+    use pipe_core::Registry;
+    use pipe_core::registry::params_of;
+
+    /// Params each kind needs at the least (those without a default).
+    fn minimal(kind: &str) -> &'static str {
+        match kind {
+            "collect" => "pacs: data/pacs\nhis: data/his",
+            "command" => "run: [\"true\"]\noutputs: [out]",
+            "filter" => "method: tags",
+            _ => "{}",
+        }
+    }
+
+    /// `pipe kinds` shows, for every kind, exactly the params validation knows, with
+    /// the defaults validation fills in.
+    #[test]
+    fn documented_params_are_the_validated_params() {
+        let kinds = Registry::new(super::KINDS);
+        for kind in kinds.iter() {
+            let docs = params_of(kind);
+            let params: serde_yaml::Value = serde_yaml::from_str(minimal(kind.name())).unwrap();
+            let prepared = kind
+                .prepare(&params)
+                .unwrap_or_else(|e| panic!("{}: minimal params refused: {e:?}", kind.name()));
+            let canonical = prepared.params.as_object().unwrap();
+            let mut documented: Vec<&str> = docs.iter().filter(|d| !d.name.contains('.')).map(|d| d.name.as_str()).collect();
+            let mut validated: Vec<&str> = canonical.keys().map(String::as_str).collect();
+            documented.sort();
+            validated.sort();
+            assert_eq!(documented, validated, "kind {}", kind.name());
+            let prepared_json = prepared.params.clone();
+            for d in &docs {
+                // `fields.study_time` → canonical["fields"]["study_time"].
+                let value = d.name.split('.').fold(&prepared_json, |v, k| &v[k]);
+                let top = d.name.split('.').next().unwrap();
+                let has_fields = docs.iter().any(|c| c.name.starts_with(&format!("{}.", d.name)));
+                assert!(
+                    d.required || d.default.is_some() || value.is_null() || has_fields,
+                    "{}.{}: neither required nor a default shown",
+                    kind.name(),
+                    d.name
+                );
+                if let (Some(default), false) = (&d.default, params.get(top).is_some()) {
+                    assert_eq!(default, value, "{}.{}: shown default", kind.name(), d.name);
+                }
+                assert!(!d.ty.is_empty() && d.ty != "any", "{}.{}: type {}", kind.name(), d.name, d.ty);
+                assert!(!d.about.is_empty(), "{}.{}: no meaning given (a doc comment)", kind.name(), d.name);
+            }
+            // A key no doc lists is refused.
+            let mut extra = params.as_mapping().cloned().unwrap_or_default();
+            extra.insert("no_such_param".into(), 1.into());
+            assert!(kind.prepare(&serde_yaml::Value::Mapping(extra)).is_err(), "{}", kind.name());
+        }
+    }
+}

@@ -16,11 +16,12 @@ use anyhow::{Context as _, bail};
 use arrow::array::{Array, ArrayRef, Float64Array, StringArray, UInt32Array};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use pipe_core::stage::{Context, Reference, Stage};
 use pipe_core::table::{read_batch, str_col, time_col, write_table};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Largest |report_time − study_time|, in hours.

@@ -14,24 +14,35 @@ use chrono::NaiveDateTime;
 use quick_xml::events::Event;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 use unicode_normalization::UnicodeNormalization;
 
 use pipe_core::stage::{Context, Reference, Resources, Stage};
 use pipe_core::table::{TableBuilder, TableSchema, read_table, str_col, write_table};
 
 /// Element names of the HIS export.
-#[derive(Debug, Serialize, Deserialize, Clone)]
+#[derive(Debug, Serialize, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Fields {
+    /// Element holding the session id.
     pub session_id: String,
+    /// Element holding the patient id (matched with the DICOM PatientID).
     pub patient_id: String,
+    /// Element holding the session's check-in time.
     pub check_in: String,
+    /// Element holding the session's check-out time.
     pub check_out: String,
+    /// Element wrapping one report of a session.
     pub report: String,
+    /// Element holding the service id (kept if in `services`).
     pub service_id: String,
+    /// Element holding the service's name.
     pub service_name: String,
+    /// Element holding the time the report was written.
     pub report_time: String,
+    /// Element holding the report's description (what `label` reads).
     pub description: String,
+    /// Element holding the report's conclusion.
     pub conclusion: String,
 }
 
@@ -52,7 +63,7 @@ impl Default for Fields {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Allow-list of chest radiography SERVICE_IDs (first token of each line; `#` comments).
@@ -63,6 +74,7 @@ pub struct Params {
     pub time_formats: Vec<String>,
     #[serde(default)]
     pub fields: Fields,
+    /// Threads parsing files (0 = the run's `--jobs`).
     #[serde(default)]
     pub threads: usize,
 }

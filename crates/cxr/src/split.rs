@@ -16,35 +16,28 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use anyhow::{Context as _, bail, ensure};
 use arrow::array::{Array, BooleanArray, RecordBatch};
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use pipe_core::stage::{Context, Stage};
 use pipe_core::rng::Rng;
 use pipe_core::table::{TableBuilder, read_batch, str_col, write_table};
 
-/// Params, checked when the pipeline is validated (deserialized as `Unchecked` first).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "Unchecked")]
+/// Params, checked when the pipeline is validated ([`Params::check`]).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Params {
     /// Share of the images in each part; sums to 1.
+    #[serde(default = "d_ratios")]
     pub ratios: Vec<f64>,
     /// Name of each part, in the order of `ratios`.
+    #[serde(default = "d_parts")]
     pub parts: Vec<String>,
+    /// Seeds the assignment of patients to parts.
+    #[serde(default)]
     pub seed: u64,
     /// Bool columns of `labels` to stratify over.
-    pub labels: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Unchecked {
-    #[serde(default = "d_ratios")]
-    ratios: Vec<f64>,
-    #[serde(default = "d_parts")]
-    parts: Vec<String>,
-    #[serde(default)]
-    seed: u64,
     #[serde(default = "d_labels")]
-    labels: Vec<String>,
+    pub labels: Vec<String>,
 }
 
 fn d_ratios() -> Vec<f64> {
@@ -62,44 +55,35 @@ fn d_labels() -> Vec<String> {
 /// The part name `split_stats` uses for the whole dataset.
 const ALL: &str = "all";
 
-impl TryFrom<Unchecked> for Params {
-    type Error = String;
-    fn try_from(u: Unchecked) -> Result<Params, String> {
-        // Every problem, one per line (`field: …`), so each points at its own key.
+impl Params {
+    /// Every problem, one per line (`field: …`), so each points at its own key.
+    pub fn check(&self) -> Vec<String> {
         let mut errors: Vec<String> = Vec::new();
-        if let Err(e) = check_ratios(&u.ratios).map_err(|e| e.to_string()) {
+        if let Err(e) = check_ratios(&self.ratios).map_err(|e| e.to_string()) {
             errors.push(e);
         }
-        if u.parts.len() != u.ratios.len() {
+        if self.parts.len() != self.ratios.len() {
             errors.push(format!(
                 "parts: {} names for {} ratios; give one name per ratio",
-                u.parts.len(),
-                u.ratios.len()
+                self.parts.len(),
+                self.ratios.len()
             ));
         }
-        if let Err(e) = distinct("parts", &u.parts) {
+        if let Err(e) = distinct("parts", &self.parts) {
             errors.push(e);
         }
-        if u.parts.iter().any(|p| p == ALL) {
+        if self.parts.iter().any(|p| p == ALL) {
             errors.push(format!(
                 "parts: `{ALL}` is the name split_stats uses for the whole dataset"
             ));
         }
-        if u.labels.is_empty() {
+        if self.labels.is_empty() {
             errors.push("labels: name at least one label column".into());
         }
-        if let Err(e) = distinct("labels", &u.labels) {
+        if let Err(e) = distinct("labels", &self.labels) {
             errors.push(e);
         }
-        if !errors.is_empty() {
-            return Err(errors.join("\n"));
-        }
-        Ok(Params {
-            ratios: u.ratios,
-            parts: u.parts,
-            seed: u.seed,
-            labels: u.labels,
-        })
+        errors
     }
 }
 
@@ -139,6 +123,10 @@ impl Stage for Split {
     const VERSION: u32 = 1;
     const ABOUT: &'static str =
         "train/validation parts by patient, stratified over the labels (iterative stratification)";
+
+    fn check(params: &Params) -> Vec<String> {
+        params.check()
+    }
 
     fn reads(_: &Params) -> Vec<&'static str> {
         vec!["labels", "images"]
@@ -586,7 +574,11 @@ mod tests {
         ] {
             assert!(stratify(&units, bad, 0).is_err(), "{bad:?}");
         }
-        let params = |yaml: &str| serde_yaml::from_str::<Params>(yaml);
+        let params = |yaml: &str| {
+            let p = serde_yaml::from_str::<Params>(yaml).map_err(|e| e.to_string())?;
+            let problems = p.check();
+            if problems.is_empty() { Ok(p) } else { Err(problems.join("\n")) }
+        };
         assert!(params("ratios: [0.8, 0.3]").is_err());
         assert!(
             params("ratios: [0.6, 0.2, 0.2]").is_err(),

@@ -83,6 +83,10 @@ fn smoke() -> anyhow::Result<()> {
     );
     println!("tensor {:?} sum {sum}", Vec::<f32>::try_from(&t)?);
     println!(
+        "LibTorch: {}",
+        option_env!("PIPE_TORCH_LIBTORCH_LIB").unwrap_or("found through LD_LIBRARY_PATH")
+    );
+    println!(
         "cuda available: {} ({} devices), cudnn: {}",
         tch::Cuda::is_available(),
         tch::Cuda::device_count(),

@@ -358,6 +358,15 @@ impl Store {
 
     /// Take the cache's write lock. When another run holds it: wait (printing who holds
     /// it) or, with `wait == false`, fail with the same message.
+    /// The pid of a live `pipe` holding this cache's run lock, read without taking
+    /// the lock (status must not disturb a run, and works on a read-only cache): the
+    /// pid the lock file names, if that process is alive and is a `pipe`.
+    pub fn running_pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.dir.join("lock")).ok()?.trim().parse().ok()?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "pipe").then_some(pid)
+    }
+
     pub fn lock(&self, wait: bool) -> anyhow::Result<RunLock> {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create cache directory {}", self.dir.display()))?;

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail, ensure};
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use pipe_core::stage::{Context, Executor, Resources, Stage};
 use crate::examples::Example;
@@ -41,7 +42,7 @@ pub const KIND: &str = "evaluate";
 pub const TTA: &[&str] = &["hflip", "shift"];
 
 /// A decision threshold: the same number for every class, or a rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Threshold {
     Fixed(f64),
@@ -49,48 +50,35 @@ pub enum Threshold {
     Rule(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "Unchecked")]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Params {
     /// The part of `split` to evaluate on.
+    #[serde(default = "d_part")]
     pub part: String,
     /// `best` (best validation macro F1 during training) or `last`.
+    #[serde(default = "d_checkpoint")]
     pub checkpoint: String,
+    #[serde(default = "d_threshold")]
     pub threshold: Threshold,
     /// Where `best_f1` thresholds are chosen.
+    #[serde(default = "d_part")]
     pub threshold_part: String,
     /// Bootstrap replicates for the 95% intervals (0: no intervals).
+    #[serde(default = "d_bootstrap")]
     pub bootstrap: usize,
+    /// Seeds the bootstrap resampling.
+    #[serde(default)]
     pub seed: u64,
     /// Test-time augmentations averaged with the plain image (subset of [`TTA`]).
+    #[serde(default)]
     pub tta: Vec<String>,
     /// Number of Grad-CAM pictures.
+    #[serde(default = "d_gradcam")]
     pub gradcam: usize,
     /// Images per forward pass.
-    pub batch_size: usize,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Unchecked {
-    #[serde(default = "d_part")]
-    part: String,
-    #[serde(default = "d_checkpoint")]
-    checkpoint: String,
-    #[serde(default = "d_threshold")]
-    threshold: Threshold,
-    #[serde(default = "d_part")]
-    threshold_part: String,
-    #[serde(default = "d_bootstrap")]
-    bootstrap: usize,
-    #[serde(default)]
-    seed: u64,
-    #[serde(default)]
-    tta: Vec<String>,
-    #[serde(default = "d_gradcam")]
-    gradcam: usize,
     #[serde(default = "d_batch_size")]
-    batch_size: usize,
+    pub batch_size: usize,
 }
 
 fn d_part() -> String {
@@ -112,15 +100,14 @@ fn d_batch_size() -> usize {
     32
 }
 
-impl TryFrom<Unchecked> for Params {
-    type Error = String;
-    fn try_from(u: Unchecked) -> Result<Params, String> {
-        // Every problem, one per line (`field: …`), so each points at its own key.
+impl Params {
+    /// Every problem, one per line (`field: …`), so each points at its own key.
+    pub fn check(&self) -> Vec<String> {
         let mut errors: Vec<String> = Vec::new();
-        if !["best", "last"].contains(&u.checkpoint.as_str()) {
-            errors.push(format!("checkpoint: `{}` is not one of best, last", u.checkpoint));
+        if !["best", "last"].contains(&self.checkpoint.as_str()) {
+            errors.push(format!("checkpoint: `{}` is not one of best, last", self.checkpoint));
         }
-        match &u.threshold {
+        match &self.threshold {
             Threshold::Fixed(t) if !(0.0..=1.0).contains(t) => {
                 errors.push(format!("threshold: must be within 0..=1 or `best_f1`, got {t}"));
             }
@@ -129,11 +116,11 @@ impl TryFrom<Unchecked> for Params {
             }
             _ => {}
         }
-        if u.part.is_empty() || u.threshold_part.is_empty() {
+        if self.part.is_empty() || self.threshold_part.is_empty() {
             errors.push("part: empty part name".into());
         }
         let mut seen = HashSet::new();
-        for t in &u.tta {
+        for t in &self.tta {
             if !TTA.contains(&t.as_str()) || !seen.insert(t) {
                 errors.push(format!(
                     "tta: `{t}` is unknown or repeated; available: {}",
@@ -141,23 +128,10 @@ impl TryFrom<Unchecked> for Params {
                 ));
             }
         }
-        if u.batch_size == 0 {
+        if self.batch_size == 0 {
             errors.push("batch_size: must be at least 1".into());
         }
-        if !errors.is_empty() {
-            return Err(errors.join("\n"));
-        }
-        Ok(Params {
-            part: u.part,
-            checkpoint: u.checkpoint,
-            threshold: u.threshold,
-            threshold_part: u.threshold_part,
-            bootstrap: u.bootstrap,
-            seed: u.seed,
-            tta: u.tta,
-            gradcam: u.gradcam,
-            batch_size: u.batch_size,
-        })
+        errors
     }
 }
 
@@ -169,6 +143,10 @@ impl Stage for Evaluate {
     const VERSION: u32 = 1;
     const ABOUT: &'static str =
         "score trained models (or their ensemble) with bootstrap CIs, ROC, Grad-CAM and report.html (torch worker)";
+
+    fn check(params: &Params) -> Vec<String> {
+        params.check()
+    }
 
     fn reads(_: &Params) -> Vec<&'static str> {
         vec!["split", "labels", "images"]

@@ -17,20 +17,23 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::Schema;
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use pipe_core::stage::{Context, Executor, Reference, Resources, Stage};
 use pipe_core::table::{ColumnDef, TableSchema, read_batch, str_col, write_table};
 
-#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     Tags,
     Model,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
+    /// `tags`: keep radiographs whose DICOM tags say chest PA (modality, body part, view
+    /// position); `model`: a TorchScript PA-chest classifier scores each image.
     pub method: Method,
     /// Keep files with P(PA chest) > threshold.
     #[serde(default = "half")]
@@ -47,6 +50,7 @@ pub struct Params {
     /// `model`: side of the square input the model expects.
     #[serde(default = "default_input")]
     pub input_size: i64,
+    /// `model`: images per forward pass.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     /// `model`: what the model returns per image: a logit (sigmoid applied) or a probability.
@@ -54,7 +58,7 @@ pub struct Params {
     pub output: ModelOutput,
 }
 
-#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelOutput {
     #[default]

@@ -9,13 +9,14 @@
 //! The LibTorch half is `worker.rs`, compiled only into `pipe-torch` (worker/).
 
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use pipe_core::stage::{Context, Executor, Resources, Stage};
 use pipe_core::table::TableSchema;
 
 pub const KIND: &str = "torch_check";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
     /// Side of the square matrices to multiply.

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 
 use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use crate::examples::Example;
 use crate::pixels::load_png;
@@ -31,7 +32,7 @@ const EPOCH_STRIDE: u64 = 1_000_003;
 
 /// Random augmentation of training images (params `augment`); validation images are
 /// never augmented.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Augment {
     /// Mirror left/right with probability ½. Off by default: a chest X-ray is not

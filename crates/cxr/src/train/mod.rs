@@ -39,6 +39,7 @@ use std::collections::HashSet;
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
 
 use pipe_core::stage::{Context, Executor, Reference, Resources, Stage};
 use crate::evaluate::metrics::{Confusion, roc_auc};
@@ -67,78 +68,64 @@ pub const LOSSES: &[&str] = &["bce", "asl", "dbl"];
 pub const TRAIN_PART: &str = "train";
 pub const VALIDATION_PART: &str = "validation";
 
-/// Params, checked when the pipeline is validated (deserialized as `Unchecked` first).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(try_from = "Unchecked")]
+/// Params, checked when the pipeline is validated ([`Params::check`]).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Params {
+    /// Backbone: tiny (a small CNN for CPUs and tests), resnet50, densenet121, inception_v3
+    /// or efficientnet_b2 (the paper's best).
+    #[serde(default = "d_architecture")]
     pub architecture: String,
+    /// bce (binary cross-entropy), asl (asymmetric loss) or dbl (distribution-balanced
+    /// loss): the paper's Table 4.
+    #[serde(default = "d_loss")]
     pub loss: String,
     /// Side of the square input; images of another size are resized (bilinear).
+    #[serde(default = "d_image_size")]
     pub image_size: i64,
+    /// Images per optimiser step.
+    #[serde(default = "d_batch_size")]
     pub batch_size: usize,
+    /// Passes over the training part.
+    #[serde(default = "d_epochs")]
     pub epochs: usize,
     /// Peak learning rate (after warm-up).
+    #[serde(default = "d_lr")]
     pub lr: f64,
+    /// Optimiser steps of linear warm-up to `lr` before the cosine decay.
+    #[serde(default = "d_warmup")]
     pub warmup_steps: u64,
     /// Evaluate on the validation part every this many optimiser steps (and at the end).
+    #[serde(default = "d_eval_every")]
     pub eval_every: u64,
     /// Seeds the weights' initialisation and each epoch's shuffle.
+    #[serde(default)]
     pub seed: u64,
     /// Bool columns of `labels` to predict, one output each.
+    #[serde(default = "d_labels")]
     pub labels: Vec<String>,
     /// Weights to start from (.safetensors or .ot, e.g. converted torchvision or
     /// CheXpert weights); its content enters the key. Variables are matched by name; a
     /// head whose shape differs (another number of classes) is re-initialised.
+    #[serde(default)]
     pub pretrained: Option<String>,
     /// Train the head only (the backbone keeps the pretrained weights): the paper's
     /// "frozen feature extractor" alternative to end-to-end fine-tuning.
+    #[serde(default)]
     pub freeze_backbone: bool,
     /// Random augmentation of the training images (validation images are not augmented).
+    #[serde(default)]
     pub augment: loader::Augment,
     /// Threads decoding and augmenting images; 0: half the stage's thread budget on the
     /// CPU (the other half runs LibTorch), all of it with a GPU.
+    #[serde(default)]
     pub workers: usize,
     /// Batches prepared ahead of the training step.
+    #[serde(default = "d_prefetch")]
     pub prefetch: usize,
     /// Automatic mixed precision (float16 autocast) on CUDA; ignored on the CPU.
+    #[serde(default)]
     pub mixed_precision: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Unchecked {
-    #[serde(default = "d_architecture")]
-    architecture: String,
-    #[serde(default = "d_loss")]
-    loss: String,
-    #[serde(default = "d_image_size")]
-    image_size: i64,
-    #[serde(default = "d_batch_size")]
-    batch_size: usize,
-    #[serde(default = "d_epochs")]
-    epochs: usize,
-    #[serde(default = "d_lr")]
-    lr: f64,
-    #[serde(default = "d_warmup")]
-    warmup_steps: u64,
-    #[serde(default = "d_eval_every")]
-    eval_every: u64,
-    #[serde(default)]
-    seed: u64,
-    #[serde(default = "d_labels")]
-    labels: Vec<String>,
-    #[serde(default)]
-    pretrained: Option<String>,
-    #[serde(default)]
-    freeze_backbone: bool,
-    #[serde(default)]
-    augment: loader::Augment,
-    #[serde(default)]
-    workers: usize,
-    #[serde(default = "d_prefetch")]
-    prefetch: usize,
-    #[serde(default)]
-    mixed_precision: bool,
 }
 
 fn d_prefetch() -> usize {
@@ -175,86 +162,65 @@ fn d_labels() -> Vec<String> {
         .to_vec()
 }
 
-impl TryFrom<Unchecked> for Params {
-    type Error = String;
-    fn try_from(u: Unchecked) -> Result<Params, String> {
-        // Every problem, one per line (`field: …`), so each points at its own key.
+impl Params {
+    /// Every problem, one per line (`field: …`), so each points at its own key.
+    pub fn check(&self) -> Vec<String> {
         let mut errors: Vec<String> = Vec::new();
-        if !ARCHITECTURES.contains(&u.architecture.as_str()) {
+        if !ARCHITECTURES.contains(&self.architecture.as_str()) {
             errors.push(format!(
                 "architecture: `{}` is not implemented; available: {}",
-                u.architecture,
+                self.architecture,
                 ARCHITECTURES.join(", ")
             ));
         }
-        if !LOSSES.contains(&u.loss.as_str()) {
+        if !LOSSES.contains(&self.loss.as_str()) {
             errors.push(format!(
                 "loss: `{}` is not implemented; available: {}",
-                u.loss,
+                self.loss,
                 LOSSES.join(", ")
             ));
         }
-        let min = min_image_size(&u.architecture);
-        if !(min..=4096).contains(&u.image_size) {
+        let min = min_image_size(&self.architecture);
+        if !(min..=4096).contains(&self.image_size) {
             errors.push(format!(
                 "image_size: {} takes {min}..=4096 pixels, got {}",
-                u.architecture, u.image_size
+                self.architecture, self.image_size
             ));
         }
-        if let Err(e) = u.augment.validate() {
+        if let Err(e) = self.augment.validate() {
             errors.push(e);
         }
-        if u.prefetch == 0 {
+        if self.prefetch == 0 {
             errors.push("prefetch: must be at least 1".into());
         }
-        if u.freeze_backbone && u.pretrained.is_none() {
+        if self.freeze_backbone && self.pretrained.is_none() {
             errors.push("freeze_backbone: needs `pretrained` weights (a frozen random backbone learns nothing)".into());
         }
-        if u.batch_size == 0 {
+        if self.batch_size == 0 {
             errors.push("batch_size: must be at least 1".into());
         }
-        if u.epochs == 0 {
+        if self.epochs == 0 {
             errors.push("epochs: must be at least 1".into());
         }
-        if !(u.lr.is_finite() && u.lr > 0.0) {
-            errors.push(format!("lr: must be a number > 0, got {}", u.lr));
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            errors.push(format!("lr: must be a number > 0, got {}", self.lr));
         }
-        if u.eval_every == 0 {
+        if self.eval_every == 0 {
             errors.push("eval_every: must be at least 1".into());
         }
-        if u.labels.is_empty() {
+        if self.labels.is_empty() {
             errors.push("labels: name at least one label column".into());
         }
         let mut seen = HashSet::new();
-        for l in &u.labels {
+        for l in &self.labels {
             if l.is_empty() || !seen.insert(l) {
                 errors.push(format!("labels: `{l}` is empty or appears twice"));
             }
         }
-        if u.pretrained.as_deref() == Some("") {
+        if self.pretrained.as_deref() == Some("") {
             errors.push("pretrained: empty path".into());
         }
-        if !errors.is_empty() {
-            return Err(errors.join("\n"));
-        }
-        Ok(Params {
-            architecture: u.architecture,
-            loss: u.loss,
-            image_size: u.image_size,
-            batch_size: u.batch_size,
-            epochs: u.epochs,
-            lr: u.lr,
-            warmup_steps: u.warmup_steps,
-            eval_every: u.eval_every,
-            seed: u.seed,
-            labels: u.labels,
-            pretrained: u.pretrained,
-            freeze_backbone: u.freeze_backbone,
-            augment: u.augment,
-            workers: u.workers,
-            prefetch: u.prefetch,
-            mixed_precision: u.mixed_precision,
-        })
+        errors
     }
 }
 
@@ -270,6 +236,10 @@ impl Stage for Train {
     const VERSION: u32 = 2;
     const ABOUT: &'static str = "train a multi-label CNN on the split images (torch worker)";
     const RESUMABLE: bool = true;
+
+    fn check(params: &Params) -> Vec<String> {
+        params.check()
+    }
 
     fn reads(_: &Params) -> Vec<&'static str> {
         vec!["split", "labels", "images"]

@@ -367,12 +367,13 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
             images_done += batch.len as u64;
             step += 1;
             ctx.progress.inc(1);
+            // The bar shows the step count and its rate; this says where training is.
             ctx.progress.set_message(format!(
-                "epoch {}/{} step {step}/{total} loss {l:.4} val F1 {} {:.0} img/s",
+                "epoch {}/{} loss {l:.4} val F1 {} {} img/s",
                 epoch + 1,
                 p.epochs,
                 last_val_f1(&state),
-                images_done as f64 / rate_since.elapsed().as_secs_f64().max(1e-9)
+                pipe_core::progress::sig3(images_done as f64 / rate_since.elapsed().as_secs_f64().max(1e-9))
             ));
 
             if step.is_multiple_of(p.eval_every) || step == total {
