@@ -1,0 +1,76 @@
+//! `pipe init`: a project outside the tool's repository, run to the end.
+
+mod common;
+use common::*;
+
+#[test]
+fn a_project_made_by_init_runs_to_the_end_with_no_file_named() {
+    if worker().is_none() {
+        return;
+    }
+    let p = Project::new();
+    let made = p.pipe(&["init", "hospital", "--pacs", "exports/pacs", "--his", "exports/his"]).ok();
+    assert!(made.stdout.contains("cd hospital && pipe run"), "{}", made.stdout);
+    for f in [
+        "pipe.yaml",
+        "pipelines/phutho.yaml",
+        "stages/label/keywords.yaml",
+        "stages/parse/chest_services.txt",
+        ".gitignore",
+    ] {
+        assert!(p.path(&format!("hospital/{f}")).is_file(), "{f} missing");
+    }
+    // A second init does not overwrite the project.
+    let again = p.pipe(&["init", "hospital"]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("hospital/pipe.yaml already exists"), "{}", again.stderr);
+
+    synth(&p.path("hospital/exports"), 150, 64);
+    // CPU-sized training, as the generated file's comment suggests.
+    let pipeline = p.path("hospital/pipe.yaml");
+    let mut text = std::fs::read_to_string(&pipeline).unwrap();
+    text.push_str(
+        "  convert:\n    params: { size: 64 }\n  train:\n    params: { architecture: tiny, image_size: 32, batch_size: 16, epochs: 1, eval_every: 5 }\n  evaluate:\n    params: { bootstrap: 50, gradcam: 1 }\n",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+
+    let in_project = |args: &[&str]| {
+        let out = p
+            .command(args)
+            .current_dir(p.path("hospital"))
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "pipe {args:?}\n{stdout}\n{stderr}");
+        stdout
+    };
+    let run = in_project(&["run"]);
+    for stage in ["collect", "filter", "parse", "match", "label", "convert", "split", "train", "evaluate"] {
+        assert!(run.contains(&format!("✓ {stage} ")), "{stage} did not run:\n{run}");
+    }
+    // The cache is the project's, not the tool's.
+    assert!(p.path("hospital/cache/entries").is_dir());
+    let status = in_project(&["status"]);
+    assert!(status.contains("hospital (pipe.yaml)"), "{status}");
+    assert!(!status.contains("stale"), "{status}");
+    let report = in_project(&["path", "evaluate.metrics"]);
+    assert!(report.trim().starts_with(&p.path("hospital/cache").display().to_string()), "{report}");
+}
+
+#[test]
+fn with_no_file_pipe_names_the_candidates() {
+    let p = Project::new();
+    let none = p.pipe(&["status"]);
+    assert_ne!(none.code, 0);
+    assert!(none.stderr.contains("no pipe.yaml here nor a pipeline in ./pipelines/"), "{}", none.stderr);
+    assert!(none.stderr.contains("pipe init DIR"), "{}", none.stderr);
+    p.write("pipelines/a.yaml", "name: a\nstages: {}\n");
+    p.write("pipelines/b.yaml", "name: b\nstages: {}\n");
+    let two = p.pipe(&["check"]);
+    assert_ne!(two.code, 0);
+    assert!(two.stderr.contains("pipelines/ has 2: name one (pipelines/a.yaml, pipelines/b.yaml)"), "{}", two.stderr);
+    std::fs::remove_file(p.path("pipelines/b.yaml")).unwrap();
+    assert!(p.pipe(&["check"]).ok().stdout.contains("pipelines/a.yaml: ok"));
+}
