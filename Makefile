@@ -18,7 +18,7 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 RELEASE := $(CARGO_TARGET_DIR)/release
 DEMO ?= pipelines/demo.yaml
 
-.PHONY: all venv build run test bench lint clean-cache
+.PHONY: all venv build install run test bench lint clean-cache
 
 all: build
 
@@ -36,6 +36,18 @@ venv: .venv
 build: venv
 	cargo build --release --workspace --bins
 
+# `pipe` and `pipe-torch` on PATH: cargo's bin folder (~/.cargo/bin, on PATH wherever
+# Rust is installed with rustup), or PREFIX/bin. pipe-torch keeps an rpath to the
+# venv's LibTorch, so neither needs LD_LIBRARY_PATH.
+PREFIX ?=
+INSTALL_ROOT = $(if $(PREFIX),--root $(PREFIX),)
+install: venv
+	cargo install --locked --quiet --path . $(INSTALL_ROOT)
+	cargo install --locked --quiet --path crates/torch $(INSTALL_ROOT)
+	@bin=$(if $(PREFIX),$(PREFIX),$${CARGO_INSTALL_ROOT:-$${CARGO_HOME:-$$HOME/.cargo}})/bin; \
+	echo "installed pipe and pipe-torch in $$bin"; \
+	case ":$$PATH:" in *":$$bin:"*) ;; *) echo "add it to PATH: export PATH=$$bin:\$$PATH";; esac
+
 # The demo runs on a synthetic hospital; written once (deterministic), then reused.
 SYNTH ?= data/synth
 SYNTH_STUDIES ?= 2000
@@ -44,6 +56,7 @@ $(SYNTH)/truth/dicoms.parquet:
 	$(RELEASE)/pipe synth --out $(SYNTH) --studies $(SYNTH_STUDIES) --seed 7 --size 256
 
 run: build
+	@echo "pipe: $(RELEASE)/pipe, worker: $(RELEASE)/pipe-torch (\`make install\` puts both on PATH)"
 	$(MAKE) --no-print-directory $(SYNTH)/truth/dicoms.parquet
 	$(RELEASE)/pipe run $(DEMO)
 

@@ -19,7 +19,10 @@ const FILES: &[(&str, &str)] = &[
         "stages/label/abbreviations.txt",
         include_str!("../stages/label/abbreviations.txt"),
     ),
-    ("stages/label/keywords.yaml", include_str!("../stages/label/keywords.yaml")),
+    (
+        "stages/label/keywords.yaml",
+        include_str!("../stages/label/keywords.yaml"),
+    ),
     (
         "stages/label/misspellings.txt",
         include_str!("../stages/label/misspellings.txt"),
@@ -28,8 +31,14 @@ const FILES: &[(&str, &str)] = &[
         "stages/label/normal_templates.txt",
         include_str!("../stages/label/normal_templates.txt"),
     ),
-    ("stages/label/overrides.csv", include_str!("../stages/label/overrides.csv")),
-    ("stages/match/resolutions.csv", include_str!("../stages/match/resolutions.csv")),
+    (
+        "stages/label/overrides.csv",
+        include_str!("../stages/label/overrides.csv"),
+    ),
+    (
+        "stages/match/resolutions.csv",
+        include_str!("../stages/match/resolutions.csv"),
+    ),
     (
         "stages/parse/chest_services.txt",
         include_str!("../stages/parse/chest_services.txt"),
@@ -89,7 +98,13 @@ fn project_name(dir: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_-.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if name.is_empty() || name.chars().all(|c| c == '.') {
         "project".into()

@@ -27,7 +27,9 @@ fn unknown_kind_lists_valid_kinds() {
         "{e}"
     );
     assert!(
-        e.contains("valid kinds: collect, filter, parse, match, label, convert, split, train, evaluate, torch_check, command"),
+        e.contains(
+            "valid kinds: collect, filter, parse, match, label, convert, split, train, evaluate, torch_check, command"
+        ),
         "{e}"
     );
     assert!(e.contains("9 |     kind: trian"), "{e}");

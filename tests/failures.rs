@@ -447,7 +447,10 @@ fn a_file_unreadable_for_a_moment_is_read_again_once_readable() {
     let i = (0..rejects.num_rows())
         .find(|&i| paths.value(i) == x)
         .unwrap_or_else(|| panic!("{x} unreadable but not in rejects"));
-    let reason = pipe_core::table::str_col(&rejects, "reason").unwrap().value(i).to_string();
+    let reason = pipe_core::table::str_col(&rejects, "reason")
+        .unwrap()
+        .value(i)
+        .to_string();
     assert!(reason.contains("Permission denied"), "{reason}");
     assert!(
         rejects.column_by_name("file_hash").unwrap().is_null(i),

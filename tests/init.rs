@@ -9,7 +9,9 @@ fn a_project_made_by_init_runs_to_the_end_with_no_file_named() {
         return;
     }
     let p = Project::new();
-    let made = p.pipe(&["init", "hospital", "--pacs", "exports/pacs", "--his", "exports/his"]).ok();
+    let made = p
+        .pipe(&["init", "hospital", "--pacs", "exports/pacs", "--his", "exports/his"])
+        .ok();
     assert!(made.stdout.contains("cd hospital && pipe run"), "{}", made.stdout);
     for f in [
         "pipe.yaml",
@@ -23,7 +25,11 @@ fn a_project_made_by_init_runs_to_the_end_with_no_file_named() {
     // A second init does not overwrite the project.
     let again = p.pipe(&["init", "hospital"]);
     assert_ne!(again.code, 0);
-    assert!(again.stderr.contains("hospital/pipe.yaml already exists"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("hospital/pipe.yaml already exists"),
+        "{}",
+        again.stderr
+    );
 
     synth(&p.path("hospital/exports"), 150, 64);
     // CPU-sized training, as the generated file's comment suggests.
@@ -47,7 +53,9 @@ fn a_project_made_by_init_runs_to_the_end_with_no_file_named() {
         stdout
     };
     let run = in_project(&["run"]);
-    for stage in ["collect", "filter", "parse", "match", "label", "convert", "split", "train", "evaluate"] {
+    for stage in [
+        "collect", "filter", "parse", "match", "label", "convert", "split", "train", "evaluate",
+    ] {
         assert!(run.contains(&format!("✓ {stage} ")), "{stage} did not run:\n{run}");
     }
     // The cache is the project's, not the tool's.
@@ -56,7 +64,12 @@ fn a_project_made_by_init_runs_to_the_end_with_no_file_named() {
     assert!(status.contains("hospital (pipe.yaml)"), "{status}");
     assert!(!status.contains("stale"), "{status}");
     let report = in_project(&["path", "evaluate.metrics"]);
-    assert!(report.trim().starts_with(&p.path("hospital/cache").display().to_string()), "{report}");
+    assert!(
+        report
+            .trim()
+            .starts_with(&p.path("hospital/cache").display().to_string()),
+        "{report}"
+    );
 }
 
 #[test]
@@ -64,13 +77,22 @@ fn with_no_file_pipe_names_the_candidates() {
     let p = Project::new();
     let none = p.pipe(&["status"]);
     assert_ne!(none.code, 0);
-    assert!(none.stderr.contains("no pipe.yaml here nor a pipeline in ./pipelines/"), "{}", none.stderr);
+    assert!(
+        none.stderr.contains("no pipe.yaml here nor a pipeline in ./pipelines/"),
+        "{}",
+        none.stderr
+    );
     assert!(none.stderr.contains("pipe init DIR"), "{}", none.stderr);
     p.write("pipelines/a.yaml", "name: a\nstages: {}\n");
     p.write("pipelines/b.yaml", "name: b\nstages: {}\n");
     let two = p.pipe(&["check"]);
     assert_ne!(two.code, 0);
-    assert!(two.stderr.contains("pipelines/ has 2: name one (pipelines/a.yaml, pipelines/b.yaml)"), "{}", two.stderr);
+    assert!(
+        two.stderr
+            .contains("pipelines/ has 2: name one (pipelines/a.yaml, pipelines/b.yaml)"),
+        "{}",
+        two.stderr
+    );
     std::fs::remove_file(p.path("pipelines/b.yaml")).unwrap();
     assert!(p.pipe(&["check"]).ok().stdout.contains("pipelines/a.yaml: ok"));
 }

@@ -7,7 +7,18 @@ use std::process::Command;
 fn dependencies(package: &str) -> Vec<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["tree", "--offline", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}"])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
@@ -23,8 +34,19 @@ fn dependencies(package: &str) -> Vec<String> {
 }
 
 const DOMAIN: &[&str] = &[
-    "dicom-core", "dicom-object", "dicom-pixeldata", "dicom-encoding", "png", "jpeg-encoder", "jpeg-decoder", "image",
-    "plotters", "ab_glyph", "quick-xml", "pipe-cxr", "pipe-synth",
+    "dicom-core",
+    "dicom-object",
+    "dicom-pixeldata",
+    "dicom-encoding",
+    "png",
+    "jpeg-encoder",
+    "jpeg-decoder",
+    "image",
+    "plotters",
+    "ab_glyph",
+    "quick-xml",
+    "pipe-cxr",
+    "pipe-synth",
 ];
 const TORCH: &[&str] = &["tch", "torch-sys"];
 

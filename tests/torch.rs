@@ -197,19 +197,27 @@ fn a_worker_that_cannot_load_libtorch_says_what_to_do() {
     let dir = p.path("fake");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("t.c"), "int torch_stub(void) { return 0; }\n").unwrap();
-    std::fs::write(dir.join("m.c"), "int torch_stub(void);\nint main(void) { return torch_stub(); }\n").unwrap();
+    std::fs::write(
+        dir.join("m.c"),
+        "int torch_stub(void);\nint main(void) { return torch_stub(); }\n",
+    )
+    .unwrap();
     let cc = |args: &[&str]| {
-        let out = std::process::Command::new("cc")
-            .args(args)
-            .current_dir(&dir)
-            .output();
+        let out = std::process::Command::new("cc").args(args).current_dir(&dir).output();
         match out {
             Ok(o) => assert!(o.status.success(), "cc: {}", String::from_utf8_lossy(&o.stderr)),
             Err(e) => panic!("this test needs a C compiler (cc), as building pipe-torch does: {e}"),
         }
     };
     cc(&["-shared", "-fPIC", "-o", "libtorch_cpu.so", "t.c"]);
-    cc(&["-o", "pipe-torch", "m.c", "-L.", "-ltorch_cpu", "-Wl,-rpath,/nonexistent/torch/lib"]);
+    cc(&[
+        "-o",
+        "pipe-torch",
+        "m.c",
+        "-L.",
+        "-ltorch_cpu",
+        "-Wl,-rpath,/nonexistent/torch/lib",
+    ]);
     std::fs::remove_file(dir.join("libtorch_cpu.so")).unwrap();
     p.write(
         "pipelines/p.yaml",

@@ -87,7 +87,11 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     // end, and at most one every 15 s (progress::PLAIN_EVERY).
     let lines = r.stderr.lines().filter(|l| l.starts_with("[train]")).count();
     let bound = 2 + (resumed.elapsed().as_secs_f64() / 15.0).ceil() as usize;
-    assert!(lines <= bound, "{lines} progress lines (at most {bound}):\n{}", r.stderr);
+    assert!(
+        lines <= bound,
+        "{lines} progress lines (at most {bound}):\n{}",
+        r.stderr
+    );
 
     let dir = entry(&p, "pipelines/t.yaml", "train");
     for f in ["best.safetensors", "last.safetensors", "config.json"] {

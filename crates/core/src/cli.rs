@@ -12,8 +12,8 @@ use crate::cache::store::Store;
 use crate::config::Pipeline;
 use crate::error::Diagnostics;
 use crate::plan::{State, plan};
-use crate::registry::Registry;
 use crate::progress::Reporter;
+use crate::registry::Registry;
 use crate::scheduler::{Outcome, RunOptions, run};
 
 /// The engine's commands; a binary flattens them into its own command enum
@@ -130,6 +130,13 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            // `pipe show … | head`: the reader left; nothing more to say.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
             if let Some(d) = e.downcast_ref::<Diagnostics>() {
                 eprintln!("{d}");
                 return ExitCode::from(2);
@@ -160,7 +167,10 @@ pub fn pipeline_file(file: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         many => bail!(
             "no pipeline file given, and pipelines/ has {}: name one ({})",
             many.len(),
-            many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
@@ -223,9 +233,8 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
             let plans = plan(&p, &store)?;
             // A stale stage whose work directory a live run is filling is running now.
             let run_pid = store.running_pid();
-            let running = |key: &Option<String>| {
-                run_pid.is_some() && key.as_ref().is_some_and(|k| store.tmp_dir(k).is_dir())
-            };
+            let running =
+                |key: &Option<String>| run_pid.is_some() && key.as_ref().is_some_and(|k| store.tmp_dir(k).is_dir());
             if json {
                 let rows: Vec<_> = p
                     .stages

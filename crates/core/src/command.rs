@@ -25,8 +25,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 
 use anyhow::{Context as _, bail};
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::stage::{Context, Reference, Resources, Stage};
 use crate::table::{TableSchema, adopt};

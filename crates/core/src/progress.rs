@@ -268,7 +268,11 @@ impl Progress {
         }
         // The rate over the recent window: the newest sample against the oldest one
         // still inside it.
-        if shown.samples.back().is_none_or(|&(t, _)| now - t >= Duration::from_millis(250)) {
+        if shown
+            .samples
+            .back()
+            .is_none_or(|&(t, _)| now - t >= Duration::from_millis(250))
+        {
             shown.samples.push_back((now, done));
         }
         while shown.samples.len() > 2 && shown.samples.front().is_some_and(|&(t, _)| now - t > RATE_WINDOW) {
@@ -393,7 +397,11 @@ mod tests {
 
     #[test]
     fn a_line_fits_its_room() {
-        let line = fit("120/432 (28%) 9.40/s ETA 33s", "epoch 3/12 loss 0.4123 val F1 0.812", 40);
+        let line = fit(
+            "120/432 (28%) 9.40/s ETA 33s",
+            "epoch 3/12 loss 0.4123 val F1 0.812",
+            40,
+        );
         assert_eq!(line.chars().count(), 40);
         assert!(line.ends_with('…'));
         assert_eq!(fit("1/2 (50%)", "", 40), "1/2 (50%)");
@@ -427,6 +435,9 @@ mod tests {
             lines.len()
         );
         assert!(!lines.is_empty(), "no progress line at all in {elapsed:?}");
-        assert!(lines.iter().all(|l| l.starts_with("[train] ") && l.contains('/')), "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l.starts_with("[train] ") && l.contains('/')),
+            "{lines:?}"
+        );
     }
 }

@@ -97,9 +97,12 @@ fn object_params(root: &serde_json::Value, obj: &serde_json::Value, prefix: &str
 /// The schema a `$ref` (or an `allOf` of one, as schemars writes a documented field of
 /// a named type) points to; the schema itself otherwise.
 fn resolve<'a>(root: &'a serde_json::Value, s: &'a serde_json::Value) -> &'a serde_json::Value {
-    let r = s["$ref"]
-        .as_str()
-        .or_else(|| s["allOf"].as_array().and_then(|a| a.first()).and_then(|f| f["$ref"].as_str()));
+    let r = s["$ref"].as_str().or_else(|| {
+        s["allOf"]
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|f| f["$ref"].as_str())
+    });
     match r.and_then(|r| r.strip_prefix("#/")) {
         Some(path) => path.split('/').fold(root, |v, k| &v[k]),
         None => s,

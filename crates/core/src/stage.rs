@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{Context as _, bail};
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use schemars::JsonSchema;
 
 use crate::progress::Progress;
 use crate::table::{TableMeta, TableSchema, TableWriter};

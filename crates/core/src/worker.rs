@@ -130,7 +130,10 @@ pub fn run_in_worker(job: &Job, job_file: &Path, ctx: &Context) -> anyhow::Resul
     if !status.success() {
         // The dynamic loader's own words when LibTorch is gone or moved since the
         // worker was built (its rpath points at the torch it was built against).
-        if let Some(line) = stderr.lines().find(|l| l.contains("error while loading shared libraries")) {
+        if let Some(line) = stderr
+            .lines()
+            .find(|l| l.contains("error while loading shared libraries"))
+        {
             bail!(
                 "the torch worker {} cannot load LibTorch: {}\nfix: rebuild and reinstall pipe against the torch you have (`make install`), or set LD_LIBRARY_PATH to that torch's lib folder: python3 -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), \"lib\"))'",
                 worker.display(),

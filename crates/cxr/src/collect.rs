@@ -18,8 +18,8 @@ use dicom_object::OpenFileOptions;
 use dicom_object::file::ReadPreamble;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use pipe_core::cache::fingerprint::FileHash;
 use pipe_core::stage::{Context, Reference, Resources, Stage};

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context as _, bail};
 use arrow::array::{Array, RecordBatch};
 use rayon::prelude::*;
-use serde::{Deserialize, Deserializer, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pixels::{self, Voi};
 use pipe_core::stage::{Context, Resources, Stage};

@@ -78,7 +78,11 @@ mod tests {
                 .prepare(&params)
                 .unwrap_or_else(|e| panic!("{}: minimal params refused: {e:?}", kind.name()));
             let canonical = prepared.params.as_object().unwrap();
-            let mut documented: Vec<&str> = docs.iter().filter(|d| !d.name.contains('.')).map(|d| d.name.as_str()).collect();
+            let mut documented: Vec<&str> = docs
+                .iter()
+                .filter(|d| !d.name.contains('.'))
+                .map(|d| d.name.as_str())
+                .collect();
             let mut validated: Vec<&str> = canonical.keys().map(String::as_str).collect();
             documented.sort();
             validated.sort();
@@ -98,13 +102,28 @@ mod tests {
                 if let (Some(default), false) = (&d.default, params.get(top).is_some()) {
                     assert_eq!(default, value, "{}.{}: shown default", kind.name(), d.name);
                 }
-                assert!(!d.ty.is_empty() && d.ty != "any", "{}.{}: type {}", kind.name(), d.name, d.ty);
-                assert!(!d.about.is_empty(), "{}.{}: no meaning given (a doc comment)", kind.name(), d.name);
+                assert!(
+                    !d.ty.is_empty() && d.ty != "any",
+                    "{}.{}: type {}",
+                    kind.name(),
+                    d.name,
+                    d.ty
+                );
+                assert!(
+                    !d.about.is_empty(),
+                    "{}.{}: no meaning given (a doc comment)",
+                    kind.name(),
+                    d.name
+                );
             }
             // A key no doc lists is refused.
             let mut extra = params.as_mapping().cloned().unwrap_or_default();
             extra.insert("no_such_param".into(), 1.into());
-            assert!(kind.prepare(&serde_yaml::Value::Mapping(extra)).is_err(), "{}", kind.name());
+            assert!(
+                kind.prepare(&serde_yaml::Value::Mapping(extra)).is_err(),
+                "{}",
+                kind.name()
+            );
         }
     }
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use arrow::array::{Array, ArrayRef, Float64Array, StringArray, UInt32Array};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use pipe_core::stage::{Context, Reference, Stage};
 use pipe_core::table::{read_batch, str_col, time_col, write_table};

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use chrono::NaiveDateTime;
 use quick_xml::events::Event;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
 use pipe_core::stage::{Context, Reference, Resources, Stage};

@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{Context as _, bail, ensure};
 use arrow::array::{Array, BooleanArray, RecordBatch};
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use pipe_core::stage::{Context, Stage};
 use pipe_core::rng::Rng;
+use pipe_core::stage::{Context, Stage};
 use pipe_core::table::{TableBuilder, read_batch, str_col, write_table};
 
 /// Params, checked when the pipeline is validated ([`Params::check`]).
@@ -577,7 +577,11 @@ mod tests {
         let params = |yaml: &str| {
             let p = serde_yaml::from_str::<Params>(yaml).map_err(|e| e.to_string())?;
             let problems = p.check();
-            if problems.is_empty() { Ok(p) } else { Err(problems.join("\n")) }
+            if problems.is_empty() {
+                Ok(p)
+            } else {
+                Err(problems.join("\n"))
+            }
         };
         assert!(params("ratios: [0.8, 0.3]").is_err());
         assert!(

@@ -9,8 +9,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use super::hospital::{Defect, Encoding, Image, Study};
-use pipe_core::rng::Rng;
 use super::{image, jpeg_lossless, rle};
+use pipe_core::rng::Rng;
 
 const DX_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.1.1";
 const CR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.1";

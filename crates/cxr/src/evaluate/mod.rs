@@ -30,11 +30,11 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail, ensure};
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use pipe_core::stage::{Context, Executor, Resources, Stage};
 use crate::examples::Example;
+use pipe_core::stage::{Context, Executor, Resources, Stage};
 use pipe_core::table::{ColumnDef, TableBuilder, TableSchema, read_batch};
 
 pub const KIND: &str = "evaluate";
@@ -665,9 +665,9 @@ mod tests {
     /// functions say, the pictures and report are written and linked.
     #[test]
     fn finish_writes_tables_pictures_and_report() {
-        use pipe_core::stage::InputTable;
         use arrow::array::{Array, AsArray};
         use arrow::datatypes::Float64Type;
+        use pipe_core::stage::InputTable;
         let dir = tempfile::tempdir().unwrap();
         let (model_dir, out) = (dir.path().join("train"), dir.path().join("out"));
         std::fs::create_dir_all(&model_dir).unwrap();

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::Schema;
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use pipe_core::stage::{Context, Executor, Reference, Resources, Stage};
 use pipe_core::table::{ColumnDef, TableSchema, read_batch, str_col, write_table};
@@ -98,10 +98,7 @@ pub fn kept_schema() -> TableSchema {
     extended(&crate::collect::dicoms_schema(), &crate::schema!("filter/kept"))
 }
 pub fn dropped_schema() -> TableSchema {
-    extended(
-        &crate::collect::dicoms_schema(),
-        &crate::schema!("filter/dropped"),
-    )
+    extended(&crate::collect::dicoms_schema(), &crate::schema!("filter/dropped"))
 }
 
 impl Stage for Filter {

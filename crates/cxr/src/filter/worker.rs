@@ -9,10 +9,10 @@ use anyhow::Context as _;
 use rayon::prelude::*;
 use tch::{CModule, Device as TDevice, Kind, Tensor};
 
-use pipe_cxr::pixels;
 use pipe_core::stage::Context;
-use pipe_cxr::filter::{ModelOutput, Params, write_split};
 use pipe_core::table::{read_batch, str_col};
+use pipe_cxr::filter::{ModelOutput, Params, write_split};
+use pipe_cxr::pixels;
 
 pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> {
     let p: Params = serde_json::from_value(params.clone())?;

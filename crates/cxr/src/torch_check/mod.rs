@@ -8,8 +8,8 @@
 //!
 //! The LibTorch half is `worker.rs`, compiled only into `pipe-torch` (worker/).
 
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use pipe_core::stage::{Context, Executor, Resources, Stage};
 use pipe_core::table::TableSchema;

@@ -38,11 +38,11 @@
 use std::collections::HashSet;
 
 use anyhow::bail;
-use serde::{Deserialize, Serialize};
 use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use pipe_core::stage::{Context, Executor, Reference, Resources, Stage};
 use crate::evaluate::metrics::{Confusion, roc_auc};
+use pipe_core::stage::{Context, Executor, Reference, Resources, Stage};
 use pipe_core::table::TableSchema;
 
 pub mod loader;

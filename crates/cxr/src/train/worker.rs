@@ -25,10 +25,10 @@ use pipe_core::stage::Context;
 
 use crate::nets::Net;
 use crate::optim::Adam;
-use pipe_cxr::train::loader::{self, Batch, LoaderOptions, epoch_batches};
-use pipe_cxr::examples::{Example, examples};
-use pipe_cxr::train::{Params, Scores, epoch_order, history_schema, learning_rate, scores};
 use pipe_core::table::TableBuilder;
+use pipe_cxr::examples::{Example, examples};
+use pipe_cxr::train::loader::{self, Batch, LoaderOptions, epoch_batches};
+use pipe_cxr::train::{Params, Scores, epoch_order, history_schema, learning_rate, scores};
 
 /// Saved at every evaluation beside `last.safetensors`; what a resumed run starts from.
 #[derive(Debug, Serialize, Deserialize)]
