@@ -213,6 +213,64 @@ pub fn letterbox(img: &Gray, size: usize) -> Gray {
     }
 }
 
+/// An 8-bit (or 16-bit) PNG as grey values in [0, 1], resized to `size`×`size`
+/// (bilinear, [`resize`]) when it has another size.
+pub fn load_png(path: &Path, size: usize) -> anyhow::Result<Vec<f32>> {
+    let img = load_gray(path)?;
+    if img.width == size && img.height == size {
+        return Ok(img.data);
+    }
+    Ok(resize(&img, size, size).data)
+}
+
+/// An 8-bit (or 16-bit) PNG as grey values in [0, 1] at its own size; colour is the mean
+/// of R, G and B.
+pub fn load_gray(path: &Path) -> anyhow::Result<Gray> {
+    anyhow::ensure!(
+        path.extension().and_then(|e| e.to_str()) == Some("png"),
+        "{}: train reads PNG images; give convert `format: png`",
+        path.display()
+    );
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder
+        .read_info()
+        .with_context(|| format!("{} is not a readable PNG", path.display()))?;
+    let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
+    let info = reader
+        .next_frame(&mut buf)
+        .with_context(|| format!("{} is not a readable PNG", path.display()))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = info.color_type.samples();
+    let (bytes_per, max) = match info.bit_depth {
+        png::BitDepth::Sixteen => (2, 65535.0),
+        _ => (1, 255.0),
+    };
+    let sample = |i: usize| -> f32 {
+        if bytes_per == 2 {
+            u16::from_be_bytes([buf[2 * i], buf[2 * i + 1]]) as f32 / max
+        } else {
+            buf[i] as f32 / max
+        }
+    };
+    let mut data = Vec::with_capacity(w * h);
+    for p in 0..w * h {
+        // Grey (+alpha): the first sample; colour: the mean of R, G, B.
+        let v = if channels >= 3 {
+            (sample(p * channels) + sample(p * channels + 1) + sample(p * channels + 2)) / 3.0
+        } else {
+            sample(p * channels)
+        };
+        data.push(v);
+    }
+    Ok(Gray {
+        width: w,
+        height: h,
+        data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,62 +362,4 @@ mod tests {
         };
         assert!(letterbox(&empty, 3).data.iter().all(|&v| v == 0.0));
     }
-}
-
-/// An 8-bit (or 16-bit) PNG as grey values in [0, 1], resized to `size`×`size`
-/// (bilinear, [`resize`]) when it has another size.
-pub fn load_png(path: &Path, size: usize) -> anyhow::Result<Vec<f32>> {
-    let img = load_gray(path)?;
-    if img.width == size && img.height == size {
-        return Ok(img.data);
-    }
-    Ok(resize(&img, size, size).data)
-}
-
-/// An 8-bit (or 16-bit) PNG as grey values in [0, 1] at its own size; colour is the mean
-/// of R, G and B.
-pub fn load_gray(path: &Path) -> anyhow::Result<Gray> {
-    anyhow::ensure!(
-        path.extension().and_then(|e| e.to_str()) == Some("png"),
-        "{}: train reads PNG images; give convert `format: png`",
-        path.display()
-    );
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-    decoder.set_transformations(png::Transformations::EXPAND);
-    let mut reader = decoder
-        .read_info()
-        .with_context(|| format!("{} is not a readable PNG", path.display()))?;
-    let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
-    let info = reader
-        .next_frame(&mut buf)
-        .with_context(|| format!("{} is not a readable PNG", path.display()))?;
-    let (w, h) = (info.width as usize, info.height as usize);
-    let channels = info.color_type.samples();
-    let (bytes_per, max) = match info.bit_depth {
-        png::BitDepth::Sixteen => (2, 65535.0),
-        _ => (1, 255.0),
-    };
-    let sample = |i: usize| -> f32 {
-        if bytes_per == 2 {
-            u16::from_be_bytes([buf[2 * i], buf[2 * i + 1]]) as f32 / max
-        } else {
-            buf[i] as f32 / max
-        }
-    };
-    let mut data = Vec::with_capacity(w * h);
-    for p in 0..w * h {
-        // Grey (+alpha): the first sample; colour: the mean of R, G, B.
-        let v = if channels >= 3 {
-            (sample(p * channels) + sample(p * channels + 1) + sample(p * channels + 2)) / 3.0
-        } else {
-            sample(p * channels)
-        };
-        data.push(v);
-    }
-    Ok(Gray {
-        width: w,
-        height: h,
-        data,
-    })
 }
