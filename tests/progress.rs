@@ -104,3 +104,79 @@ fn sigterm_is_an_interruption_too() {
     assert!(stderr.contains("pipe: terminated (SIGTERM)"), "{stderr}");
     assert!(stderr.contains("interrupted: b"), "{stderr}");
 }
+
+/// On a narrow terminal, a training stage's line keeps what matters — count,
+/// percentage, rate and ETA — within the width: the bar narrows and the stage's own
+/// message is cut instead.
+/// The terminal is a real pseudo-terminal (util-linux `script`) set to 60 columns.
+#[test]
+fn on_a_terminal_the_train_line_fits_and_keeps_count_and_eta() {
+    if worker().is_none() {
+        return;
+    }
+    let p = Project::new();
+    synth(&p.path("hosp"), 150, 32);
+    phutho_on_hospital(
+        &p,
+        "t",
+        32,
+        "  train:\n    params: { architecture: tiny, image_size: 32, batch_size: 4, epochs: 12, eval_every: 1000 }\n",
+    );
+    let log = p.path("tty.log");
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!(
+            "stty cols 60 rows 30; exec {} run pipelines/t.yaml --until train",
+            pipe_bin().display()
+        ))
+        .arg(&log)
+        .current_dir(p.dir.path())
+        .output()
+        .expect("util-linux `script` runs");
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(out.status.success(), "{text}");
+    // What the terminal shows: escape sequences removed, lines split at \r, \n and
+    // cursor movements.
+    let mut plain = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                while let Some(&d) = chars.peek() {
+                    chars.next();
+                    if d.is_ascii_alphabetic() {
+                        // Colours stay in the line; cursor moves and clears end it.
+                        if d != 'm' {
+                            plain.push('\n');
+                        }
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    // indicatif pads each line to the width and lets the terminal wrap: rows are
+    // 60-column chunks of what is between cursor moves.
+    let rows: Vec<String> = plain
+        .split(['\r', '\n'])
+        .flat_map(|seg| {
+            let chars: Vec<char> = seg.chars().collect();
+            chars
+                .chunks(60)
+                .map(|c| c.iter().collect::<String>())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let train: Vec<&String> = rows.iter().filter(|l| l.contains(" train ")).collect();
+    assert!(!train.is_empty(), "no train progress line drawn:\n{plain}");
+    assert!(
+        train
+            .iter()
+            .any(|l| l.contains("%)") && l.contains("/s ETA ") && l.contains("] ")),
+        "bar, count, rate and ETA never shown together in 60 columns:\n{}",
+        train.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+    );
+}

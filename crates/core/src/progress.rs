@@ -108,8 +108,14 @@ impl Reporter {
     pub fn stage(&self, name: &str) -> Progress {
         if let Some(m) = &self.multi {
             let b = m.add(ProgressBar::new_spinner());
+            // The bar itself is drawn into the message (`Progress::draw`), so that its
+            // width can give way to the count and ETA on a narrow terminal.
             b.set_style(ProgressStyle::with_template("{spinner} {prefix:.cyan} {msg}").expect("template"));
-            b.set_prefix(format!("{name:>NAME_WIDTH$}"));
+            b.set_prefix(if terminal_width() >= 80 {
+                format!("{name:>NAME_WIDTH$}")
+            } else {
+                name.to_string()
+            });
             b.enable_steady_tick(Duration::from_millis(120));
             return Progress::new(name, Sink::Bar(b));
         }
@@ -207,15 +213,7 @@ impl Progress {
         self.0.total.store(total, Ordering::Relaxed);
         match &self.0.sink {
             Sink::Func(f) => f(Update::Total(total)),
-            Sink::Bar(b) => {
-                b.set_style(
-                    ProgressStyle::with_template(&format!("  {{prefix:.cyan}} [{{bar:{BAR_WIDTH}}}] {{msg}}"))
-                        .expect("template")
-                        .progress_chars("=> "),
-                );
-                b.set_length(total);
-                self.draw(true);
-            }
+            Sink::Bar(_) => self.draw(true),
             _ => {}
         }
     }
@@ -224,10 +222,7 @@ impl Progress {
         self.0.done.fetch_add(n, Ordering::Relaxed);
         match &self.0.sink {
             Sink::Func(f) => f(Update::Inc(n)),
-            Sink::Bar(b) => {
-                b.inc(n);
-                self.draw(false);
-            }
+            Sink::Bar(_) => self.draw(false),
             Sink::Plain { .. } => self.draw(false),
             Sink::Hidden => {}
         }
@@ -290,10 +285,9 @@ impl Progress {
         match &self.0.sink {
             Sink::Bar(b) => {
                 shown.last_draw = Some(now);
-                // name, bar and its brackets, spaces: what the style adds.
-                let fixed = 2 + NAME_WIDTH + 1 + if total > 0 { BAR_WIDTH + 3 } else { 0 };
-                let room = terminal_width().saturating_sub(fixed + 1);
-                b.set_message(fit(&status, &shown.message, room));
+                // Spinner, name, spaces: what the style adds before the message.
+                let room = terminal_width().saturating_sub(2 + b.prefix().chars().count() + 2);
+                b.set_message(bar_line(done, total, &status, &shown.message, room));
             }
             Sink::Plain { out, .. } => {
                 shown.last_line = now;
@@ -350,6 +344,24 @@ pub fn clock(d: Duration) -> String {
     }
 }
 
+/// `[=====>    ] status · message` in `room` characters: the status whole if it fits,
+/// the bar as wide as what is left allows (up to [`BAR_WIDTH`], left out below 5), the
+/// message cut last.
+fn bar_line(done: u64, total: u64, status: &str, message: &str, room: usize) -> String {
+    let status_len = status.chars().count();
+    let bar_inner = room.saturating_sub(status_len + 3).min(BAR_WIDTH);
+    let bar = if total > 0 && bar_inner >= 5 {
+        let filled = ((done.min(total) as f64 / total as f64) * bar_inner as f64) as usize;
+        let head = if filled < bar_inner { ">" } else { "" };
+        let rest = bar_inner - filled - head.len();
+        format!("[{}{head}{}] ", "=".repeat(filled), " ".repeat(rest))
+    } else {
+        String::new()
+    };
+    let left = room.saturating_sub(bar.chars().count());
+    format!("{bar}{}", fit(status, message, left))
+}
+
 /// `status` then as much of `message` as fits in `room` characters.
 fn fit(status: &str, message: &str, room: usize) -> String {
     let mut line = status.chars().take(room).collect::<String>();
@@ -393,6 +405,18 @@ mod tests {
             status_text(120, 432, Some(9.4), Duration::from_secs(13)),
             "120/432 (28%) 9.40/s ETA 33s"
         );
+    }
+
+    #[test]
+    fn the_bar_gives_way_to_the_count() {
+        let status = "240/252 (95%) 190/s ETA 0s";
+        let wide = bar_line(240, 252, status, "epoch 12/12 loss 0.41", 80);
+        assert!(wide.starts_with("[===================>] 240/252"), "{wide}");
+        assert!(wide.ends_with("epoch 12/12 loss 0.41"), "{wide}");
+        let narrow = bar_line(240, 252, status, "epoch 12/12 loss 0.41", 36);
+        assert!(narrow.chars().count() <= 36 && narrow.contains("ETA 0s"), "{narrow}");
+        let tiny = bar_line(240, 252, status, "epoch", 28);
+        assert_eq!(tiny, status);
     }
 
     #[test]
