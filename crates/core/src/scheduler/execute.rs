@@ -151,29 +151,7 @@ pub(super) fn execute(
         unreadable: Mutex::new(Vec::new()),
     };
 
-    let result = match s.prepared.executor {
-        Executor::InProcess => s.kind.run(&s.prepared.params, &ctx).map(|()| device.to_string()),
-        Executor::TorchWorker => {
-            let job = Job {
-                kind: s.kind.name().into(),
-                stage: s.name.clone(),
-                params: s.prepared.params.clone(),
-                root: ctx.root.clone(),
-                cache_dir: ctx.cache_dir.clone(),
-                out_dir: out_dir.clone(),
-                inputs: ctx.inputs.clone(),
-                previous: ctx.previous.clone(),
-                threads,
-                device,
-                meta: ctx.meta.clone(),
-            };
-            let job_file = out_dir.with_file_name(format!("{}.job.json", work.key));
-            let r = run_in_worker(&job, &job_file, &ctx);
-            // Whatever the outcome: a job file left behind is garbage for clean_tmp.
-            let _ = std::fs::remove_file(&job_file);
-            r
-        }
-    };
+    let result = run_kind(s, &work.key, &ctx);
     let log_lines = std::mem::take(&mut *ctx.log.lock().unwrap());
     let log_text = if log_lines.is_empty() {
         String::new()
@@ -191,6 +169,53 @@ pub(super) fn execute(
         }
     };
 
+    let log_path = ctx.out_dir.join(LOG);
+    std::fs::write(&log_path, &log_text).with_context(|| format!("cannot write {}", log_path.display()))?;
+    seal(p, s, work, store, &ctx, device_used, start)
+}
+
+/// Run the kind: on a thread of this process, or in the torch worker. Returns the
+/// device it actually ran on.
+fn run_kind(s: &crate::config::StageSpec, key: &str, ctx: &Context) -> anyhow::Result<String> {
+    let out_dir = &ctx.out_dir;
+    match s.prepared.executor {
+        Executor::InProcess => s.kind.run(&s.prepared.params, ctx).map(|()| ctx.device.to_string()),
+        Executor::TorchWorker => {
+            let job = Job {
+                kind: s.kind.name().into(),
+                stage: s.name.clone(),
+                params: s.prepared.params.clone(),
+                root: ctx.root.clone(),
+                cache_dir: ctx.cache_dir.clone(),
+                out_dir: out_dir.clone(),
+                inputs: ctx.inputs.clone(),
+                previous: ctx.previous.clone(),
+                threads: ctx.threads,
+                device: ctx.device,
+                meta: ctx.meta.clone(),
+            };
+            let job_file = out_dir.with_file_name(format!("{key}.job.json"));
+            let r = run_in_worker(&job, &job_file, ctx);
+            // Whatever the outcome: a job file left behind is garbage for clean_tmp.
+            let _ = std::fs::remove_file(&job_file);
+            r
+        }
+    }
+}
+
+/// Commit the stage's work directory, if it is what its key claims: no file of a
+/// referenced tree was unreadable or changed while it ran, and every table it declares
+/// is there and readable.
+fn seal(
+    p: &Pipeline,
+    s: &crate::config::StageSpec,
+    work: &Work,
+    store: &Store,
+    ctx: &Context,
+    device_used: String,
+    start: Instant,
+) -> anyhow::Result<Outcome> {
+    let out_dir = &ctx.out_dir;
     let unreadable = std::mem::take(&mut *ctx.unreadable.lock().unwrap());
     if let Some((first, why)) = unreadable.first() {
         // Next time these are read, not taken from the stat cache: then the key says
@@ -248,8 +273,6 @@ pub(super) fn execute(
         let (n, _) = footer(&path).with_context(|| format!("stage `{}` wrote a broken table `{t}`", s.name))?;
         rows.insert(t.clone(), n);
     }
-    let log_path = out_dir.join(LOG);
-    std::fs::write(&log_path, &log_text).with_context(|| format!("cannot write {}", log_path.display()))?;
     let counters = ctx.counters.lock().unwrap().clone();
     let seconds = start.elapsed().as_secs_f64();
     let manifest = Manifest {
@@ -268,7 +291,7 @@ pub(super) fn execute(
             .unwrap_or_default()
             .as_secs(),
     };
-    store.commit(&out_dir, manifest)?;
+    store.commit(out_dir, manifest)?;
     Ok(Outcome::Ran {
         seconds,
         rows,
