@@ -21,6 +21,18 @@ fn slow_project() -> Project {
     p
 }
 
+/// `pipe run` in the background, once `b` has started.
+fn run_until_b_started(p: &Project) -> std::process::Child {
+    let run = p
+        .command(&["run", "pipelines/p.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("b to start", || p.path("slow.started").exists());
+    run
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !done() {
@@ -35,13 +47,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn status_shows_a_running_stage_and_ctrl_c_says_what_was_kept() {
     let p = slow_project();
-    let run = p
-        .command(&["run", "pipelines/p.yaml"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("b to start", || p.path("slow.started").exists());
+    let run = run_until_b_started(&p);
 
     let status = p.pipe(&["status", "pipelines/p.yaml"]).ok();
     let line = |name: &str| {
@@ -90,13 +96,7 @@ fn status_shows_a_running_stage_and_ctrl_c_says_what_was_kept() {
 #[test]
 fn sigterm_is_an_interruption_too() {
     let p = slow_project();
-    let run = p
-        .command(&["run", "pipelines/p.yaml"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("b to start", || p.path("slow.started").exists());
+    let run = run_until_b_started(&p);
     assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGTERM) }, 0);
     let out = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
