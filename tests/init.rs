@@ -96,3 +96,56 @@ fn with_no_file_pipe_names_the_candidates() {
     std::fs::remove_file(p.path("pipelines/b.yaml")).unwrap();
     assert!(p.pipe(&["check"]).ok().stdout.contains("pipelines/a.yaml: ok"));
 }
+
+/// `pipe kinds` lists every kind; `pipe kinds KIND` every param with type, default and
+/// meaning, nested mappings included (parse's `fields:` was documented only in the
+/// source). That these are exactly what validation accepts is checked in pipe-cxr.
+#[test]
+fn kinds_documents_every_param() {
+    let p = Project::new();
+    let all = p.pipe(&["kinds", "--json"]).ok();
+    let kinds: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+    let names: Vec<&str> = kinds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "collect",
+        "filter",
+        "parse",
+        "match",
+        "label",
+        "convert",
+        "split",
+        "train",
+        "evaluate",
+        "torch_check",
+        "command",
+    ] {
+        assert!(names.contains(&k), "{k} missing from {names:?}");
+    }
+    for k in kinds.as_array().unwrap() {
+        for param in k["params"].as_array().unwrap() {
+            assert!(
+                !param["about"].as_str().unwrap().is_empty(),
+                "{}.{} undocumented",
+                k["kind"],
+                param["name"]
+            );
+        }
+    }
+    let parse = p.pipe(&["kinds", "parse"]).ok().stdout;
+    assert!(
+        parse.contains("  fields.description: string = \"DESCRIPTION\""),
+        "{parse}"
+    );
+    assert!(parse.contains("report's description (what `label` reads)"), "{parse}");
+    let train = p.pipe(&["kinds", "train"]).ok().stdout;
+    assert!(train.contains("  epochs: integer = 5"), "{train}");
+    assert!(train.contains("  loss: string = \"bce\""), "{train}");
+    let typo = p.pipe(&["kinds", "trian"]);
+    assert_ne!(typo.code, 0);
+    assert!(typo.stderr.contains("did you mean `train`?"), "{}", typo.stderr);
+}
