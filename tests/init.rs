@@ -149,3 +149,28 @@ fn kinds_documents_every_param() {
     assert_ne!(typo.code, 0);
     assert!(typo.stderr.contains("did you mean `train`?"), "{}", typo.stderr);
 }
+
+/// A hospital's pipeline elsewhere that extends the tool's own pipelines/phutho.yaml
+/// (which says `root: ..`) keeps its root and cache in its own folder: the tool's
+/// repository is not where a project's results go.
+#[test]
+fn extending_the_tools_pipeline_keeps_root_and_cache_in_the_project() {
+    let p = Project::new();
+    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/phutho.yaml");
+    p.write(
+        "pipe.yaml",
+        &format!(
+            "name: hosp\nextend: {}\nstages:\n  collect:\n    params: {{ pacs: exports/pacs, his: exports/his }}\n",
+            tool.display()
+        ),
+    );
+    let status = p.pipe(&["status", "pipe.yaml"]).ok().stdout;
+    let first = status.lines().next().unwrap_or("");
+    let project = std::fs::canonicalize(p.dir.path()).unwrap();
+    assert!(
+        first.contains(&format!("cache {}/cache", project.display()))
+            || first.contains(&format!("cache {}/cache", p.dir.path().display())),
+        "{first}"
+    );
+    assert!(status.contains("waits for data: exports/pacs"), "{status}");
+}

@@ -199,15 +199,19 @@ impl Pipeline {
         let mut chain = Vec::new();
         load_layers(file, None, &mut chain)?;
 
-        // Root and cache: the nearest file that sets them decides, relative to itself.
+        // Root and cache: the nearest file that sets them decides, relative to itself —
+        // among the files in the given file's own folder. Where a project's files and
+        // results live is the project's: a base file elsewhere (the tool's
+        // pipelines/phutho.yaml, extended by a hospital's pipeline) must not put the
+        // project's cache into the tool's repository.
         let dir_of = |f: &Path| f.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let root = chain
-            .iter()
+        let home = normalize(&dir_of(&chain[0].file));
+        let local = || chain.iter().filter(|l| normalize(&dir_of(&l.file)) == home);
+        let root = local()
             .find_map(|l| l.raw.root.as_ref().map(|r| dir_of(&l.file).join(r)))
             .unwrap_or_else(|| dir_of(&chain[0].file));
         let root = normalize(&root);
-        let cache_dir = chain
-            .iter()
+        let cache_dir = local()
             .find_map(|l| l.raw.cache.as_ref().map(|c| root.join(c)))
             .unwrap_or_else(|| root.join("cache"));
         let name = chain[0].raw.name.clone().unwrap_or_else(|| {
