@@ -50,52 +50,63 @@ pub fn load_bytes(bytes: &[u8]) -> anyhow::Result<(Gray, Voi)> {
     load_object(obj)
 }
 
+/// RLE Lossless: decoded by [`rle`] (dicom-rs's decoder panics on several fragments per
+/// frame and on bad segment offsets, and does not do 32-bit samples).
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+/// JPEG Extended (Process 2 & 4): 8-bit is decoded; 12-bit has no maintained Rust
+/// decoder, so it is refused with a reason that names it.
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+const EXPLICIT_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+
 fn load_object(obj: dicom_object::DefaultDicomObject) -> anyhow::Result<(Gray, Voi)> {
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| anyhow::anyhow!("cannot decode pixel data: {e}"))?;
-    let (w, h) = (decoded.columns() as usize, decoded.rows() as usize);
-    if decoded.samples_per_pixel() != 1 {
+    let int = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok());
+    let layout = Layout {
+        width: int(tags::COLUMNS).context("no Columns")? as usize,
+        height: int(tags::ROWS).context("no Rows")? as usize,
+        bits_allocated: int(tags::BITS_ALLOCATED).context("no BitsAllocated")? as u32,
+        bits_stored: int(tags::BITS_STORED).unwrap_or(0) as u32,
+        signed: int(tags::PIXEL_REPRESENTATION) == Some(1),
+    };
+    let samples_per_pixel = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    if samples_per_pixel != 1 {
+        bail!("{samples_per_pixel} samples per pixel: only greyscale radiographs are supported");
+    }
+    let ts = obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']).to_string();
+    if ts == JPEG_EXTENDED && layout.bits_stored > 8 {
         bail!(
-            "{} samples per pixel: only greyscale radiographs are supported",
-            decoded.samples_per_pixel()
+            "JPEG Extended (1.2.840.10008.1.2.4.51) with {} bits stored is not supported: no maintained Rust decoder reads 12-bit JPEG; convert the file to another transfer syntax first (e.g. `dcmdjpeg`)",
+            layout.bits_stored
         );
     }
-    let bytes = decoded
-        .frame_data(0)
-        .map_err(|e| anyhow::anyhow!("cannot read frame 0: {e}"))?;
-    let signed = matches!(
-        decoded.pixel_representation(),
-        dicom_pixeldata::PixelRepresentation::Signed
-    );
-    let n = w * h;
-    let stored: Vec<f64> = match decoded.bits_allocated() {
-        8 => bytes
-            .iter()
-            .take(n)
-            .map(|&b| if signed { b as i8 as f64 } else { b as f64 })
-            .collect(),
-        16 => bytes
-            .chunks_exact(2)
-            .take(n)
-            .map(|c| {
-                let v = u16::from_le_bytes([c[0], c[1]]);
-                let bits = decoded.bits_stored() as u32;
-                let v = if bits < 16 { v & ((1u32 << bits) - 1) as u16 } else { v };
-                if signed && bits < 16 && v >> (bits - 1) & 1 == 1 {
-                    (v as i32 - (1i32 << bits)) as f64
-                } else if signed {
-                    v as i16 as f64
-                } else {
-                    v as f64
-                }
-            })
-            .collect(),
-        b => bail!("BitsAllocated {b} is not supported"),
+    let (w, h) = (layout.width, layout.height);
+    let stored = if ts == RLE_LOSSLESS {
+        let pixel_data = obj
+            .element(tags::PIXEL_DATA)
+            .map_err(|_| anyhow::anyhow!("no pixel data"))?
+            .value();
+        let (fragments, offsets) = (
+            pixel_data.fragments().context("RLE pixel data is not encapsulated")?,
+            pixel_data.offset_table().unwrap_or(&[]),
+        );
+        let frames = int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1) as usize;
+        let frame = rle::first_frame(fragments, offsets, frames)?;
+        samples(&rle::decode(&frame, &layout)?, &layout)?
+    } else {
+        let decoded = obj
+            .decode_pixel_data()
+            .map_err(|e| anyhow::anyhow!("cannot decode pixel data: {e}"))?;
+        let bytes = decoded
+            .frame_data(0)
+            .map_err(|e| anyhow::anyhow!("cannot read frame 0: {e}"))?;
+        if ts == EXPLICIT_BIG_ENDIAN && layout.bits_allocated == 32 {
+            // dicom-rs swaps a big-endian file's pixel data as 16-bit words (OW), which
+            // leaves the two halves of a 32-bit value in big-endian order.
+            let fixed: Vec<u8> = bytes.chunks_exact(4).flat_map(|c| [c[2], c[3], c[0], c[1]]).collect();
+            samples(&fixed, &layout)?
+        } else {
+            samples(bytes, &layout)?
+        }
     };
-    if stored.len() != n {
-        bail!("pixel data has {} samples, expected {n} ({w}×{h})", stored.len());
-    }
     let num = |tag| {
         obj.element_opt(tag)
             .ok()
@@ -136,6 +147,203 @@ fn load_object(obj: dicom_object::DefaultDicomObject) -> anyhow::Result<(Gray, V
         },
         voi,
     ))
+}
+
+/// How stored values are laid out (PS3.3 C.7.6.3).
+pub struct Layout {
+    pub width: usize,
+    pub height: usize,
+    pub bits_allocated: u32,
+    pub bits_stored: u32,
+    pub signed: bool,
+}
+
+/// The first `width × height` stored values of little-endian `bytes`: 1-bit (a byte
+/// per pixel, or packed least significant bit first), 8-, 16- or 32-bit, masked to BitsStored and sign
+/// extended when PixelRepresentation is 1.
+fn samples(bytes: &[u8], l: &Layout) -> anyhow::Result<Vec<f64>> {
+    let n = l.width * l.height;
+    let bits = if l.bits_stored == 0 || l.bits_stored > l.bits_allocated {
+        l.bits_allocated
+    } else {
+        l.bits_stored
+    };
+    let value = |v: u64| -> f64 {
+        let v = if bits < 64 { v & ((1u64 << bits) - 1) } else { v };
+        if l.signed && bits > 0 && (v >> (bits - 1)) & 1 == 1 {
+            (v as i64 - (1i64 << bits)) as f64
+        } else {
+            v as f64
+        }
+    };
+    let out: Vec<f64> = match l.bits_allocated {
+        // dicom-pixeldata hands 1-bit data over unpacked, a byte per pixel; packed
+        // bits (a byte per 8 pixels) are unpacked here.
+        1 if bytes.len() >= n => bytes.iter().take(n).map(|&b| (b & 1) as f64).collect(),
+        1 => (0..n.min(bytes.len() * 8))
+            .map(|i| ((bytes[i / 8] >> (i % 8)) & 1) as f64)
+            .collect(),
+        8 => bytes.iter().take(n).map(|&b| value(b as u64)).collect(),
+        16 => bytes
+            .chunks_exact(2)
+            .take(n)
+            .map(|c| value(u16::from_le_bytes([c[0], c[1]]) as u64))
+            .collect(),
+        32 => bytes
+            .chunks_exact(4)
+            .take(n)
+            .map(|c| value(u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64))
+            .collect(),
+        b => bail!("BitsAllocated {b} is not supported (1, 8, 16 and 32 are)"),
+    };
+    if out.len() != n {
+        bail!(
+            "pixel data has {} samples, expected {n} ({}×{})",
+            out.len(),
+            l.width,
+            l.height
+        );
+    }
+    Ok(out)
+}
+
+/// RLE Lossless (PS3.5 Annex G), greyscale.
+mod rle {
+    use anyhow::{bail, ensure};
+
+    use super::Layout;
+
+    /// The bytes of frame 0: every fragment of a single-frame image (some writers split a
+    /// frame over several), else the fragments before the second frame's offset in the
+    /// Basic Offset Table, else the first fragment.
+    pub fn first_frame(fragments: &[Vec<u8>], offsets: &[u32], frames: usize) -> anyhow::Result<Vec<u8>> {
+        ensure!(!fragments.is_empty(), "RLE pixel data has no fragment");
+        if frames <= 1 {
+            return Ok(fragments.concat());
+        }
+        if fragments.len() == frames || offsets.len() < 2 {
+            return Ok(fragments[0].clone());
+        }
+        // Offsets count from the first fragment item, 8 bytes of item header each.
+        let (mut at, mut out) = (0u64, Vec::new());
+        for f in fragments {
+            if at >= offsets[1] as u64 {
+                break;
+            }
+            out.extend_from_slice(f);
+            at += 8 + f.len() as u64;
+        }
+        Ok(out)
+    }
+
+    /// One frame → little-endian samples (what [`super::samples`] reads).
+    pub fn decode(frame: &[u8], l: &Layout) -> anyhow::Result<Vec<u8>> {
+        ensure!(
+            frame.len() >= 64,
+            "RLE frame of {} bytes has no 64-byte header",
+            frame.len()
+        );
+        let word = |i: usize| u32::from_le_bytes([frame[4 * i], frame[4 * i + 1], frame[4 * i + 2], frame[4 * i + 3]]);
+        let count = word(0) as usize;
+        let bytes_per = match l.bits_allocated {
+            8 => 1,
+            16 => 2,
+            32 => 4,
+            b => bail!("RLE with BitsAllocated {b} is not supported"),
+        };
+        ensure!(
+            count == bytes_per,
+            "RLE header has {count} segments; {} bits greyscale needs {bytes_per}",
+            l.bits_allocated
+        );
+        let n = l.width * l.height;
+        let mut out = vec![0u8; n * bytes_per];
+        for k in 0..count {
+            let start = word(1 + k) as usize;
+            let end = if k + 1 < count {
+                word(2 + k) as usize
+            } else {
+                frame.len()
+            };
+            ensure!(
+                64 <= start && start <= end && end <= frame.len(),
+                "RLE segment {k} has offsets {start}..{end} outside the frame's {} bytes",
+                frame.len()
+            );
+            let plane = packbits(&frame[start..end], n).map_err(|e| anyhow::anyhow!("RLE segment {k}: {e}"))?;
+            // Segment 0 holds the most significant bytes.
+            let byte = bytes_per - 1 - k;
+            for (i, &b) in plane.iter().enumerate() {
+                out[i * bytes_per + byte] = b;
+            }
+        }
+        Ok(out)
+    }
+
+    /// PackBits: a header byte h then h+1 literal bytes (h ≥ 0), or the next byte
+    /// repeated 1−h times (h < 0; −128 is a no-op). Exactly `n` bytes are kept; a
+    /// segment that ends short is an error.
+    fn packbits(seg: &[u8], n: usize) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(n);
+        let mut i = 0;
+        while out.len() < n && i < seg.len() {
+            let h = seg[i] as i8;
+            i += 1;
+            match h {
+                0..=127 => {
+                    let len = h as usize + 1;
+                    let Some(lit) = seg.get(i..i + len) else {
+                        return Err(format!("a literal run of {len} bytes at {i} passes the segment's end"));
+                    };
+                    out.extend_from_slice(lit);
+                    i += len;
+                }
+                -128 => {}
+                _ => {
+                    let Some(&b) = seg.get(i) else {
+                        return Err("a repeat run at the segment's end".into());
+                    };
+                    out.extend(std::iter::repeat_n(b, (1 - h as i32) as usize));
+                    i += 1;
+                }
+            }
+        }
+        if out.len() < n {
+            return Err(format!("decodes to {} bytes, the image needs {n}", out.len()));
+        }
+        out.truncate(n);
+        Ok(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn packbits_runs_and_literals() {
+            // 3 literals, a run of 4, a no-op, one literal.
+            let seg = [2, 10, 11, 12, (-3i8) as u8, 7, 0x80, 0, 9];
+            assert_eq!(packbits(&seg, 8).unwrap(), vec![10, 11, 12, 7, 7, 7, 7, 9]);
+            assert!(packbits(&seg, 9).is_err());
+            assert!(packbits(&[5, 1], 6).is_err(), "a literal past the end");
+        }
+
+        #[test]
+        fn bad_offsets_are_errors_not_panics() {
+            let mut frame = vec![0u8; 64];
+            frame[0] = 1;
+            frame[4..8].copy_from_slice(&1000u32.to_le_bytes());
+            let l = Layout {
+                width: 2,
+                height: 2,
+                bits_allocated: 8,
+                bits_stored: 8,
+                signed: false,
+            };
+            let e = decode(&frame, &l).unwrap_err().to_string();
+            assert!(e.contains("outside the frame"), "{e}");
+        }
+    }
 }
 
 /// The linear VOI function of PS3.3 C.11.2.1.2.1 (output in [0, 1]), or min–max.
