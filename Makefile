@@ -18,7 +18,7 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 RELEASE := $(CARGO_TARGET_DIR)/release
 DEMO ?= pipelines/demo.yaml
 
-.PHONY: all venv build install run test bench lint clean-cache
+.PHONY: all venv system-deps build install run test bench lint clean-cache
 
 all: build
 
@@ -31,7 +31,14 @@ $(VENV)/.pipe-ready: requirements.txt
 .venv: $(VENV)/.pipe-ready
 	ln -sfn $(VENV) .venv
 
-venv: .venv
+# Debian packages the build needs beyond Rust and a C++ compiler: cmake, with which
+# cargo builds CharLS (the JPEG-LS decoder).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v cmake > /dev/null 2>&1 || { echo "installing cmake (needed to build CharLS, the JPEG-LS decoder)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
+
+venv: .venv system-deps
 
 build: venv
 	cargo build --release --workspace --bins

@@ -467,22 +467,50 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
         Some(_) => return Err("not a DICOM file: no `DICM` marker after the 128-byte preamble".into()),
         None => return Err("not a DICOM file: shorter than the 132-byte preamble and marker".into()),
     }
+    // Lengths and nesting are checked before the parser trusts them (it would allocate
+    // what a length says, and recurse as deep as the sequences go).
+    let layout = crate::dicom_scan::scan(&file, size)?;
+    {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(head.len() as u64))
+            .map_err(|e| format!("{IO_ERROR}{e}"))?;
+    }
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .read_preamble(ReadPreamble::Always)
-        .from_reader(std::io::Cursor::new(&head).chain(&file))
+        .from_reader(crate::dicom_scan::Skipping::new(
+            std::io::Cursor::new(&head).chain(&file),
+            &layout.unreadable,
+        ))
         .map_err(|e| format!("cannot read DICOM header: {}", error_chain(&e)))?;
-    let text = |tag| -> Option<String> {
+    // A value written as UN (by an implicit-VR writer or a converter that lost the VR) is
+    // the bytes of its dictionary VR, little endian (PS3.5 6.2.2): read it as that.
+    let un = |tag| {
         obj.get(tag)
-            .and_then(|e| e.to_str().ok())
-            .map(|s| s.trim_matches(|c: char| c == ' ' || c == '\0').to_string())
-            .filter(|s| !s.is_empty())
+            .filter(|e| e.vr() == dicom_core::VR::UN)
+            .and_then(|e| e.to_bytes().ok().map(|b| b.into_owned()))
     };
-    let int = |tag| obj.get(tag).and_then(|e| e.to_int::<i32>().ok());
-    let float = |tag| {
-        obj.get(tag)
+    let text = |tag| -> Option<String> {
+        let s = match un(tag) {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => obj.get(tag).and_then(|e| e.to_str().ok())?.into_owned(),
+        };
+        Some(s.trim_matches(|c: char| c == ' ' || c == '\0').to_string()).filter(|s| !s.is_empty())
+    };
+    let int = |tag| match un(tag) {
+        Some(b) => match dictionary_vr(tag) {
+            Some(dicom_core::VR::US) if b.len() >= 2 => Some(u16::from_le_bytes([b[0], b[1]]) as i32),
+            Some(dicom_core::VR::SS) if b.len() >= 2 => Some(i16::from_le_bytes([b[0], b[1]]) as i32),
+            _ => text(tag).and_then(|t| t.trim().parse().ok()),
+        },
+        None => obj.get(tag).and_then(|e| e.to_int::<i32>().ok()),
+    };
+    let float = |tag| match un(tag) {
+        Some(_) => text(tag).and_then(|t| t.split('\\').next()?.trim().parse().ok()),
+        None => obj
+            .get(tag)
             .and_then(|e| e.to_multi_float64().ok())
-            .and_then(|v| v.first().copied())
+            .and_then(|v| v.first().copied()),
     };
     let sop_instance_uid = text(tags::SOP_INSTANCE_UID).ok_or("missing SOPInstanceUID (0008,0018)")?;
     let patient_id = text(tags::PATIENT_ID).ok_or("missing PatientID (0010,0020)")?;
@@ -491,11 +519,6 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
         .ok_or_else(|| format!("unreadable StudyDate/StudyTime {date:?} {:?}", text(tags::STUDY_TIME)))?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
     let (rows, cols, bits_allocated) = (int(tags::ROWS), int(tags::COLUMNS), int(tags::BITS_ALLOCATED));
-    // Header-only reading stops before the pixel data, so a file cut off inside it
-    // would pass unnoticed: check that the element fits in the file.
-    if let Some(problem) = check_pixel_data_extent(&file, head, size, ts == "1.2.840.10008.1.2") {
-        return Err(problem);
-    }
     Ok(Header {
         sop_instance_uid,
         sop_class_uid: text(tags::SOP_CLASS_UID),
@@ -520,11 +543,17 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
     })
 }
 
+/// The VR the standard dictionary gives a tag, when it gives exactly one.
+fn dictionary_vr(tag: dicom_core::Tag) -> Option<dicom_core::VR> {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    match dicom_dictionary_std::StandardDataDictionary.by_tag(tag)?.vr() {
+        VirtualVr::Exact(vr) => Some(vr),
+        _ => None,
+    }
+}
+
 /// Bytes read from the start of every file: a chest radiograph's header is a few KiB.
 const HEAD: usize = 64 << 10;
-
-/// How far into a file the PixelData element is looked for.
-const PIXEL_DATA_SEARCH: usize = 1 << 20;
 
 /// An error and its sources in one line ("a: b: c").
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -538,39 +567,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     parts.join(": ")
-}
-
-/// Find the PixelData element in the first MiB (usually within `head`, the file's first
-/// bytes) and check that its value fits in the file (native) or that the file ends with
-/// the sequence delimiter (encapsulated).
-fn check_pixel_data_extent(file: &std::fs::File, mut head: Vec<u8>, size: u64, implicit_vr: bool) -> Option<String> {
-    use std::os::unix::fs::FileExt;
-    let tag = [0xE0u8, 0x7F, 0x10, 0x00];
-    let find = |head: &[u8]| Some(head.get(132..)?.windows(4).position(|w| w == tag)? + 132);
-    let mut at = find(&head);
-    if at.is_none() && head.len() == HEAD && size > HEAD as u64 {
-        // A long header: look further, as far as the search goes.
-        let more = (size as usize).min(PIXEL_DATA_SEARCH);
-        let from = head.len();
-        head.resize(more, 0);
-        let n = file.read_at(&mut head[from..], from as u64).ok()?;
-        head.truncate(from + n);
-        at = find(&head);
-    }
-    let at = at?;
-    let (len, value_at) = if implicit_vr {
-        (u32::from_le_bytes(head.get(at + 4..at + 8)?.try_into().ok()?), at + 8)
-    } else {
-        (u32::from_le_bytes(head.get(at + 8..at + 12)?.try_into().ok()?), at + 12)
-    };
-    if len == u32::MAX {
-        let mut tail = [0u8; 8];
-        let ends = size >= 8
-            && file.read_exact_at(&mut tail, size - 8).is_ok()
-            && tail == [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
-        return (!ends)
-            .then(|| "truncated: encapsulated pixel data does not end with its sequence delimiter".to_string());
-    }
-    let end = value_at as u64 + len as u64;
-    (end > size).then(|| format!("truncated: pixel data ends at byte {end} but the file has only {size} bytes"))
 }

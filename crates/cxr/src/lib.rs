@@ -12,6 +12,7 @@ use pipe_core::stage::{Kind, KindOf};
 
 pub mod collect;
 pub mod convert;
+pub mod dicom_scan;
 pub mod evaluate;
 pub mod examples;
 pub mod filter;

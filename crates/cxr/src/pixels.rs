@@ -30,14 +30,24 @@ pub enum Voi {
 
 /// Decode the first frame of a DICOM file into display values.
 pub fn load(path: &Path) -> anyhow::Result<(Gray, Voi)> {
-    let obj = dicom_object::open_file(path).with_context(|| format!("cannot read {}", path.display()))?;
-    load_object(obj)
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    load_bytes(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// [`load`] from the bytes of a whole file (with or without its 128-byte preamble), for
 /// a caller that must decode exactly the bytes it hashed.
 pub fn load_bytes(bytes: &[u8]) -> anyhow::Result<(Gray, Voi)> {
     use dicom_object::file::ReadPreamble;
+    // The parser gets only what it can read safely: lengths and nesting checked, UN
+    // sequences of undefined length left out, nothing after the pixel data.
+    let layout = crate::dicom_scan::scan_bytes(bytes).map_err(|e| anyhow::anyhow!(e))?;
+    let cleaned;
+    let bytes = if layout.unreadable.is_empty() && layout.pixel_data_end.is_none_or(|e| e as usize == bytes.len()) {
+        bytes
+    } else {
+        cleaned = crate::dicom_scan::without(bytes, &layout);
+        &cleaned[..]
+    };
     let preamble = if bytes.get(128..132) == Some(b"DICM") {
         ReadPreamble::Always
     } else {
