@@ -349,3 +349,29 @@ fn a_referenced_file_edited_while_the_stage_runs_is_not_cached() {
     );
     assert_eq!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran(), ["a"]);
 }
+
+/// An incremental stage reuses its previous result only if the same kind version made
+/// it: after a version bump (a fixed reader), every file is read again. Simulated by
+/// marking the previous entry as made by version 0.
+#[test]
+fn previous_results_of_another_kind_version_are_not_reused() {
+    let p = Project::new();
+    synth(&p.path("hosp"), 20, 32);
+    p.write(
+        "pipelines/c.yaml",
+        "name: c\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: hosp/pacs, his: hosp/his }\n",
+    );
+    p.pipe(&["run", "pipelines/c.yaml"]).ok();
+    let table = p.pipe(&["path", "pipelines/c.yaml", "collect.dicoms"]).ok().stdout;
+    let manifest = std::path::Path::new(table.trim()).with_file_name("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    m["version"] = 0.into();
+    std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    // A new file makes collect run again, with that entry as its previous result.
+    let dicoms = pipe_core::table::read_batch(std::path::Path::new(table.trim())).unwrap();
+    let first = pipe_core::table::str_col(&dicoms, "path").unwrap().value(0).to_string();
+    std::fs::copy(p.path(&first), p.path("hosp/pacs/copy.dcm")).unwrap();
+    let run = p.pipe(&["run", "pipelines/c.yaml"]).ok();
+    assert!(run.stdout.contains("files_reused=0"), "{}", run.stdout);
+}

@@ -157,3 +157,147 @@ fn pipe_decodes_what_pydicom_decodes_within_one_grey_level() {
         );
     }
 }
+
+/// collect → convert over every public file: each file in exactly one table of each
+/// stage (duplicates of a SOP Instance UID are rejects naming the copy converted), the
+/// header fields equal pydicom's, every reject has a specific reason, and every
+/// greyscale image pydicom decodes is converted.
+#[test]
+fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
+    let p = Project::new();
+    let files = public_files();
+    std::fs::create_dir_all(p.path("pacs")).unwrap();
+    std::fs::create_dir_all(p.path("his")).unwrap();
+    let mut copied = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let name = format!(
+            "{i:03}_{}",
+            std::path::Path::new(f).file_name().unwrap().to_string_lossy()
+        );
+        std::fs::copy(f, p.path(&format!("pacs/{name}"))).unwrap();
+        copied.push((format!("pacs/{name}"), f.clone()));
+    }
+    p.write(
+        "pairs_from_dicoms.py",
+        &std::fs::read_to_string(fixture("pairs_from_dicoms.py")).unwrap(),
+    );
+    p.write(
+        "pipelines/p.yaml",
+        "name: pub\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: pacs, his: his }\n  pairs:\n    kind: command\n    inputs: [collect.dicoms]\n    params:\n      run: [python3, pairs_from_dicoms.py, \"{in:dicoms}\", \"{out:pairs}\"]\n      outputs: [pairs]\n      files: [pairs_from_dicoms.py]\n  convert:\n    kind: convert\n    inputs: [pairs.pairs]\n    params: { size: 32 }\n",
+    );
+    let run = p.pipe(&["run", "pipelines/p.yaml"]).ok();
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let read = |t: &str| {
+        pipe_core::table::read_batch(std::path::Path::new(
+            p.pipe(&["path", "pipelines/p.yaml", t]).ok().stdout.trim(),
+        ))
+        .unwrap()
+    };
+    let col = |b: &arrow::array::RecordBatch, c: &str| -> Vec<String> {
+        let a = pipe_core::table::str_col(b, c).unwrap();
+        (0..b.num_rows()).map(|i| a.value(i).to_string()).collect()
+    };
+    let (dicoms, collect_rejects) = (read("collect.dicoms"), read("collect.rejects"));
+    let (images, convert_rejects) = (read("convert.images"), read("convert.rejects"));
+
+    // collect: every file exactly once.
+    let mut seen: Vec<String> = col(&dicoms, "path")
+        .into_iter()
+        .chain(col(&collect_rejects, "path"))
+        .collect();
+    seen.sort();
+    let mut all: Vec<String> = copied.iter().map(|(c, _)| c.clone()).collect();
+    all.sort();
+    assert_eq!(seen, all, "collect: every file in dicoms or rejects, once");
+    for r in col(&collect_rejects, "reason") {
+        assert!(r.len() > 12 && !r.contains("panicked"), "vague reason {r:?}");
+    }
+    // convert: every file collect kept, exactly once.
+    let mut converted: Vec<String> = col(&images, "dicom_path")
+        .into_iter()
+        .chain(col(&convert_rejects, "dicom_path"))
+        .collect();
+    converted.sort();
+    let mut kept = col(&dicoms, "path");
+    kept.sort();
+    assert_eq!(converted, kept, "convert: every file in images or rejects, once");
+    let reasons = col(&convert_rejects, "reason");
+    let duplicates = reasons
+        .iter()
+        .filter(|r| r.starts_with("duplicate: same SOP Instance UID as pacs/"))
+        .count();
+    assert!(duplicates > 0, "the public set has resent instances: {reasons:?}");
+
+    // Headers equal pydicom's, field by field.
+    let original: BTreeMap<&str, &str> = copied.iter().map(|(c, f)| (c.as_str(), f.as_str())).collect();
+    let out = std::process::Command::new(python())
+        .arg(fixture("reference_decode.py"))
+        .arg("--header")
+        .args(col(&dicoms, "path").iter().map(|c| original[c.as_str()]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reference: BTreeMap<String, serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["path"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    let strs = |c: &str| pipe_core::table::str_col(&dicoms, c).unwrap();
+    let ints = |c: &str| pipe_core::table::i32_col(&dicoms, c).unwrap();
+    let mut compared = 0;
+    let mut differ = Vec::new();
+    for i in 0..dicoms.num_rows() {
+        use arrow::array::Array;
+        let path = strs("path").value(i).to_string();
+        let r = &reference[original[path.as_str()]];
+        if r["status"] != "ok" {
+            continue;
+        }
+        compared += 1;
+        let opt = |a: &arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_string());
+        let checks = [
+            ("SOPInstanceUID", Some(strs("sop_instance_uid").value(i).to_string())),
+            ("PatientID", Some(strs("patient_id").value(i).to_string())),
+            ("Modality", opt(strs("modality"))),
+            ("PhotometricInterpretation", opt(strs("photometric"))),
+            ("BodyPartExamined", opt(strs("body_part"))),
+        ];
+        for (k, ours) in checks {
+            if r[k].as_str().map(str::to_string) != ours {
+                differ.push(format!("{path} {k}: pipe {ours:?}, pydicom {}", r[k]));
+            }
+        }
+        for (k, c) in [
+            ("Rows", "rows"),
+            ("Columns", "cols"),
+            ("BitsAllocated", "bits_allocated"),
+        ] {
+            let a = ints(c);
+            let ours = a.is_valid(i).then(|| a.value(i) as i64);
+            if r[k].as_i64() != ours {
+                differ.push(format!("{path} {k}: pipe {ours:?}, pydicom {}", r[k]));
+            }
+        }
+        if strs("transfer_syntax").value(i) != r["transfer_syntax"].as_str().unwrap() {
+            differ.push(format!("{path} transfer syntax"));
+        }
+    }
+    assert!(compared > 150, "{compared} headers compared");
+    assert!(
+        differ.is_empty(),
+        "{} differences from pydicom:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
+    eprintln!(
+        "{} files: collect kept {}, rejected {}; convert made {} images, rejected {} ({duplicates} duplicates); {compared} headers equal pydicom's",
+        copied.len(),
+        dicoms.num_rows(),
+        collect_rejects.num_rows(),
+        images.num_rows(),
+        convert_rejects.num_rows()
+    );
+}

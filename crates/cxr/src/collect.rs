@@ -52,7 +52,7 @@ fn rejects_schema() -> TableSchema {
 impl Stage for Collect {
     type Params = Params;
     const KIND: &'static str = "collect";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2; // 2: structural walk before parsing, UN values by dictionary VR
     const ABOUT: &'static str = "walk PACS and HIS exports, fingerprint files, read DICOM headers";
 
     fn outputs(_: &Params) -> Vec<String> {

@@ -15,7 +15,7 @@
 //! (counters `images_decoded`, `images_reused`, `images_rejected`). Hashing reads each
 //! DICOM once per run; only new or changed files are decoded.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -111,7 +111,7 @@ fn rejects_schema() -> TableSchema {
 impl Stage for Convert {
     type Params = Params;
     const KIND: &'static str = "convert";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2; // 2: JPEG 2000, JPEG-LS, own RLE; accounting by file (duplicates are rejects)
     const ABOUT: &'static str = "decode matched DICOM files into square 8-bit PNG/JPEG images for training";
 
     fn reads(_: &Params) -> Vec<&'static str> {
@@ -136,17 +136,21 @@ impl Stage for Convert {
         if hashes.is_none() {
             ctx.log("pairs has no file_hash column: DICOM content is not checked against collect's");
         }
-        // One image per SOP instance, whatever the number of pairs it is in.
-        let mut seen = HashSet::new();
-        let mut todo: Vec<(&str, &str, Option<&str>)> = (0..pairs.num_rows())
-            .map(|i| {
-                let hash = hashes.and_then(|h| h.is_valid(i).then(|| h.value(i)));
-                (uids.value(i), paths.value(i), hash)
-            })
-            .filter(|(uid, ..)| seen.insert(*uid))
-            .collect();
-        todo.sort_unstable();
-        ctx.progress.set_total(todo.len() as u64);
+        // Accounting is by file: each file of the pairs ends in images or rejects. One
+        // image per SOP instance: its files (one, or several copies of a resent
+        // instance) are tried in path order until one converts; the other copies are
+        // rejects that name the one converted.
+        let mut by_uid: BTreeMap<&str, BTreeMap<&str, Option<&str>>> = BTreeMap::new();
+        for i in 0..pairs.num_rows() {
+            let hash = hashes.and_then(|h| h.is_valid(i).then(|| h.value(i)));
+            by_uid
+                .entry(uids.value(i))
+                .or_default()
+                .entry(paths.value(i))
+                .or_insert(hash);
+        }
+        let files: usize = by_uid.values().map(BTreeMap::len).sum();
+        ctx.progress.set_total(files as u64);
 
         let previous = match Previous::load(ctx.previous.as_deref(), p) {
             Ok(prev) => prev,
@@ -158,15 +162,41 @@ impl Stage for Convert {
             }
         };
 
-        let outcomes: Vec<Outcome> = ctx.pool()?.install(|| {
-            todo.par_iter()
-                .map(|&(uid, path, expected)| {
-                    let out = convert_one(p, ctx, &previous, uid, path, expected);
-                    ctx.progress.inc(1);
-                    out
-                })
-                .collect::<anyhow::Result<_>>()
-        })?;
+        let groups: Vec<(&str, Vec<(&str, Option<&str>)>)> = by_uid
+            .into_iter()
+            .map(|(uid, copies)| (uid, copies.into_iter().collect()))
+            .collect();
+        let outcomes: Vec<Outcome> = ctx
+            .pool()?
+            .install(|| {
+                groups
+                    .par_iter()
+                    .map(|(uid, copies)| {
+                        let mut out = Vec::with_capacity(copies.len());
+                        let mut converted: Option<&str> = None;
+                        for &(path, expected) in copies {
+                            let o = match converted {
+                                Some(first) => Outcome::Rejected(RejectRow {
+                                    sop_instance_uid: uid.to_string(),
+                                    dicom_path: path.to_string(),
+                                    dicom_hash: expected.map(str::to_string),
+                                    reason: format!("duplicate: same SOP Instance UID as {first}, which was converted"),
+                                }),
+                                None => convert_one(p, ctx, &previous, uid, path, expected)?,
+                            };
+                            if matches!(o, Outcome::Image { .. }) {
+                                converted = Some(path);
+                            }
+                            ctx.progress.inc(1);
+                            out.push(o);
+                        }
+                        Ok(out)
+                    })
+                    .collect::<anyhow::Result<Vec<Vec<Outcome>>>>()
+            })?
+            .into_iter()
+            .flatten()
+            .collect();
 
         let mut images = TableBuilder::new(&images_schema());
         let mut rejects = TableBuilder::new(&rejects_schema());

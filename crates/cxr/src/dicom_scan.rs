@@ -64,7 +64,10 @@ fn walk<R: Read + Seek>(r: R, size: u64) -> Result<Layout, String> {
 /// `bytes` without `layout`'s unreadable ranges and anything after the pixel data:
 /// what a parser can be given whole.
 pub fn without(bytes: &[u8], layout: &Layout) -> Vec<u8> {
-    let end = layout.pixel_data_end.map_or(bytes.len(), |e| e as usize).min(bytes.len());
+    let end = layout
+        .pixel_data_end
+        .map_or(bytes.len(), |e| e as usize)
+        .min(bytes.len());
     let mut out = Vec::with_capacity(end);
     let mut at = 0;
     for &(a, b) in &layout.unreadable {
@@ -111,7 +114,10 @@ impl<R: Read> Read for Skipping<R> {
             }
             self.skip.pop_front();
         }
-        let limit = self.skip.front().map_or(buf.len() as u64, |&(a, _)| (a - self.pos).min(buf.len() as u64));
+        let limit = self
+            .skip
+            .front()
+            .map_or(buf.len() as u64, |&(a, _)| (a - self.pos).min(buf.len() as u64));
         let n = self.inner.read(&mut buf[..limit as usize])?;
         self.pos += n as u64;
         Ok(n)
@@ -215,11 +221,19 @@ impl<R: Read + Seek> Walker<R> {
     }
 
     fn u16(&self, b: [u8; 2]) -> u16 {
-        if self.little { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) }
+        if self.little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }
     }
 
     fn u32(&self, b: [u8; 4]) -> u32 {
-        if self.little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }
+        if self.little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
     }
 
     fn header_with(&mut self, explicit: bool) -> Result<((u16, u16), Option<[u8; 2]>, u32), Stop> {
@@ -264,7 +278,11 @@ impl<R: Read + Seek> Walker<R> {
         if len != UNDEFINED {
             let end = self.pos + len as u64;
             if end > self.size {
-                let what = if tag == PIXEL_DATA { "pixel data".to_string() } else { format!("element ({:04X},{:04X})", tag.0, tag.1) };
+                let what = if tag == PIXEL_DATA {
+                    "pixel data".to_string()
+                } else {
+                    format!("element ({:04X},{:04X})", tag.0, tag.1)
+                };
                 return Err(Stop::Reject(self.truncated(&what, end)));
             }
             if sequence {
@@ -431,7 +449,9 @@ mod tests {
         let start = head("1.2.840.10008.1.2.1").len() as u64;
         assert_eq!(layout.unreadable, vec![(start, b.len() as u64)]);
         let mut read = Vec::new();
-        Skipping::new(&b[..], &layout.unreadable).read_to_end(&mut read).unwrap();
+        Skipping::new(&b[..], &layout.unreadable)
+            .read_to_end(&mut read)
+            .unwrap();
         assert_eq!(read, &b[..start as usize]);
         assert_eq!(without(&b, &layout), read);
     }

@@ -70,6 +70,9 @@ const EXPLICIT_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
 fn load_object(obj: dicom_object::DefaultDicomObject) -> anyhow::Result<(Gray, Voi)> {
     let int = |tag| obj.element_opt(tag).ok().flatten().and_then(|e| e.to_int::<i64>().ok());
+    if obj.element(tags::PIXEL_DATA).is_err() {
+        bail!("no pixel data: not an image");
+    }
     let layout = Layout {
         width: int(tags::COLUMNS).context("no Columns")? as usize,
         height: int(tags::ROWS).context("no Rows")? as usize,

@@ -123,9 +123,16 @@ pub(super) fn execute(
     let out_dir = store.begin(&work.key, s.kind.resumable())?;
     let inputs: Vec<InputTable> = work.inputs.iter().flat_map(|i| i.tables.iter().cloned()).collect();
     let mut log = Vec::new();
+    // Reused work must come from the same code: a previous result of another kind or
+    // kind version (a bug fixed, a format changed) is not reused.
     let previous = store
         .view(&p.name, &s.name)
         .filter(|k| k != &work.key && store.has(k))
+        .filter(|k| {
+            store
+                .manifest(k)
+                .is_ok_and(|m| m.parts.kind == work.parts.kind && m.parts.version == work.parts.version)
+        })
         .and_then(|k| intact_previous(store, &k, &mut log));
     let params_json = serde_json::to_string(&s.prepared.params)?;
     let meta = TableMeta {
