@@ -79,3 +79,44 @@ fn split_keeps_patients_together_and_class_rates_within_two_points() {
     let stats = read("split.split_stats");
     assert_eq!(stats.num_rows(), 5 * 3);
 }
+
+/// Real archives hold resent instances: the same DICOM under a second name (one SOP
+/// Instance UID, two paths). The copy is accounted for — convert's rejects name the
+/// file converted — and nothing downstream fails on it (split used to stop with
+/// "labels has sop_instance_uid … twice").
+#[test]
+fn a_resent_dicom_is_one_image_and_the_pipeline_goes_on() {
+    let p = Project::new();
+    synth(&p.path("hosp"), 150, 32);
+    phutho_on_hospital(&p, "d", 32, "");
+    p.pipe(&["run", "pipelines/d.yaml", "--until", "convert"]).ok();
+    let read = |t: &str| read_batch(Path::new(p.pipe(&["path", "pipelines/d.yaml", t]).ok().stdout.trim())).unwrap();
+    let images = read("convert.images");
+    let original = str_col(&images, "dicom_path").unwrap().value(0).to_string();
+    let copy = p.path("hosp/pacs/zz_resent.dcm");
+    std::fs::copy(p.path(&original), &copy).unwrap();
+
+    let r = p.pipe(&["run", "pipelines/d.yaml", "--until", "split"]).ok();
+    assert!(r.stdout.contains("✓ split"), "{}", r.stdout);
+    let rejects = read("convert.rejects");
+    let reasons: Vec<String> = (0..rejects.num_rows())
+        .map(|i| {
+            format!(
+                "{} {}",
+                str_col(&rejects, "dicom_path").unwrap().value(i),
+                str_col(&rejects, "reason").unwrap().value(i)
+            )
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("duplicate: same SOP Instance UID as hosp/pacs/")),
+        "{reasons:?}"
+    );
+    let labels = read("label.labels");
+    let uids: BTreeSet<&str> = (0..labels.num_rows())
+        .map(|i| str_col(&labels, "sop_instance_uid").unwrap().value(i))
+        .collect();
+    assert_eq!(uids.len(), labels.num_rows(), "one labels row per image");
+}

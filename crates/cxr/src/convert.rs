@@ -162,7 +162,7 @@ impl Stage for Convert {
             }
         };
 
-        let groups: Vec<(&str, Vec<(&str, Option<&str>)>)> = by_uid
+        let groups: Vec<(&str, Vec<InstanceFile>)> = by_uid
             .into_iter()
             .map(|(uid, copies)| (uid, copies.into_iter().collect()))
             .collect();
@@ -235,6 +235,9 @@ impl Stage for Convert {
         Ok(())
     }
 }
+
+/// One file of a SOP instance: its path and the hash collect listed.
+type InstanceFile<'a> = (&'a str, Option<&'a str>);
 
 /// A row of `images`.
 #[derive(Debug, Clone, PartialEq)]

@@ -124,6 +124,9 @@ impl<R: Read> Read for Skipping<R> {
     }
 }
 
+/// Tag, VR (none when implicit, and for item tags) and value length of an element.
+type Header = ((u16, u16), Option<[u8; 2]>, u32);
+
 enum Stop {
     Reject(String),
 }
@@ -236,7 +239,7 @@ impl<R: Read + Seek> Walker<R> {
         }
     }
 
-    fn header_with(&mut self, explicit: bool) -> Result<((u16, u16), Option<[u8; 2]>, u32), Stop> {
+    fn header_with(&mut self, explicit: bool) -> Result<Header, Stop> {
         let mut t = [0u8; 4];
         self.read(&mut t)?;
         let tag = (self.u16([t[0], t[1]]), self.u16([t[2], t[3]]));

@@ -89,7 +89,7 @@ pub struct Label;
 impl Stage for Label {
     type Params = Params;
     const KIND: &'static str = "label";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2; // 2: one row per sop_instance_uid (copies of a resent image)
     const ABOUT: &'static str =
         "label reports: templates, keywords (negation, diacritics, abbreviations, numbers), overrides";
 
@@ -130,6 +130,8 @@ impl Stage for Label {
         ctx.progress.set_total(pairs.num_rows() as u64);
         // Each distinct description is labelled once.
         let mut memo: HashMap<&str, Outcome> = HashMap::new();
+        let mut labelled: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut duplicates = 0u64;
         let mut labels = TableBuilder::new(&crate::schema!("label/labels"));
         let mut review: BTreeMap<String, (String, i64, String, String)> = BTreeMap::new();
         for i in 0..pairs.num_rows() {
@@ -149,6 +151,13 @@ impl Stage for Label {
                     None
                 }
             };
+            // One row per image: copies of a resent instance (one SOP Instance UID under
+            // several paths) are one image; the first pair decides its labels.
+            if decided.is_some() && !labelled.insert(sop.value(i)) {
+                duplicates += 1;
+                ctx.progress.inc(1);
+                continue;
+            }
             if let Some((l, rule)) = decided {
                 labels
                     .str("sop_instance_uid", Some(sop.value(i)))
@@ -175,6 +184,9 @@ impl Stage for Label {
                 .str("unexplained", Some(unexplained));
         }
         ctx.count("descriptions", memo.len() as u64);
+        if duplicates > 0 {
+            ctx.count("duplicate_images", duplicates);
+        }
         ctx.count("review_descriptions", rows.len() as u64);
         write_table(
             &ctx.output_path("labels"),
