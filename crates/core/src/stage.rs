@@ -286,13 +286,11 @@ pub struct Context {
 
 impl Context {
     /// Resolve a path from params against the pipeline root.
+    /// Paths in tables write a name that is not UTF-8 with `\xNN` escapes
+    /// ([`crate::cache::walk::name_text`]); this gives the file back.
     pub fn resolve(&self, path: &str) -> PathBuf {
-        let p = Path::new(path);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.root.join(p)
-        }
+        let p = crate::cache::walk::text_path(path);
+        if p.is_absolute() { p } else { self.root.join(p) }
     }
 
     /// The input table called `table` (from whichever input stage provides it).

@@ -162,7 +162,7 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
                     let file = if f.rel.is_empty() {
                         root.clone()
                     } else {
-                        root.join(&f.rel)
+                        pipe_core::cache::walk::disk_path(&root, &f.rel)
                     };
                     let h = match &f.unreadable {
                         Some(why) => Err(format!("{IO_ERROR}{why}")),

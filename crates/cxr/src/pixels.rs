@@ -4,8 +4,10 @@
 //! Order of operations (DICOM PS3.3 C.11): stored values → modality LUT (RescaleSlope,
 //! RescaleIntercept) → VOI LUT (the first WindowCenter/WindowWidth, linear function
 //! of C.11.2.1.2; min–max of the image when there is no window) → MONOCHROME1
-//! inverted so that bright is always dense. Codecs: uncompressed, RLE Lossless and
-//! JPEG (baseline and lossless) through dicom-pixeldata's native decoders.
+//! inverted so that bright is always dense. Codecs: uncompressed (any byte order,
+//! deflated), JPEG baseline/lossless (dicom-pixeldata's native decoder), JPEG 2000
+//! (OpenJPEG), JPEG-LS (CharLS), RLE Lossless (our own decoder, `rle` below). A file
+//! is walked by [`crate::dicom_scan`] before the parser sees it.
 
 use std::path::Path;
 

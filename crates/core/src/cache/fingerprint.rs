@@ -212,7 +212,7 @@ impl<'a> Scan<'a> {
             .map(|((rel, _), (hash, _))| match hash {
                 Some(h) => Ok(*h),
                 None if rel.is_empty() => file_hash(root),
-                None => file_hash(&root.join(rel)),
+                None => file_hash(&super::walk::disk_path(root, rel)),
             })
             .collect();
         let mut files = Vec::with_capacity(listing.len());

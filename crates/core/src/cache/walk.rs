@@ -129,12 +129,67 @@ fn list(dir: &Path) -> anyhow::Result<Vec<Entry>> {
             continue;
         };
         out.push(Entry {
-            name: e.file_name().to_string_lossy().into(),
+            name: name_text(&e.file_name()).into(),
             kind,
         });
     }
     out.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(out)
+}
+
+/// A file name as text: UTF-8 as is, a backslash doubled, and each byte that is not
+/// UTF-8 as `\xNN` (a Latin-1 `café` is `caf\xE9`). Reversed by [`text_path`], so
+/// every name a filesystem can hold is read, listed and shown.
+pub fn name_text(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for chunk in name.as_bytes().utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The path a text written by [`name_text`] stands for.
+pub fn text_path(text: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    if !text.contains('\\') {
+        return PathBuf::from(text);
+    }
+    let (b, mut out, mut i) = (text.as_bytes(), Vec::with_capacity(text.len()), 0);
+    while i < b.len() {
+        match (b[i], b.get(i + 1)) {
+            (b'\\', Some(b'\\')) => {
+                out.push(b'\\');
+                i += 2;
+            }
+            (b'\\', Some(b'x')) if i + 4 <= b.len() => {
+                let digit = |c: u8| (c as char).to_digit(16);
+                match (digit(b[i + 2]), digit(b[i + 3])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 4;
+                    }
+                    _ => {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// `root` joined with a relative path written as text.
+pub fn disk_path(root: &Path, rel: &str) -> PathBuf {
+    root.join(text_path(rel))
 }
 
 fn child_rel(rel: &str, name: &str) -> String {
@@ -176,7 +231,7 @@ pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<(
         let ancestors = match link {
             Some(id) if top.ancestors.contains(id) => anyhow::bail!(
                 "{}: a symbolic link loops back to a directory above it",
-                root.join(&rel).display()
+                disk_path(root, &rel).display()
             ),
             Some(id) => Arc::new(Ancestors {
                 id,
@@ -193,14 +248,14 @@ pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<(
                     .iter_mut()
                     .filter_map(|e| match &mut e.kind {
                         Kind::Dir { listing, .. } if listing.is_none() => {
-                            Some((root.join(child_rel(&top.rel, &e.name)), listing))
+                            Some((disk_path(root, &child_rel(&top.rel, &e.name)), listing))
                         }
                         _ => None,
                     })
                     .take(ahead - 1)
                     .collect();
                 let (this, biggest) = rayon::join(
-                    || list(&root.join(&rel)),
+                    || list(&disk_path(root, &rel)),
                     || {
                         next.par_iter_mut()
                             .map(|(path, listing)| {
@@ -230,6 +285,26 @@ pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_file_name_round_trips_through_text() {
+        use std::os::unix::ffi::OsStrExt;
+        for name in [
+            &b"plain.dcm"[..],
+            b"caf\xe9.dcm",
+            b"a\\b",
+            b"\\x41",
+            b"\xff\xfe",
+            "Nguyễn.dcm".as_bytes(),
+        ] {
+            let os = std::ffi::OsStr::from_bytes(name);
+            let text = name_text(os);
+            assert_eq!(text_path(&text).as_os_str(), os, "{text}");
+        }
+        assert_eq!(name_text(std::ffi::OsStr::from_bytes(b"caf\xe9.dcm")), "caf\\xE9.dcm");
+        // Text that is not an escape stays as written.
+        assert_eq!(text_path("\\xZZ"), PathBuf::from("\\xZZ"));
+    }
+
     use super::*;
 
     fn files(root: &Path) -> anyhow::Result<Vec<String>> {
