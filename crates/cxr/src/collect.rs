@@ -475,14 +475,17 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
         file.seek(std::io::SeekFrom::Start(head.len() as u64))
             .map_err(|e| format!("{IO_ERROR}{e}"))?;
     }
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .read_preamble(ReadPreamble::Always)
-        .from_reader(crate::dicom_scan::Skipping::new(
-            std::io::Cursor::new(&head).chain(&file),
-            &layout.unreadable,
-        ))
-        .map_err(|e| format!("cannot read DICOM header: {}", error_chain(&e)))?;
+    let obj = crate::quietly(|| {
+        OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .read_preamble(ReadPreamble::Always)
+            .from_reader(crate::dicom_scan::Skipping::new(
+                std::io::Cursor::new(&head).chain(&file),
+                &layout.unreadable,
+            ))
+            .map_err(|e| anyhow::anyhow!("cannot read DICOM header: {}", error_chain(&e)))
+    })
+    .map_err(|e| e.to_string())?;
     // A value written as UN (by an implicit-VR writer or a converter that lost the VR) is
     // the bytes of its dictionary VR, little endian (PS3.5 6.2.2): read it as that.
     let un = |tag| {

@@ -38,6 +38,36 @@ macro_rules! schema {
     };
 }
 
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run a parser or decoder — other people's code, which has panicked on odd files —
+/// so that a panic becomes this file's error (a reject reason) and prints nothing in
+/// the middle of a run.
+pub fn quietly<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info)
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    result.unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(anyhow::anyhow!("the decoder failed on this file: {msg}"))
+    })
+}
+
 /// The chest X-ray kinds, in pipeline order (`pipe kinds` lists them so).
 pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<collect::Collect>(PhantomData),

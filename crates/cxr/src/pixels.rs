@@ -42,7 +42,11 @@ pub fn load_bytes(bytes: &[u8]) -> anyhow::Result<(Gray, Voi)> {
     use dicom_object::file::ReadPreamble;
     // The parser gets only what it can read safely: lengths and nesting checked, UN
     // sequences of undefined length left out, nothing after the pixel data.
-    let layout = crate::dicom_scan::scan_bytes(bytes).map_err(|e| anyhow::anyhow!(e))?;
+    let layout = if bytes.get(128..132) == Some(b"DICM") {
+        crate::dicom_scan::scan_bytes(bytes).map_err(|e| anyhow::anyhow!(e))?
+    } else {
+        crate::dicom_scan::Layout::default()
+    };
     let cleaned;
     let bytes = if layout.unreadable.is_empty() && layout.pixel_data_end.is_none_or(|e| e as usize == bytes.len()) {
         bytes
@@ -55,11 +59,13 @@ pub fn load_bytes(bytes: &[u8]) -> anyhow::Result<(Gray, Voi)> {
     } else {
         ReadPreamble::Never
     };
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_preamble(preamble)
-        .from_reader(bytes)
-        .context("cannot read DICOM")?;
-    load_object(obj)
+    crate::quietly(|| {
+        let obj = dicom_object::OpenFileOptions::new()
+            .read_preamble(preamble)
+            .from_reader(bytes)
+            .context("cannot read DICOM")?;
+        load_object(obj)
+    })
 }
 
 /// RLE Lossless: decoded by [`rle`] (dicom-rs's decoder panics on several fragments per
@@ -333,6 +339,12 @@ mod rle {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn a_decoder_panic_is_an_error() {
+            let e = crate::quietly::<()>(|| panic!("bad segment")).unwrap_err().to_string();
+            assert_eq!(e, "the decoder failed on this file: bad segment");
+        }
 
         #[test]
         fn packbits_runs_and_literals() {
