@@ -113,33 +113,25 @@ struct Expected {
 
 fn expected(files: &[String]) -> BTreeMap<String, Expected> {
     let dir = fixture("display_mean.py").parent().unwrap().display().to_string();
-    let out = std::process::Command::new(python())
-        .args(["-c", EXPECTED_U8, &dir])
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let hex = v["u8"].as_str().unwrap();
-            let u8 = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
-            (
-                v["path"].as_str().unwrap().to_string(),
-                Expected {
-                    mean: v["mean"].as_f64().unwrap(),
-                    min: v["min"].as_f64().unwrap(),
-                    max: v["max"].as_f64().unwrap(),
-                    u8,
-                },
-            )
-        })
-        .collect()
+    json_lines(
+        std::process::Command::new(python())
+            .args(["-c", EXPECTED_U8, &dir])
+            .args(files),
+    )
+    .into_iter()
+    .map(|v| {
+        let u8 = hex_bytes(v["u8"].as_str().unwrap());
+        (
+            v["path"].as_str().unwrap().to_string(),
+            Expected {
+                mean: v["mean"].as_f64().unwrap(),
+                min: v["min"].as_f64().unwrap(),
+                max: v["max"].as_f64().unwrap(),
+                u8,
+            },
+        )
+    })
+    .collect()
 }
 
 #[test]

@@ -16,34 +16,25 @@ struct Reference {
 }
 
 fn reference(files: &[String]) -> BTreeMap<String, Reference> {
-    let out = std::process::Command::new(python())
-        .arg(fixture("reference_decode.py"))
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let hex = v["u8"].as_str().unwrap_or("");
-            let u8 = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
-            (
-                v["path"].as_str().unwrap().to_string(),
-                Reference {
-                    transfer_syntax: v["transfer_syntax"].as_str().unwrap_or("?").to_string(),
-                    status: v["status"].as_str().unwrap().to_string(),
-                    width: v["width"].as_u64().unwrap_or(0) as usize,
-                    height: v["height"].as_u64().unwrap_or(0) as usize,
-                    u8,
-                },
-            )
-        })
-        .collect()
+    json_lines(
+        std::process::Command::new(python())
+            .arg(fixture("reference_decode.py"))
+            .args(files),
+    )
+    .into_iter()
+    .map(|v| {
+        (
+            v["path"].as_str().unwrap().to_string(),
+            Reference {
+                transfer_syntax: v["transfer_syntax"].as_str().unwrap_or("?").to_string(),
+                status: v["status"].as_str().unwrap().to_string(),
+                width: v["width"].as_u64().unwrap_or(0) as usize,
+                height: v["height"].as_u64().unwrap_or(0) as usize,
+                u8: hex_bytes(v["u8"].as_str().unwrap_or("")),
+            },
+        )
+    })
+    .collect()
 }
 
 /// The public test files (pydicom's and pydicom-data's).
