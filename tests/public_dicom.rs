@@ -292,3 +292,46 @@ fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
         convert_rejects.num_rows()
     );
 }
+
+/// Modality LUT Sequence and VOI LUT Sequence (PS3.3 C.11) as pydicom's
+/// `apply_modality_lut` / `apply_voi_lut` apply them, on files whose LUTs are not
+/// linear (made by pydicom from its own LUT test files).
+#[test]
+fn lut_sequences_are_applied_as_pydicom_applies_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(python())
+        .arg(fixture("make_luts.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files: Vec<String> = ["mlut_sqrt.dcm", "vlut_cube.dcm"]
+        .iter()
+        .map(|f| dir.path().join(f).display().to_string())
+        .collect();
+    for (path, r) in reference(&files) {
+        assert_eq!(r.status, "ok", "{path}");
+        let (gray, voi) = pipe_cxr::pixels::load(std::path::Path::new(&path)).unwrap();
+        if path.ends_with("vlut_cube.dcm") {
+            assert!(
+                matches!(
+                    voi,
+                    pipe_cxr::pixels::Voi::Lut {
+                        entries: 256,
+                        bits: 16,
+                        ..
+                    }
+                ),
+                "{voi:?}"
+            );
+        }
+        let worst = gray
+            .data
+            .iter()
+            .zip(&r.u8)
+            .map(|(v, &w)| ((v * 255.0).round() as i32 - w as i32).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "{path}: a pixel differs by {worst} from pydicom");
+    }
+}

@@ -304,6 +304,7 @@ fn voi_cells(voi: Voi) -> (&'static str, f64, f64) {
     match voi {
         Voi::Window { center, width } => ("window", center, width),
         Voi::MinMax { min, max } => ("minmax", (min + max) / 2.0, max - min),
+        Voi::Lut { first, entries, .. } => ("lut", first as f64 + (entries as f64 - 1.0) / 2.0, entries as f64),
     }
 }
 

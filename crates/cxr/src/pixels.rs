@@ -26,8 +26,107 @@ pub struct Gray {
 /// The VOI transform applied.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Voi {
-    Window { center: f64, width: f64 },
-    MinMax { min: f64, max: f64 },
+    Window {
+        center: f64,
+        width: f64,
+    },
+    MinMax {
+        min: f64,
+        max: f64,
+    },
+    /// The file's VOI LUT Sequence: `entries` values from input `first`, `bits` deep.
+    Lut {
+        first: i64,
+        entries: usize,
+        bits: u32,
+    },
+}
+
+/// A lookup table of PS3.3 C.11.1 / C.11.2 (LUT Descriptor: entries, first value mapped,
+/// bits; LUT Data).
+struct Lut {
+    first: i64,
+    bits: u32,
+    data: Vec<f64>,
+}
+
+impl Lut {
+    /// The first item of sequence `tag`, if the file has one.
+    fn of(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag, signed: bool) -> anyhow::Result<Option<Lut>> {
+        let Some(item) = obj
+            .element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.items())
+            .and_then(|items| items.first())
+        else {
+            return Ok(None);
+        };
+        let descriptor: Vec<i64> = item
+            .element(tags::LUT_DESCRIPTOR)
+            .ok()
+            .and_then(|e| e.to_multi_int::<i64>().ok())
+            .filter(|d| d.len() == 3)
+            .context("a LUT without a three-value LUT Descriptor (0028,3002)")?;
+        let entries = if descriptor[0] == 0 {
+            65536
+        } else {
+            descriptor[0] as usize
+        };
+        // The first value mapped is US or SS as the pixel data is (C.11.1.1).
+        let first = if signed && descriptor[1] >= 32768 {
+            descriptor[1] - 65536
+        } else {
+            descriptor[1]
+        };
+        let bits = descriptor[2].clamp(1, 16) as u32;
+        let element = item
+            .element(tags::LUT_DATA)
+            .map_err(|_| anyhow::anyhow!("a LUT without LUT Data (0028,3006)"))?;
+        let data: Vec<f64> = match element.vr() {
+            dicom_core::VR::US | dicom_core::VR::SS => element
+                .to_multi_int::<i64>()
+                .map_err(|e| anyhow::anyhow!("unreadable LUT Data: {e}"))?
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
+            _ => {
+                let bytes = element
+                    .to_bytes()
+                    .map_err(|e| anyhow::anyhow!("unreadable LUT Data: {e}"))?;
+                if bytes.len() >= 2 * entries {
+                    bytes
+                        .chunks_exact(2)
+                        .map(|c| u16::from_le_bytes([c[0], c[1]]) as f64)
+                        .collect()
+                } else {
+                    bytes.iter().map(|&b| b as f64).collect()
+                }
+            }
+        };
+        anyhow::ensure!(
+            data.len() >= entries,
+            "LUT Data has {} values, its descriptor says {entries}",
+            data.len()
+        );
+        Ok(Some(Lut {
+            first,
+            bits,
+            data: data[..entries].to_vec(),
+        }))
+    }
+
+    /// The output for input `x`: inputs below the first mapped value take the first
+    /// entry, above the last the last.
+    fn get(&self, x: f64) -> f64 {
+        let i = (x.round() as i64 - self.first).clamp(0, self.data.len() as i64 - 1);
+        self.data[i as usize]
+    }
+
+    /// The largest output the bit depth allows.
+    fn top(&self) -> f64 {
+        ((1u64 << self.bits) - 1) as f64
+    }
 }
 
 /// Decode the first frame of a DICOM file into display values.
@@ -135,11 +234,26 @@ fn load_object(obj: dicom_object::DefaultDicomObject) -> anyhow::Result<(Gray, V
             .and_then(|e| e.to_multi_float64().ok())
             .and_then(|v| v.first().copied())
     };
-    let slope = num(tags::RESCALE_SLOPE).unwrap_or(1.0);
-    let intercept = num(tags::RESCALE_INTERCEPT).unwrap_or(0.0);
-    let values: Vec<f64> = stored.iter().map(|v| v * slope + intercept).collect();
-    let voi = match (num(tags::WINDOW_CENTER), num(tags::WINDOW_WIDTH)) {
-        (Some(center), Some(width)) if width >= 1.0 => Voi::Window { center, width },
+    // Modality LUT (C.11.1): the Modality LUT Sequence when there is one, else the
+    // rescale.
+    let values: Vec<f64> = match Lut::of(&obj, tags::MODALITY_LUT_SEQUENCE, layout.signed)? {
+        Some(lut) => stored.iter().map(|&v| lut.get(v)).collect(),
+        None => {
+            let slope = num(tags::RESCALE_SLOPE).unwrap_or(1.0);
+            let intercept = num(tags::RESCALE_INTERCEPT).unwrap_or(0.0);
+            stored.iter().map(|v| v * slope + intercept).collect()
+        }
+    };
+    // VOI (C.11.2): the VOI LUT Sequence is preferred to the window, as pydicom's
+    // `apply_voi_lut` does; its output is scaled by its bit depth.
+    let voi_lut = Lut::of(&obj, tags::VOILUT_SEQUENCE, layout.signed)?;
+    let voi = match (&voi_lut, num(tags::WINDOW_CENTER), num(tags::WINDOW_WIDTH)) {
+        (Some(lut), ..) => Voi::Lut {
+            first: lut.first,
+            entries: lut.data.len(),
+            bits: lut.bits,
+        },
+        (None, Some(center), Some(width)) if width >= 1.0 => Voi::Window { center, width },
         _ => {
             let (min, max) = values
                 .iter()
@@ -156,7 +270,10 @@ fn load_object(obj: dicom_object::DefaultDicomObject) -> anyhow::Result<(Gray, V
     let data = values
         .iter()
         .map(|&x| {
-            let y = apply_voi(voi, x);
+            let y = match &voi_lut {
+                Some(lut) => lut.get(x) / lut.top(),
+                None => apply_voi(voi, x),
+            };
             (if monochrome1 { 1.0 - y } else { y }) as f32
         })
         .collect();
@@ -386,6 +503,8 @@ pub fn apply_voi(voi: Voi, x: f64) -> f64 {
                 (x - c) / w + 0.5
             }
         }
+        // Applied with its data in `load_object`; nothing to do with the numbers alone.
+        Voi::Lut { .. } => x,
         Voi::MinMax { min, max } => {
             if max > min {
                 ((x - min) / (max - min)).clamp(0.0, 1.0)
