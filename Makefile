@@ -78,6 +78,7 @@ bench: build
 	$(VENV)/bin/python benches/hospital.py --pipe $(RELEASE)/pipe $(BENCH_ARGS)
 	$(VENV)/bin/python benches/dataset.py --pipe $(RELEASE)/pipe
 	$(VENV)/bin/python benches/train.py --pipe $(RELEASE)/pipe
+	$(VENV)/bin/python benches/codecs.py --pipe $(RELEASE)/pipe
 
 lint:
 	cargo fmt --check

@@ -1,0 +1,131 @@
+"""Convert on JPEG 2000 and JPEG-LS chest images (issue 12): pipe's convert (OpenJPEG,
+CharLS) against pydicom + pylibjpeg (OpenJPEG) / pyjpegls (CharLS) + numpy + Pillow on
+the same files: decode, modality LUT, window, letterbox resize, 8-bit PNG.
+
+The files are the synthetic hospital's uncompressed chest images re-encoded by pydicom
+(JPEG 2000 lossless through pylibjpeg-openjpeg, JPEG-LS lossless through pyjpegls), so
+neither side decodes files it wrote itself.
+
+usage: python benches/codecs.py --pipe PATH/TO/release/pipe [--studies 80] [--size 1024] [--out-size 768]
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--pipe", required=True)
+ap.add_argument("--studies", type=int, default=80)
+ap.add_argument("--size", type=int, default=1024)
+ap.add_argument("--out-size", type=int, default=768)
+ap.add_argument("--work", default=None)
+a = ap.parse_args()
+pipe = os.path.abspath(a.pipe)
+repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+work = a.work or tempfile.mkdtemp(prefix="pipe-bench-codecs-")
+print(f"work dir: {work}")
+shutil.rmtree(os.path.join(work, "cache"), ignore_errors=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+hosp = os.path.join(work, "hosp")
+if not os.path.isdir(hosp):
+    sh([pipe, "synth", "--out", hosp, "--studies", str(a.studies), "--seed", "5", "--size", str(a.size)])
+
+# Uncompressed greyscale chest images, re-encoded by pydicom.
+sources = []
+for p in sorted(glob.glob(os.path.join(hosp, "pacs", "**", "*.dcm"), recursive=True)):
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+    except Exception:  # the synthetic hospital's junk and damaged files
+        continue
+    if "TransferSyntaxUID" in ds.file_meta and ds.file_meta.TransferSyntaxUID in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1") and ds.get("BodyPartExamined") == "CHEST":
+        sources.append(p)
+codecs = {"jpeg2000": JPEG2000Lossless, "jpeg-ls": JPEGLSLossless}
+for name, uid in codecs.items():
+    d = os.path.join(work, name)
+    if os.path.isdir(d):
+        continue
+    os.makedirs(d)
+    for i, p in enumerate(sources):
+        ds = pydicom.dcmread(p)
+        try:
+            ds.compress(uid)
+        except Exception as e:  # a damaged pixel data: not a benchmark image
+            print(f"  skipped {p}: {e}")
+            continue
+        ds.save_as(os.path.join(d, f"{i:05}.dcm"))
+os.makedirs(os.path.join(work, "his"), exist_ok=True)
+shutil.copy(os.path.join(repo, "tests/fixtures/pairs_from_dicoms.py"), work)
+
+
+def pipe_convert(name):
+    pipeline = os.path.join(work, f"{name}.yaml")
+    with open(pipeline, "w") as f:
+        f.write(f"""name: {name.replace("-", "")}
+stages:
+  collect:
+    kind: collect
+    params: {{ pacs: {name}, his: his }}
+  pairs:
+    kind: command
+    inputs: [collect.dicoms]
+    params:
+      run: [python3, pairs_from_dicoms.py, "{{in:dicoms}}", "{{out:pairs}}"]
+      outputs: [pairs]
+  convert:
+    kind: convert
+    inputs: [pairs.pairs]
+    params: {{ size: {a.out_size} }}
+""")
+    sh([pipe, "run", pipeline, "-q"], cwd=work)
+    entry = os.path.dirname(sh([pipe, "path", pipeline, "convert.images"], cwd=work).stdout.strip())
+    m = json.load(open(os.path.join(entry, "manifest.json")))
+    return m["wall_seconds"], m["tables"]["images"], m["tables"]["rejects"]
+
+
+def python_convert(name):
+    out = os.path.join(work, f"py_{name}")
+    os.makedirs(out, exist_ok=True)
+    files = sorted(glob.glob(os.path.join(work, name, "*.dcm")))
+    t = time.perf_counter()
+    for i, p in enumerate(files):
+        ds = pydicom.dcmread(p)
+        x = ds.pixel_array.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+        if "WindowCenter" in ds:
+            c, w = float(ds.WindowCenter) - 0.5, float(ds.WindowWidth) - 1
+            y = np.clip((x - c) / w + 0.5, 0, 1)
+        else:
+            y = (x - x.min()) / max(x.max() - x.min(), 1e-9)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            y = 1 - y
+        img = Image.fromarray(np.round(y * 255).astype(np.uint8))
+        scale = a.out_size / max(img.size)
+        img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))), Image.BILINEAR)
+        canvas = Image.new("L", (a.out_size, a.out_size))
+        canvas.paste(img, ((a.out_size - img.size[0]) // 2, (a.out_size - img.size[1]) // 2))
+        canvas.save(os.path.join(out, f"{i}.png"))
+    return time.perf_counter() - t, len(files)
+
+
+print(f"{len(sources)} chest images {a.size}px, re-encoded by pydicom; → {a.out_size}px PNG")
+for name in codecs:
+    ps, n, rejected = pipe_convert(name)
+    ys, m = python_convert(name)
+    print(
+        f"  {name:9} pipe convert {n / ps:6.1f} images/s ({n} in {ps:.2f} s, {rejected} rejected, 2 threads)   "
+        f"pydicom + pylibjpeg/pyjpegls + Pillow {m / ys:6.1f} images/s ({m} in {ys:.2f} s, 1 process)   "
+        f"x{(n / ps) / (m / ys):.1f} (x{(n / ps) / (m / ys) / 2:.1f} per core)"
+    )
