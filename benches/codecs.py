@@ -17,9 +17,8 @@ import subprocess
 import tempfile
 import time
 
-import numpy as np
 import pydicom
-from PIL import Image
+from pyconvert import to_png
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
 
 ap = argparse.ArgumentParser()
@@ -103,20 +102,7 @@ def python_convert(name):
     t = time.perf_counter()
     for i, p in enumerate(files):
         ds = pydicom.dcmread(p)
-        x = ds.pixel_array.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
-        if "WindowCenter" in ds:
-            c, w = float(ds.WindowCenter) - 0.5, float(ds.WindowWidth) - 1
-            y = np.clip((x - c) / w + 0.5, 0, 1)
-        else:
-            y = (x - x.min()) / max(x.max() - x.min(), 1e-9)
-        if ds.PhotometricInterpretation == "MONOCHROME1":
-            y = 1 - y
-        img = Image.fromarray(np.round(y * 255).astype(np.uint8))
-        scale = a.out_size / max(img.size)
-        img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))), Image.BILINEAR)
-        canvas = Image.new("L", (a.out_size, a.out_size))
-        canvas.paste(img, ((a.out_size - img.size[0]) // 2, (a.out_size - img.size[1]) // 2))
-        canvas.save(os.path.join(out, f"{i}.png"))
+        to_png(ds, a.out_size, os.path.join(out, f"{i}.png"))
     return time.perf_counter() - t, len(files)
 
 

@@ -204,7 +204,7 @@ conv_s = stage_seconds(cp, "convert.images")
 images = pq.read_table(sh([pipe, "path", cp, "convert.images"], cwd=work).stdout.strip()).to_pandas()
 
 import pydicom
-from PIL import Image
+from pyconvert import to_png
 
 paths = [os.path.join(repo, p) if not os.path.isabs(p) else p for p in images.dicom_path]
 out_dir = os.path.join(work, "py_png")
@@ -215,20 +215,7 @@ for i, p in enumerate(paths):
     ds = pydicom.dcmread(p)
     if ds.file_meta.TransferSyntaxUID not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):
         continue
-    x = ds.pixel_array.astype(np.float64) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
-    if "WindowCenter" in ds:
-        c, w = float(ds.WindowCenter) - 0.5, float(ds.WindowWidth) - 1
-        y = np.clip((x - c) / w + 0.5, 0, 1)
-    else:
-        y = (x - x.min()) / max(x.max() - x.min(), 1e-9)
-    if ds.PhotometricInterpretation == "MONOCHROME1":
-        y = 1 - y
-    img = Image.fromarray(np.round(y * 255).astype(np.uint8))
-    scale = a.out_size / max(img.size)
-    img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))), Image.BILINEAR)
-    canvas = Image.new("L", (a.out_size, a.out_size))
-    canvas.paste(img, ((a.out_size - img.size[0]) // 2, (a.out_size - img.size[1]) // 2))
-    canvas.save(os.path.join(out_dir, f"{i}.png"))
+    to_png(ds, a.out_size, os.path.join(out_dir, f"{i}.png"))
     done += 1
 py_c = time.perf_counter() - t
 print(f"convert {a.size}px DICOM → {a.out_size}px PNG")
