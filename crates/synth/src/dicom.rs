@@ -140,7 +140,8 @@ pub fn write(path: &Path, study: &Study, img: &Image, k: usize, size: usize, see
     }
     let pixels = stored_pixels(&mut rng, img, size, study.findings);
     let pixel_element = match img.encoding {
-        Encoding::ExplicitLittle | Encoding::ImplicitLittle => {
+        // JPEG-LS: written native, then transcoded below.
+        Encoding::ExplicitLittle | Encoding::ImplicitLittle | Encoding::JpegLs => {
             DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(pixels.into()))
         }
         Encoding::Rle => {
@@ -161,13 +162,22 @@ pub fn write(path: &Path, study: &Study, img: &Image, k: usize, size: usize, see
         }
     };
     obj.put(pixel_element);
+    let first_syntax = match img.encoding {
+        Encoding::JpegLs => Encoding::ExplicitLittle.uid(),
+        e => e.uid(),
+    };
     let meta = FileMetaTableBuilder::new()
-        .transfer_syntax(img.encoding.uid())
+        .transfer_syntax(first_syntax)
         .media_storage_sop_class_uid(sop_class)
         .media_storage_sop_instance_uid(img.sop_uid.as_str())
         .implementation_class_uid("2.25.270310893049141052066372585813125043953")
         .implementation_version_name("PIPE_SYNTH_1");
-    let file = obj.with_meta(meta).context("building the file meta group")?;
+    let mut file = obj.with_meta(meta).context("building the file meta group")?;
+    if img.encoding == Encoding::JpegLs {
+        use dicom_pixeldata::Transcode;
+        file.transcode(&dicom_transfer_syntax_registry::entries::JPEG_LS_LOSSLESS_IMAGE_COMPRESSION.erased())
+            .with_context(|| format!("JPEG-LS encoding {}", path.display()))?;
+    }
     let mut bytes = Vec::new();
     file.write_all(&mut bytes)
         .with_context(|| format!("encoding {}", path.display()))?;
@@ -199,6 +209,7 @@ mod tests {
             Encoding::ImplicitLittle,
             Encoding::Rle,
             Encoding::JpegLossless,
+            Encoding::JpegLs,
         ] {
             for bits in [12u16, 16] {
                 img.encoding = enc;
