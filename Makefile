@@ -70,7 +70,9 @@ run: build
 test: venv
 	cargo build --workspace --bins
 	PIPE_REQUIRE_TORCH=1 cargo test --workspace --exclude pipe-torch -- --test-threads=2
-	cargo test -p pipe-torch -- --test-threads=2
+	# One test thread: the optimiser tests compare LibTorch runs bit for bit, and with
+	# two test threads in one process they disagree now and then (3 in 10 runs).
+	cargo test -p pipe-torch -- --test-threads=1
 
 bench: build
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r benches/requirements.txt
