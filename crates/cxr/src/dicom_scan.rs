@@ -58,7 +58,7 @@ fn walk<R: Read + Seek>(r: R, size: u64) -> Result<Layout, String> {
         defined: 0,
         unreadable: Vec::new(),
     };
-    w.walk().map_err(|Stop::Reject(e)| e)
+    w.walk()
 }
 
 /// `bytes` without `layout`'s unreadable ranges and anything after the pixel data:
@@ -127,16 +127,6 @@ impl<R: Read> Read for Skipping<R> {
 /// Tag, VR (none when implicit, and for item tags) and value length of an element.
 type Header = ((u16, u16), Option<[u8; 2]>, u32);
 
-enum Stop {
-    Reject(String),
-}
-
-impl From<String> for Stop {
-    fn from(e: String) -> Stop {
-        Stop::Reject(e)
-    }
-}
-
 struct Walker<R> {
     r: R,
     pos: u64,
@@ -150,7 +140,7 @@ struct Walker<R> {
 }
 
 impl<R: Read + Seek> Walker<R> {
-    fn walk(&mut self) -> Result<Layout, Stop> {
+    fn walk(&mut self) -> Result<Layout, String> {
         let size = self.size;
         // Absolute: the caller may have read from the file already.
         self.r
@@ -239,7 +229,7 @@ impl<R: Read + Seek> Walker<R> {
         }
     }
 
-    fn header_with(&mut self, explicit: bool) -> Result<Header, Stop> {
+    fn header_with(&mut self, explicit: bool) -> Result<Header, String> {
         let mut t = [0u8; 4];
         self.read(&mut t)?;
         let tag = (self.u16([t[0], t[1]]), self.u16([t[2], t[3]]));
@@ -251,13 +241,13 @@ impl<R: Read + Seek> Walker<R> {
         let mut vr = [0u8; 2];
         self.read(&mut vr)?;
         if !vr.iter().all(u8::is_ascii_uppercase) {
-            return Err(Stop::Reject(format!(
+            return Err(format!(
                 "element ({:04X},{:04X}) at byte {} has no valid VR ({:?}): an implicit-VR data set under an explicit transfer syntax, or a damaged header",
                 tag.0,
                 tag.1,
                 self.pos - 6,
                 String::from_utf8_lossy(&vr)
-            )));
+            ));
         }
         let long = matches!(
             &vr,
@@ -276,7 +266,7 @@ impl<R: Read + Seek> Walker<R> {
     }
 
     /// Skip or walk the value of an element whose header was just read.
-    fn value(&mut self, tag: (u16, u16), vr: Option<[u8; 2]>, len: u32, depth: usize) -> Result<(), Stop> {
+    fn value(&mut self, tag: (u16, u16), vr: Option<[u8; 2]>, len: u32, depth: usize) -> Result<(), String> {
         let sequence = vr.as_ref() == Some(b"SQ");
         if len != UNDEFINED {
             let end = self.pos + len as u64;
@@ -286,7 +276,7 @@ impl<R: Read + Seek> Walker<R> {
                 } else {
                     format!("element ({:04X},{:04X})", tag.0, tag.1)
                 };
-                return Err(Stop::Reject(self.truncated(&what, end)));
+                return Err(self.truncated(&what, end));
             }
             if sequence {
                 self.defined += 1;
@@ -306,12 +296,12 @@ impl<R: Read + Seek> Walker<R> {
         let un = vr.as_ref() == Some(b"UN");
         if un {
             if self.defined > 0 {
-                return Err(Stop::Reject(format!(
+                return Err(format!(
                     "UN element ({:04X},{:04X}) of undefined length at byte {} inside a sequence of defined length: cannot be read",
                     tag.0,
                     tag.1,
                     self.pos - 12
-                )));
+                ));
             }
             (self.little, self.explicit) = (true, false);
         }
@@ -325,12 +315,12 @@ impl<R: Read + Seek> Walker<R> {
     }
 
     /// Items of a sequence, up to `end` or its delimiter.
-    fn items(&mut self, end: Option<u64>, depth: usize) -> Result<(), Stop> {
+    fn items(&mut self, end: Option<u64>, depth: usize) -> Result<(), String> {
         if depth > MAX_DEPTH {
-            return Err(Stop::Reject(format!(
+            return Err(format!(
                 "sequences nested more than {MAX_DEPTH} deep (at byte {}): not a radiograph's header, and deep enough to crash a parser",
                 self.pos
-            )));
+            ));
         }
         loop {
             if end.is_some_and(|e| self.pos >= e) {
@@ -344,7 +334,7 @@ impl<R: Read + Seek> Walker<R> {
                     if let Some(e) = item_end
                         && e > self.size
                     {
-                        return Err(Stop::Reject(self.truncated("a sequence item", e)));
+                        return Err(self.truncated("a sequence item", e));
                     }
                     self.defined += item_end.is_some() as usize;
                     let r = self.elements(item_end, depth);
@@ -352,17 +342,17 @@ impl<R: Read + Seek> Walker<R> {
                     r?;
                 }
                 (g, e) => {
-                    return Err(Stop::Reject(format!(
+                    return Err(format!(
                         "({g:04X},{e:04X}) at byte {} inside a sequence, where an item was expected",
                         self.pos - 8
-                    )));
+                    ));
                 }
             }
         }
     }
 
     /// Elements of an item, up to `end` or its delimiter.
-    fn elements(&mut self, end: Option<u64>, depth: usize) -> Result<(), Stop> {
+    fn elements(&mut self, end: Option<u64>, depth: usize) -> Result<(), String> {
         loop {
             if end.is_some_and(|e| self.pos >= e) {
                 return Ok(());
@@ -376,7 +366,7 @@ impl<R: Read + Seek> Walker<R> {
     }
 
     /// Encapsulated pixel data: the offset table and fragments, up to the delimiter.
-    fn fragments(&mut self) -> Result<(), Stop> {
+    fn fragments(&mut self) -> Result<(), String> {
         loop {
             let (tag, _, len) = self.header_with(false)?;
             match tag {
@@ -384,15 +374,15 @@ impl<R: Read + Seek> Walker<R> {
                 ITEM if len != UNDEFINED => {
                     let end = self.pos + len as u64;
                     if end > self.size {
-                        return Err(Stop::Reject(self.truncated("a pixel data fragment", end)));
+                        return Err(self.truncated("a pixel data fragment", end));
                     }
                     self.seek_to(end)?;
                 }
                 (g, e) => {
-                    return Err(Stop::Reject(format!(
+                    return Err(format!(
                         "({g:04X},{e:04X}) at byte {} inside encapsulated pixel data, where a fragment was expected",
                         self.pos - 8
-                    )));
+                    ));
                 }
             }
         }
