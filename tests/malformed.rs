@@ -86,6 +86,17 @@ fn malformed_files_are_rows_with_reasons_in_bounded_memory() {
     write(b"caf\xe9.dcm", &base);
     // Cut inside its pixel data.
     write(b"cut.dcm", &base[..base.len() - 100]);
+    // What cannot be read at all: a link to nothing, two links to each other, a link
+    // back up the tree, a FIFO (opening it would block), and a file whose reads fail
+    // with EIO (the kernel's view of this process's memory at address 0).
+    let link = |target: &std::path::Path, name: &str| std::os::unix::fs::symlink(target, pacs.join(name)).unwrap();
+    link(&pacs.join("gone.dcm"), "dangling.dcm");
+    link(&pacs.join("loop_b.dcm"), "loop_a.dcm");
+    link(&pacs.join("loop_a.dcm"), "loop_b.dcm");
+    link(&pacs, "up");
+    let fifo = std::ffi::CString::new(pacs.join("fifo.dcm").as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    link(std::path::Path::new("/proc/self/mem"), "eio.dcm");
 
     p.write(
         "pipelines/m.yaml",
@@ -114,7 +125,7 @@ fn malformed_files_are_rows_with_reasons_in_bounded_memory() {
     let reason: std::collections::BTreeMap<String, String> =
         col(&rejects, "path").into_iter().zip(col(&rejects, "reason")).collect();
     let kept = col(&dicoms, "path");
-    assert_eq!(kept.len() + reason.len(), 7, "kept {kept:?}, rejected {reason:?}");
+    assert_eq!(kept.len() + reason.len(), 13, "kept {kept:?}, rejected {reason:?}");
     let why = |name: &str| {
         reason
             .get(&format!("pacs/{name}"))
@@ -126,6 +137,15 @@ fn malformed_files_are_rows_with_reasons_in_bounded_memory() {
         ("un_undefined_cut.dcm", "truncated"),
         ("deep.dcm", "sequences nested more than 64 deep"),
         ("cut.dcm", "truncated: pixel data"),
+        ("dangling.dcm", "cannot read: a symbolic link to "),
+        ("loop_a.dcm", "cannot read: a symbolic link to "),
+        ("loop_b.dcm", "cannot read: a symbolic link to "),
+        (
+            "up",
+            "cannot read: a symbolic link back to a directory above it (a loop)",
+        ),
+        ("fifo.dcm", "cannot read: not a regular file or directory: a FIFO"),
+        ("eio.dcm", "cannot read: "),
     ] {
         assert!(why(name).starts_with(reason), "{name}: {}", why(name));
     }
@@ -137,6 +157,15 @@ fn malformed_files_are_rows_with_reasons_in_bounded_memory() {
     );
     // The Latin-1 name is read and kept, its byte shown escaped.
     assert!(kept.contains(&"pacs/caf\\xE9.dcm".to_string()), "{kept:?} {reason:?}");
+    assert!(
+        why("eio.dcm").ends_with("Input/output error (os error 5)"),
+        "{}",
+        why("eio.dcm")
+    );
+    // `pipe status` walks the same tree to compute keys: it answers too, and the run
+    // was sealed (nothing to do again).
+    let status = p.pipe(&["status", "pipelines/m.yaml"]).ok();
+    assert!(status.stdout.contains("fresh"), "{}", status.stdout);
 
     // Peak memory of the pipe runs this test waited for.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

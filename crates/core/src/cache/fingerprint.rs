@@ -154,7 +154,7 @@ fn scan(
         })?;
         scan.chunk(chunk, each)?;
     } else {
-        scan.chunk(vec![(String::new(), stat_of(&md))], each)?;
+        scan.chunk(vec![(String::new(), Ok(stat_of(&md)))], each)?;
     }
     let fp = scan.finish(md.is_dir());
     release_freed_memory();
@@ -197,31 +197,45 @@ impl<'a> Scan<'a> {
 
     fn chunk(
         &mut self,
-        listing: Vec<(String, Stat)>,
+        listing: Vec<(String, Result<Stat, String>)>,
         each: &mut dyn FnMut(&[FileHash], u64) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         if listing.is_empty() {
             return Ok(());
         }
-        let known: Vec<(Option<blake3::Hash>, bool)> =
-            listing.iter().map(|(rel, stat)| self.old.lookup(rel, stat)).collect();
+        // Entries the walk could not take as files are not looked up: the stat cache
+        // only holds files that were read.
+        let known: Vec<(Option<blake3::Hash>, bool)> = listing
+            .iter()
+            .map(|(rel, stat)| match stat {
+                Ok(stat) => self.old.lookup(rel, stat),
+                Err(_) => (None, false),
+            })
+            .collect();
         let root = self.root;
-        let hashes: Vec<anyhow::Result<blake3::Hash>> = listing
+        let hashes: Vec<Result<blake3::Hash, String>> = listing
             .par_iter()
             .zip(&known)
-            .map(|((rel, _), (hash, _))| match hash {
-                Some(h) => Ok(*h),
-                None if rel.is_empty() => file_hash(root),
-                None => file_hash(&super::walk::disk_path(root, rel)),
+            .map(|((rel, stat), (hash, _))| match (stat, hash) {
+                (Err(why), _) => Err(why.clone()),
+                (_, Some(h)) => Ok(*h),
+                (_, None) if rel.is_empty() => file_hash(root).map_err(|e| format!("{e:#}")),
+                (_, None) => file_hash(&super::walk::disk_path(root, rel)).map_err(|e| format!("{e:#}")),
             })
             .collect();
         let mut files = Vec::with_capacity(listing.len());
         for (((rel, stat), (was_known, unchanged)), hash) in listing.into_iter().zip(known).zip(hashes) {
+            let stat = stat.unwrap_or(Stat {
+                size: 0,
+                mtime_ns: 0,
+                ino: 0,
+                mode: 0,
+            });
             let (hash, unreadable) = match hash {
                 Ok(h) => (h, None),
                 // A root that is one file must be readable to be a reference at all.
-                Err(e) if rel.is_empty() => return Err(e),
-                Err(e) => (blake3::hash(b"unreadable"), Some(format!("{e:#}"))),
+                Err(e) if rel.is_empty() => anyhow::bail!(e),
+                Err(e) => (blake3::hash(b"unreadable"), Some(e)),
             };
             self.rehashed += was_known.is_none() as u64;
             self.files += 1;
@@ -230,7 +244,8 @@ impl<'a> Scan<'a> {
             self.tree.str("path", &rel).field("size", &stat.size.to_le_bytes());
             match &unreadable {
                 None => self.tree.str("hash", &hash.to_hex()),
-                Some(_) => self.tree.str("unreadable", ""),
+                // Why is part of the key: the reject row a stage writes for it says why.
+                Some(why) => self.tree.str("unreadable", why),
             };
             // An unreadable file was not in the cache (lookup deviated there already) and
             // is not written to it.

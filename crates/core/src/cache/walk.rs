@@ -2,8 +2,10 @@
 //!
 //! Files come out depth first with the entries of each directory sorted by name: the
 //! order of `Path` comparison, which the stat cache and collect's previous result are
-//! merged in. Symbolic links are followed; a link back to a directory above it is an
-//! error rather than an endless walk.
+//! merged in. Symbolic links are followed. What cannot be walked or read as a file — a
+//! dangling link, a link back to a directory above it, a directory that cannot be
+//! listed, a FIFO or device — comes out as a problem under its own name rather than
+//! stopping the walk or being left out: one bad entry of a PACS tree is one reject row.
 //!
 //! A PACS export is mostly directories of one or two files (one per patient or study),
 //! so a walk is dominated by opening and reading directories, one after the other.
@@ -75,6 +77,8 @@ struct Entry {
 
 enum Kind {
     File(Stat),
+    /// Why this entry is not a file that can be read (never opened: a FIFO would block).
+    Problem(Box<str>),
     Dir {
         /// For a directory reached through a link: the target's (device, inode).
         link: Option<(u64, u64)>,
@@ -96,37 +100,41 @@ struct Listed {
 
 /// List a directory: names sorted, files statted as they are read (through the
 /// directory's handle), links followed, anything else (sockets, devices, dangling
-/// links) left out. Only names and stats are kept, not the OS's directory entries.
+/// links) a [`Kind::Problem`]. Only names and stats are kept, not the OS's entries.
 fn list(dir: &Path) -> anyhow::Result<Vec<Entry>> {
-    let cannot = || format!("cannot walk {}", dir.display());
+    let cannot = || format!("cannot list {}", dir.display());
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).with_context(cannot)? {
         let e = e.with_context(cannot)?;
-        let kind = e.file_type().with_context(cannot)?;
-        let stat = || -> anyhow::Result<Stat> {
-            let md = e
-                .metadata()
-                .with_context(|| format!("cannot stat {}", e.path().display()))?;
-            Ok(stat_of(&md))
-        };
-        let kind = if kind.is_dir() {
-            Kind::Dir {
+        let kind = match e.file_type() {
+            Err(err) => Kind::Problem(format!("cannot stat: {err}").into()),
+            Ok(t) if t.is_dir() => Kind::Dir {
                 link: None,
                 listing: None,
-            }
-        } else if kind.is_file() {
-            Kind::File(stat()?)
-        } else if kind.is_symlink() {
-            match std::fs::metadata(e.path()) {
+            },
+            Ok(t) if t.is_file() => match e.metadata() {
+                Ok(md) => Kind::File(stat_of(&md)),
+                Err(err) => Kind::Problem(format!("cannot stat: {err}").into()),
+            },
+            Ok(t) if t.is_symlink() => match std::fs::metadata(e.path()) {
                 Ok(md) if md.is_file() => Kind::File(stat_of(&md)),
                 Ok(md) if md.is_dir() => Kind::Dir {
                     link: Some((md.dev(), md.ino())),
                     listing: None,
                 },
-                _ => continue, // dangling, or not a file or directory
-            }
-        } else {
-            continue;
+                Ok(md) => Kind::Problem(not_a_file(md.file_type()).into()),
+                Err(err) => {
+                    let target = std::fs::read_link(e.path()).map(|t| name_text(t.as_os_str()));
+                    Kind::Problem(
+                        format!(
+                            "a symbolic link to {} that cannot be followed: {err}",
+                            target.as_deref().unwrap_or("?")
+                        )
+                        .into(),
+                    )
+                }
+            },
+            Ok(t) => Kind::Problem(not_a_file(t).into()),
         };
         out.push(Entry {
             name: name_text(&e.file_name()).into(),
@@ -135,6 +143,20 @@ fn list(dir: &Path) -> anyhow::Result<Vec<Entry>> {
     }
     out.sort_unstable_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(out)
+}
+
+fn not_a_file(t: std::fs::FileType) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "of an unknown type"
+    };
+    format!("not a regular file or directory: {what}")
 }
 
 /// A file name as text: UTF-8 as is, a backslash doubled, and each byte that is not
@@ -192,6 +214,19 @@ pub fn disk_path(root: &Path, rel: &str) -> PathBuf {
     root.join(text_path(rel))
 }
 
+/// Whether the link at `rel` leads to the directory it sits in or one above it. The
+/// ancestor chain only knows link targets (real directories go unstatted), so without
+/// this a link back up would be walked through once before it is seen again.
+fn links_up(root: &Path, dir_rel: &str, rel: &str) -> bool {
+    match (
+        std::fs::canonicalize(disk_path(root, rel)),
+        std::fs::canonicalize(disk_path(root, dir_rel)),
+    ) {
+        (Ok(target), Ok(here)) => here.starts_with(target),
+        _ => false,
+    }
+}
+
 fn child_rel(rel: &str, name: &str) -> String {
     if rel.is_empty() {
         name.to_string()
@@ -201,8 +236,12 @@ fn child_rel(rel: &str, name: &str) -> String {
 }
 
 /// Walk the tree under `root` (a directory), handing each file's path relative to the
-/// root and its stat to `found`, in walk order.
-pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<()>) -> anyhow::Result<()> {
+/// root and its stat — or why it is not a file that can be read — to `found`, in walk
+/// order. Only the root itself must be listable.
+pub fn walk(
+    root: &Path,
+    found: &mut dyn FnMut(String, Result<Stat, String>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let md = std::fs::metadata(root).with_context(|| format!("{} does not exist", root.display()))?;
     let mut stack = vec![Listed {
         rel: String::new(),
@@ -223,24 +262,28 @@ pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<(
         let rel = child_rel(&top.rel, &entry.name);
         let (link, listing) = match &mut entry.kind {
             Kind::File(stat) => {
-                found(rel, *stat)?;
+                found(rel, Ok(*stat))?;
+                continue;
+            }
+            Kind::Problem(why) => {
+                found(rel, Err(why.to_string()))?;
                 continue;
             }
             Kind::Dir { link, listing } => (*link, listing.take()),
         };
         let ancestors = match link {
-            Some(id) if top.ancestors.contains(id) => anyhow::bail!(
-                "{}: a symbolic link loops back to a directory above it",
-                disk_path(root, &rel).display()
-            ),
+            Some(id) if top.ancestors.contains(id) || links_up(root, &top.rel, &rel) => {
+                found(rel, Err("a symbolic link back to a directory above it (a loop)".into()))?;
+                continue;
+            }
             Some(id) => Arc::new(Ancestors {
                 id,
                 parent: Some(top.ancestors.clone()),
             }),
             None => top.ancestors.clone(),
         };
-        let entries = match listing {
-            Some(listing) => (*listing)?,
+        let listed = match listing {
+            Some(listing) => *listing,
             None => {
                 // List this directory and, meanwhile, its next sibling directories, which
                 // the walk reaches after it.
@@ -270,7 +313,15 @@ pub fn walk(root: &Path, found: &mut dyn FnMut(String, Stat) -> anyhow::Result<(
                 );
                 let biggest = biggest.max(this.as_ref().map_or(0, Vec::len));
                 ahead = if biggest <= SMALL { (ahead * 2).min(AHEAD) } else { 1 };
-                this?
+                this
+            }
+        };
+        let entries = match listed {
+            Ok(entries) => entries,
+            Err(e) => {
+                // The directory is one problem row; the walk goes on past it.
+                found(rel, Err(format!("cannot list this directory: {}", e.root_cause())))?;
+                continue;
             }
         };
         stack.push(Listed {
@@ -307,13 +358,18 @@ mod tests {
 
     use super::*;
 
-    fn files(root: &Path) -> anyhow::Result<Vec<String>> {
-        let mut out = Vec::new();
-        walk(root, &mut |rel, _| {
-            out.push(rel);
+    /// The walk's files, and its problems as `rel: why`.
+    fn files(root: &Path) -> (Vec<String>, Vec<String>) {
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        walk(root, &mut |rel, stat| {
+            match stat {
+                Ok(_) => out.push(rel),
+                Err(why) => problems.push(format!("{rel}: {why}")),
+            }
             Ok(())
-        })?;
-        Ok(out)
+        })
+        .unwrap();
+        (out, problems)
     }
 
     #[test]
@@ -335,17 +391,41 @@ mod tests {
             std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
             std::fs::write(root.join(f), f).unwrap();
         }
-        // Links are followed: to a file, to a directory; a dangling one is left out.
+        // Links are followed: to a file, to a directory.
         std::os::unix::fs::symlink(root.join("z"), root.join("b/link")).unwrap();
         std::os::unix::fs::symlink(root.join("b/x"), root.join("c")).unwrap();
-        std::os::unix::fs::symlink(root.join("gone"), root.join("d")).unwrap();
         want.extend(["b/link".to_string(), "c/3".to_string()]);
         // Walk order: `Path` order.
         want.sort_by(|a, b| Path::new(a).cmp(Path::new(b)));
-        assert_eq!(files(&root).unwrap(), want);
+        assert_eq!(files(&root), (want.clone(), vec![]));
 
+        // What cannot be read as a file is a problem under its name, and the walk goes on:
+        // a dangling link, two links to each other, a link back up, a FIFO.
+        std::os::unix::fs::symlink(root.join("gone"), root.join("d")).unwrap();
+        std::os::unix::fs::symlink(root.join("e2"), root.join("e1")).unwrap();
+        std::os::unix::fs::symlink(root.join("e1"), root.join("e2")).unwrap();
         std::os::unix::fs::symlink(root.join("b"), root.join("b/x/up")).unwrap();
-        let err = files(&root).unwrap_err().to_string();
-        assert!(err.contains("loops back to a directory above it"), "{err}");
+        let fifo = std::ffi::CString::new(root.join("f").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let (got, problems) = files(&root);
+        assert_eq!(got, want);
+        let gone = root.join("gone").display().to_string();
+        let loop_up = "a symbolic link back to a directory above it (a loop)";
+        let link_loop = "that cannot be followed: Too many levels of symbolic links (os error 40)";
+        let want = [
+            ("b/x/up: ", loop_up),
+            ("c/up: ", loop_up), // c is b/x, so c/up is b again
+            (
+                "d: a symbolic link to ",
+                &*format!("{gone} that cannot be followed: No such file or directory (os error 2)"),
+            ),
+            ("e1: a symbolic link to ", link_loop),
+            ("e2: a symbolic link to ", link_loop),
+            ("f: ", "not a regular file or directory: a FIFO"),
+        ];
+        assert_eq!(problems.len(), want.len(), "{problems:?}");
+        for (got, (start, end)) in problems.iter().zip(want) {
+            assert!(got.starts_with(start) && got.ends_with(end), "{got}");
+        }
     }
 }
