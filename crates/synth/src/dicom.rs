@@ -9,12 +9,16 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use super::hospital::{Defect, Encoding, Image, Study};
-use super::{image, jpeg_lossless, rle};
+use super::{image, j2k, jpeg_lossless, rle};
 use pipe_core::rng::Rng;
 
 const DX_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.1.1";
 const CR_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.1";
 const CT_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
+/// Compression ratio of lossy JPEG 2000 files. The synthetic images carry sensor noise,
+/// which compresses badly: at 4:1 the loss shows in the pixels (unlike lossless) yet the
+/// image stays close (the test in this file bounds it).
+const LOSSY_RATIO: f32 = 4.0;
 
 fn put_str(obj: &mut InMemDicomObject, tag: dicom_core::Tag, vr: VR, value: &str) {
     obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
@@ -160,6 +164,34 @@ pub fn write(path: &Path, study: &Study, img: &Image, k: usize, size: usize, see
                 Value::PixelSequence(PixelFragmentSequence::new(vec![], vec![frame])),
             )
         }
+        Encoding::J2kLossless | Encoding::J2kLossy => {
+            let quality = match img.encoding {
+                Encoding::J2kLossy => j2k::Quality::Ratio(LOSSY_RATIO),
+                _ => j2k::Quality::Lossless,
+            };
+            let mut frame = j2k::encode(&pixels, size, size, img.bits_stored as u8, quality)
+                .with_context(|| format!("JPEG 2000 encoding {}", path.display()))?;
+            // Fragments have even lengths (PS3.5 A.4); decoders stop at EOC.
+            if frame.len() % 2 == 1 {
+                frame.push(0);
+            }
+            if img.encoding == Encoding::J2kLossy {
+                // PS3.3 C.7.6.1.1.5: a lossy image says so, how much and how.
+                put_str(&mut obj, tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "01");
+                put_str(
+                    &mut obj,
+                    tags::LOSSY_IMAGE_COMPRESSION_RATIO,
+                    VR::DS,
+                    &format!("{LOSSY_RATIO}"),
+                );
+                put_str(&mut obj, tags::LOSSY_IMAGE_COMPRESSION_METHOD, VR::CS, "ISO_15444_1");
+            }
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                Value::PixelSequence(PixelFragmentSequence::new(vec![], vec![frame])),
+            )
+        }
     };
     obj.put(pixel_element);
     let first_syntax = match img.encoding {
@@ -210,6 +242,8 @@ mod tests {
             Encoding::Rle,
             Encoding::JpegLossless,
             Encoding::JpegLs,
+            Encoding::J2kLossless,
+            Encoding::J2kLossy,
         ] {
             for bits in [12u16, 16] {
                 img.encoding = enc;
@@ -223,7 +257,16 @@ mod tests {
         }
         for ((enc, bits), data) in &decoded {
             let reference = &decoded.iter().find(|((_, b), _)| b == bits).unwrap().1;
-            assert_eq!(data, reference, "{enc:?} at {bits} bits decodes differently");
+            if *enc == Encoding::J2kLossy {
+                // Lossy at 4:1: close to the original on average, not equal.
+                let mean = data.iter().zip(reference).map(|(a, b)| (a - b).abs()).sum::<f32>() / data.len() as f32;
+                assert!(
+                    mean > 0.0 && mean < 0.02,
+                    "lossy JPEG 2000 at {bits} bits: mean difference {mean}"
+                );
+            } else {
+                assert_eq!(data, reference, "{enc:?} at {bits} bits decodes differently");
+            }
         }
     }
 }

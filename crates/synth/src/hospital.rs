@@ -109,6 +109,10 @@ pub enum Encoding {
     JpegLossless,
     /// JPEG-LS lossless, encoded by CharLS (through dicom-pixeldata's transcoder).
     JpegLs,
+    /// JPEG 2000 lossless (reversible 5/3), encoded by OpenJPEG.
+    J2kLossless,
+    /// JPEG 2000 lossy (irreversible 9/7) at 4:1, encoded by OpenJPEG.
+    J2kLossy,
 }
 
 impl Encoding {
@@ -119,6 +123,8 @@ impl Encoding {
             Encoding::Rle => "1.2.840.10008.1.2.5",
             Encoding::JpegLossless => "1.2.840.10008.1.2.4.70",
             Encoding::JpegLs => "1.2.840.10008.1.2.4.80",
+            Encoding::J2kLossless => "1.2.840.10008.1.2.4.90",
+            Encoding::J2kLossy => "1.2.840.10008.1.2.4.91",
         }
     }
 }
@@ -278,6 +284,8 @@ pub fn study(seed: u64, i: usize) -> Study {
             // Carved out of explicit little endian: the draw is the same one, so no
             // other property of the archive moves.
             r if r < 0.20 => Encoding::JpegLs,
+            r if r < 0.23 => Encoding::J2kLossless,
+            r if r < 0.25 => Encoding::J2kLossy,
             _ => Encoding::ExplicitLittle,
         };
         Image {

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod his;
 pub mod hospital;
 pub mod image;
+pub mod j2k;
 pub mod jpeg_lossless;
 pub mod reports;
 pub mod rle;
