@@ -174,3 +174,56 @@ fn malformed_files_are_rows_with_reasons_in_bounded_memory() {
     eprintln!("peak RSS of pipe: {peak_mib:.1} MiB");
     assert!(peak_mib < 100.0, "pipe peaked at {peak_mib:.0} MiB");
 }
+
+/// A HIS file of 60 MB (UTF-16, one session with a chest report among a million other
+/// elements) goes through collect and parse in bounded memory: read as a stream, never
+/// whole (the whole file, its code units and its text took three times its size).
+#[test]
+fn a_huge_his_file_is_parsed_as_a_stream() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path("pacs")).unwrap();
+    std::fs::create_dir_all(p.path("his")).unwrap();
+    // Written in pieces: a child's peak RSS counts what this process held when it forked.
+    let mut out = std::io::BufWriter::new(std::fs::File::create(p.path("his/huge.xml")).unwrap());
+    let mut put = |text: &str| {
+        for u in text.encode_utf16() {
+            std::io::Write::write_all(&mut out, &u.to_le_bytes()).unwrap();
+        }
+    };
+    put("\u{FEFF}");
+    put("<SESSION><SESSION_ID>S1</SESSION_ID><PATIENT_ID>P1</PATIENT_ID>\
+         <CHECK_IN_TIME>05/03/2021 08:15:00</CHECK_IN_TIME><CHECK_OUT_TIME>05/03/2021 09:00:00</CHECK_OUT_TIME>\
+         <REPORT><SERVICE_ID>CXR</SERVICE_ID><REPORT_TIME>05/03/2021 08:40:00</REPORT_TIME>\
+         <DESCRIPTION>Phổi sáng. Tim không to.</DESCRIPTION></REPORT>");
+    for _ in 0..1_000_000 {
+        put("<NOTE>ghi chú điều dưỡng</NOTE>");
+    }
+    put("</SESSION>");
+    drop(out);
+    let size = std::fs::metadata(p.path("his/huge.xml")).unwrap().len();
+    assert!(size > 56 << 20, "{size}");
+    p.write("services.txt", "CXR chest X-ray\n");
+    p.write(
+        "pipelines/h.yaml",
+        "name: h\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: pacs, his: his }\n  parse:\n    kind: parse\n    inputs: [collect.his_files]\n    params: { services: services.txt }\n",
+    );
+    let out = p.command(&["run", "pipelines/h.yaml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |t: &str| {
+        pipe_core::table::read_batch(std::path::Path::new(
+            p.pipe(&["path", "pipelines/h.yaml", t]).ok().stdout.trim(),
+        ))
+        .unwrap()
+    };
+    let reports = read("parse.reports");
+    assert_eq!(reports.num_rows(), 1);
+    assert_eq!(
+        pipe_core::table::str_col(&reports, "description").unwrap().value(0),
+        "Phổi sáng. Tim không to."
+    );
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) }, 0);
+    let peak_mib = usage.ru_maxrss as f64 / 1024.0;
+    eprintln!("peak RSS of pipe on a 60 MB HIS file: {peak_mib:.1} MiB");
+    assert!(peak_mib < 100.0, "pipe peaked at {peak_mib:.0} MiB");
+}

@@ -150,42 +150,38 @@ impl Stage for Parse {
             files
                 .into_par_iter()
                 .map(|(path, hash)| {
-                    let r = READ_BUF
-                        .with_borrow_mut(|buf| {
-                            buf.clear();
-                            let Some(hash) = &hash else {
-                                return Err("cannot read: collect could not read it".to_string());
-                            };
-                            // Through `take`: `File`'s own read_to_end stats the file
-                            // first, one more system call per file for a size hint that
-                            // the reused buffer does not need.
-                            let file = ctx.resolve(&path);
-                            let read = std::fs::File::open(&file)
-                                .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, u64::MAX), buf));
-                            if let Err(e) = read {
-                                let why = format!("cannot read: {e}");
+                    let r = (|| {
+                        let Some(hash) = &hash else {
+                            return Err("cannot read: collect could not read it".to_string());
+                        };
+                        let file = ctx.resolve(&path);
+                        let read = std::fs::File::open(&file)
+                            .map_err(|e| e.to_string())
+                            .and_then(|f| read_session(f, p, &formats));
+                        match read {
+                            Err(why) | Ok((_, _, Some(why))) => {
+                                let why = format!("cannot read: {why}");
                                 ctx.unreadable(&file, &why);
-                                return Err(why);
+                                Err(why)
                             }
-                            if blake3::hash(buf).to_hex().as_str() != hash {
-                                changed.lock().unwrap().push(path.clone());
-                            }
-                            let r = parse_session(buf, p, &formats);
-                            if buf.capacity() > 1 << 20 {
-                                *buf = Vec::new(); // not kept for one huge file
-                            }
-                            r
-                        })
-                        .map(|mut s| {
-                            // Per-report work is done here, on the pool, too.
-                            for r in &mut s.reports {
-                                r.chest = services.contains(r.service_id.as_str());
-                                if r.chest {
-                                    r.time = r.report_time.as_deref().map(|t| formats.parse(t));
+                            Ok((r, read_hash, None)) => {
+                                if read_hash.to_hex().as_str() != hash {
+                                    changed.lock().unwrap().push(path.clone());
                                 }
+                                r
                             }
-                            s
-                        });
+                        }
+                    })()
+                    .map(|mut s| {
+                        // Per-report work is done here, on the pool, too.
+                        for r in &mut s.reports {
+                            r.chest = services.contains(r.service_id.as_str());
+                            if r.chest {
+                                r.time = r.report_time.as_deref().map(|t| formats.parse(t));
+                            }
+                        }
+                        s
+                    });
                     ctx.progress.inc(1);
                     (path, hash.unwrap_or_default(), r)
                 })
@@ -348,11 +344,6 @@ struct RawReport {
     time: Option<Result<NaiveDateTime, String>>,
 }
 
-thread_local! {
-    /// One read buffer per thread, reused from file to file.
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 #[derive(Debug)]
 pub struct Session {
     session_id: String,
@@ -374,38 +365,160 @@ fn nfc(s: &str) -> String {
     }
 }
 
-/// Decode by byte-order mark: UTF-16 LE/BE, UTF-8 with or without BOM.
-fn decode(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, &'static str), String> {
-    let utf16 = |body: &[u8], le: bool| -> Result<String, String> {
-        if !body.len().is_multiple_of(2) {
-            return Err("UTF-16 file with an odd number of bytes".into());
-        }
-        let units: Vec<u16> = body
-            .chunks_exact(2)
-            .map(|c| {
-                if le {
-                    u16::from_le_bytes([c[0], c[1]])
-                } else {
-                    u16::from_be_bytes([c[0], c[1]])
+/// A file's bytes as they are read, hashed on the way (so the file is read once, in
+/// pieces, and its BLAKE3 is what collect's would be), and the operating system's read
+/// error if one came (that is not a property of the content).
+struct Hashing<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+    failed: Option<String>,
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.failed = Some(e.to_string());
                 }
-            })
-            .collect();
-        String::from_utf16(&units).map_err(|e| format!("invalid UTF-16: {e}"))
-    };
-    let utf8 = |b| std::str::from_utf8(b).map_err(|e| format!("invalid UTF-8: {e}"));
-    match bytes {
-        [0xFF, 0xFE, rest @ ..] => Ok((utf16(rest, true)?.into(), "utf-16le")),
-        [0xFE, 0xFF, rest @ ..] => Ok((utf16(rest, false)?.into(), "utf-16be")),
-        [0xEF, 0xBB, 0xBF, rest @ ..] => Ok((utf8(rest)?.into(), "utf-8-bom")),
-        _ => Ok((utf8(bytes)?.into(), "utf-8")),
+                Err(e)
+            }
+        }
     }
 }
 
-/// Parse one session file.
-pub fn parse_session(bytes: &[u8], p: &Params, formats: &TimeFormats) -> Result<Session, String> {
-    let (text, encoding) = decode(bytes)?;
+/// UTF-16 (either byte order) re-encoded as UTF-8 while it streams, for quick-xml,
+/// which reads UTF-8.
+struct Utf16<R> {
+    inner: R,
+    le: bool,
+    /// A byte of a code unit split across reads, and a high surrogate waiting for its pair.
+    odd: Option<u8>,
+    high: Option<u16>,
+    out: Vec<u8>,
+    at: usize,
+}
+
+impl<R: std::io::Read> Utf16<R> {
+    fn bad(what: String) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("invalid UTF-16: {what}"))
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Utf16<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.out.len() {
+            let mut chunk = [0u8; 8192];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                return match (self.odd, self.high) {
+                    (None, None) => Ok(0),
+                    (Some(_), _) => Err(Self::bad("an odd number of bytes".into())),
+                    (_, Some(h)) => Err(Self::bad(format!("unpaired surrogate {h:04X} at the end"))),
+                };
+            }
+            self.out.clear();
+            self.at = 0;
+            // A unit split by the previous read starts this one.
+            let mut bytes = self.odd.take().into_iter().chain(chunk[..n].iter().copied());
+            loop {
+                let Some(a) = bytes.next() else { break };
+                let Some(b) = bytes.next() else {
+                    self.odd = Some(a);
+                    break;
+                };
+                let unit = if self.le {
+                    u16::from_le_bytes([a, b])
+                } else {
+                    u16::from_be_bytes([a, b])
+                };
+                let c = match (self.high.take(), unit) {
+                    (None, 0xD800..=0xDBFF) => {
+                        self.high = Some(unit);
+                        continue;
+                    }
+                    (Some(h), 0xDC00..=0xDFFF) => {
+                        char::from_u32(0x10000 + (((h as u32) - 0xD800) << 10) + (unit as u32 - 0xDC00))
+                    }
+                    (Some(h), _) => return Err(Self::bad(format!("unpaired surrogate {h:04X}"))),
+                    (None, 0xDC00..=0xDFFF) => return Err(Self::bad(format!("unpaired surrogate {unit:04X}"))),
+                    (None, u) => char::from_u32(u as u32),
+                };
+                let c = c.ok_or_else(|| Self::bad(format!("code unit {unit:04X}")))?;
+                self.out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Read one session file as a stream (never whole: an export can hold huge files):
+/// its encoding by byte-order mark (UTF-16 LE/BE re-encoded, UTF-8 with or without
+/// BOM), the session, the file's BLAKE3, and the OS's read error if one came.
+fn read_session(
+    file: std::fs::File,
+    p: &Params,
+    formats: &TimeFormats,
+) -> Result<(Result<Session, String>, blake3::Hash, Option<String>), String> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut hashing = Hashing {
+        inner: file,
+        hasher: blake3::Hasher::new(),
+        failed: None,
+    };
+    let r = {
+        let mut input = BufReader::with_capacity(64 << 10, &mut hashing);
+        let head = input.fill_buf().map_err(|e| e.to_string())?;
+        let (encoding, bom) = match head {
+            [0xFF, 0xFE, ..] => ("utf-16le", 2),
+            [0xFE, 0xFF, ..] => ("utf-16be", 2),
+            [0xEF, 0xBB, 0xBF, ..] => ("utf-8-bom", 3),
+            _ => ("utf-8", 0),
+        };
+        input.consume(bom);
+        let r = match encoding {
+            "utf-16le" | "utf-16be" => parse_session(
+                BufReader::with_capacity(
+                    64 << 10,
+                    Utf16 {
+                        inner: input,
+                        le: encoding == "utf-16le",
+                        odd: None,
+                        high: None,
+                        out: Vec::new(),
+                        at: 0,
+                    },
+                ),
+                p,
+                formats,
+            ),
+            _ => parse_session(input, p, formats),
+        };
+        r.map(|mut s| {
+            s.encoding = encoding;
+            s
+        })
+    };
+    // The rest of a file that failed to parse is hashed too: its key is its content.
+    if hashing.failed.is_none() {
+        let _ = std::io::copy(&mut (&mut hashing).take(u64::MAX), &mut std::io::sink());
+    }
+    let Hashing { hasher, failed, .. } = hashing;
+    Ok((r, hasher.finalize(), failed))
+}
+
+/// Parse one session from UTF-8 XML.
+fn parse_session(input: impl std::io::BufRead, p: &Params, formats: &TimeFormats) -> Result<Session, String> {
     let f = &p.fields;
-    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut reader = quick_xml::Reader::from_reader(input);
+    let mut event = Vec::new();
     // Open elements, as one string and the end of each name in it: no allocation per
     // element once the buffers have grown.
     let (mut names, mut ends) = (String::new(), Vec::<usize>::new());
@@ -415,9 +528,12 @@ pub fn parse_session(bytes: &[u8], p: &Params, formats: &TimeFormats) -> Result<
     let mut current: Option<RawReport> = None;
     let mut buf = String::new();
     loop {
-        let ev = reader
-            .read_event()
-            .map_err(|e| format!("malformed XML at byte {}: {e}", reader.error_position()))?;
+        event.clear();
+        let ev = reader.read_event_into(&mut event).map_err(|e| match e {
+            // The bytes' own problem (invalid UTF-16) or the file's: said as it is.
+            quick_xml::Error::Io(e) => e.to_string(),
+            e => format!("malformed XML at byte {}: {e}", reader.error_position()),
+        })?;
         match ev {
             Event::Start(e) => {
                 let name = e.name();
@@ -502,7 +618,7 @@ pub fn parse_session(bytes: &[u8], p: &Params, formats: &TimeFormats) -> Result<
         patient_id: get(patient_id, &f.patient_id)?,
         check_in: time(check_in, &f.check_in)?,
         check_out: time(check_out, &f.check_out)?,
-        encoding,
+        encoding: "utf-8",
         reports,
     })
 }
@@ -531,5 +647,106 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("is not a chrono format"), "{err}");
+    }
+
+    /// A reader handing out `step` bytes at a time: every split of a code unit, a
+    /// surrogate pair and a UTF-8 sequence across reads happens somewhere.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn utf16_streams_as_utf8_across_any_split() {
+        use std::io::Read;
+        let text = "Phổi: 𝄞 bình thường — Tim không to 😀";
+        for le in [true, false] {
+            let bytes: Vec<u8> = text
+                .encode_utf16()
+                .flat_map(|u| if le { u.to_le_bytes() } else { u.to_be_bytes() })
+                .collect();
+            for step in 1..7 {
+                let mut out = String::new();
+                let mut r = Utf16 {
+                    inner: Trickle(&bytes, step),
+                    le,
+                    odd: None,
+                    high: None,
+                    out: Vec::new(),
+                    at: 0,
+                };
+                r.read_to_string(&mut out).unwrap();
+                assert_eq!(out, text, "le {le}, step {step}");
+            }
+            let mut odd = bytes.clone();
+            odd.push(0);
+            let mut lone = bytes.clone();
+            lone.extend(if le { [0x00, 0xD8] } else { [0xD8, 0x00] });
+            for (bad, why) in [(odd, "an odd number of bytes"), (lone, "unpaired surrogate D800")] {
+                let mut r = Utf16 {
+                    inner: &bad[..],
+                    le,
+                    odd: None,
+                    high: None,
+                    out: Vec::new(),
+                    at: 0,
+                };
+                let err = r.read_to_string(&mut String::new()).unwrap_err().to_string();
+                assert!(err.contains(why), "{err}");
+            }
+        }
+    }
+
+    /// The same session in UTF-8, UTF-8 with a BOM and UTF-16 of both byte orders reads
+    /// the same, and the hash is the file's.
+    #[test]
+    fn every_encoding_reads_the_same_session() {
+        let xml = "<SESSION><SESSION_ID>S1</SESSION_ID><PATIENT_ID>P1</PATIENT_ID>\
+            <CHECK_IN_TIME>05/03/2021 08:15:00</CHECK_IN_TIME><CHECK_OUT_TIME>05/03/2021 09:00:00</CHECK_OUT_TIME>\
+            <REPORT><SERVICE_ID>X1</SERVICE_ID><DESCRIPTION>Phổi sáng &amp; Tim không to</DESCRIPTION></REPORT></SESSION>";
+        let p: Params = serde_json::from_str("{}").unwrap();
+        let formats = TimeFormats::new(&p.time_formats).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut encodings = Vec::new();
+        for (name, bytes) in [
+            ("utf-8", xml.as_bytes().to_vec()),
+            ("utf-8-bom", [&[0xEF, 0xBB, 0xBF][..], xml.as_bytes()].concat()),
+            (
+                "utf-16le",
+                [0xFF, 0xFE]
+                    .into_iter()
+                    .chain(xml.encode_utf16().flat_map(u16::to_le_bytes))
+                    .collect(),
+            ),
+            (
+                "utf-16be",
+                [0xFE, 0xFF]
+                    .into_iter()
+                    .chain(xml.encode_utf16().flat_map(u16::to_be_bytes))
+                    .collect(),
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes).unwrap();
+            let (s, hash, failed) = read_session(std::fs::File::open(&path).unwrap(), &p, &formats).unwrap();
+            let s = s.unwrap();
+            assert_eq!((hash, failed), (blake3::hash(&bytes), None));
+            assert_eq!((s.session_id.as_str(), s.patient_id.as_str()), ("S1", "P1"));
+            assert_eq!(s.reports[0].description, "Phổi sáng & Tim không to");
+            encodings.push(s.encoding);
+        }
+        assert_eq!(encodings, ["utf-8", "utf-8-bom", "utf-16le", "utf-16be"]);
+        // Broken XML: a reason, and the whole file still hashed.
+        let path = dir.path().join("cut");
+        std::fs::write(&path, &xml.as_bytes()[..100]).unwrap();
+        let (s, hash, _) = read_session(std::fs::File::open(&path).unwrap(), &p, &formats).unwrap();
+        assert!(s.unwrap_err().contains("malformed XML"));
+        assert_eq!(hash, blake3::hash(&xml.as_bytes()[..100]));
     }
 }
