@@ -425,8 +425,7 @@ impl<R: std::io::Read> std::io::Read for Utf16<R> {
             self.at = 0;
             // A unit split by the previous read starts this one.
             let mut bytes = self.odd.take().into_iter().chain(chunk[..n].iter().copied());
-            loop {
-                let Some(a) = bytes.next() else { break };
+            while let Some(a) = bytes.next() {
                 let Some(b) = bytes.next() else {
                     self.odd = Some(a);
                     break;
@@ -459,14 +458,13 @@ impl<R: std::io::Read> std::io::Read for Utf16<R> {
     }
 }
 
-/// Read one session file as a stream (never whole: an export can hold huge files):
-/// its encoding by byte-order mark (UTF-16 LE/BE re-encoded, UTF-8 with or without
-/// BOM), the session, the file's BLAKE3, and the OS's read error if one came.
-fn read_session(
-    file: std::fs::File,
-    p: &Params,
-    formats: &TimeFormats,
-) -> Result<(Result<Session, String>, blake3::Hash, Option<String>), String> {
+/// A session file as read: the session or why not, the file's BLAKE3, and the OS's read
+/// error if one came (then neither of the others describes the file).
+type SessionRead = (Result<Session, String>, blake3::Hash, Option<String>);
+
+/// Read one session file as a stream (never whole: an export can hold huge files), its
+/// encoding by byte-order mark (UTF-16 LE/BE re-encoded, UTF-8 with or without BOM).
+fn read_session(file: std::fs::File, p: &Params, formats: &TimeFormats) -> Result<SessionRead, String> {
     use std::io::{BufRead, BufReader, Read};
     let mut hashing = Hashing {
         inner: file,
