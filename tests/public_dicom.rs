@@ -252,6 +252,7 @@ fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
         let checks = [
             ("SOPInstanceUID", Some(strs("sop_instance_uid").value(i).to_string())),
             ("PatientID", Some(strs("patient_id").value(i).to_string())),
+            ("PatientName", opt(strs("patient_name"))),
             ("Modality", opt(strs("modality"))),
             ("PhotometricInterpretation", opt(strs("photometric"))),
             ("BodyPartExamined", opt(strs("body_part"))),
@@ -334,4 +335,101 @@ fn lut_sequences_are_applied_as_pydicom_applies_them() {
             .unwrap();
         assert!(worst <= 1, "{path}: a pixel differs by {worst} from pydicom");
     }
+}
+
+/// Files pydicom reads leniently and names in other character sets (pydicom writes them:
+/// `lenient_dicom.py`): collect keeps every file pydicom reads, with pydicom's
+/// PatientName (ISO 2022 Japanese and Korean, Greek, Arabic, Hebrew, Cyrillic, Chinese)
+/// and a warning for each repair; the one file pydicom cannot read is a reject; and the
+/// leniently read radiographs decode to pydicom's pixels.
+#[test]
+fn lenient_files_and_character_sets_are_read_as_pydicom_reads_them() {
+    let p = Project::new();
+    std::fs::create_dir_all(p.path("pacs")).unwrap();
+    std::fs::create_dir_all(p.path("his")).unwrap();
+    let want: BTreeMap<String, serde_json::Value> = json_lines(
+        std::process::Command::new(python())
+            .arg(fixture("lenient_dicom.py"))
+            .arg(p.path("pacs")),
+    )
+    .into_iter()
+    .map(|v| {
+        let name = std::path::Path::new(v["path"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        (format!("pacs/{name}"), v)
+    })
+    .collect();
+    assert!(want.len() >= 20, "{} files", want.len());
+    p.write(
+        "pipelines/l.yaml",
+        "name: l\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: pacs, his: his }\n",
+    );
+    p.pipe(&["run", "pipelines/l.yaml"]).ok();
+    let read = |t: &str| {
+        pipe_core::table::read_batch(std::path::Path::new(
+            p.pipe(&["path", "pipelines/l.yaml", t]).ok().stdout.trim(),
+        ))
+        .unwrap()
+    };
+    let (dicoms, rejects) = (read("collect.dicoms"), read("collect.rejects"));
+    let strs = |b: &arrow::array::RecordBatch, c: &str| -> Vec<Option<String>> {
+        use arrow::array::Array;
+        let a = pipe_core::table::str_col(b, c).unwrap();
+        (0..b.num_rows())
+            .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+            .collect()
+    };
+    let kept: BTreeMap<String, (Option<String>, Option<String>)> = strs(&dicoms, "path")
+        .into_iter()
+        .map(Option::unwrap)
+        .zip(strs(&dicoms, "patient_name").into_iter().zip(strs(&dicoms, "warnings")))
+        .collect();
+    let rejected: BTreeMap<String, String> = strs(&rejects, "path")
+        .into_iter()
+        .map(Option::unwrap)
+        .zip(strs(&rejects, "reason").into_iter().map(Option::unwrap))
+        .collect();
+    for (path, r) in &want {
+        if r["status"] != "ok" {
+            let why = rejected
+                .get(path)
+                .unwrap_or_else(|| panic!("{path}: pydicom fails, pipe kept it"));
+            assert!(why.contains("has no valid VR"), "{path}: {why}");
+            continue;
+        }
+        let Some((name, warnings)) = kept.get(path) else {
+            panic!("{path}: pydicom reads it, pipe rejected it: {:?}", rejected.get(path));
+        };
+        assert_eq!(name.as_deref(), r["PatientName"].as_str(), "{path}");
+        let expected = [
+            ("no_group_length", "no group length (0002,0000)"),
+            ("long_ae", "(0002,0016) in the file meta is 30 bytes"),
+            (
+                "implicit_under_explicit",
+                "implicit VR under the explicit transfer syntax",
+            ),
+        ]
+        .iter()
+        .find(|(stem, _)| path.contains(stem));
+        match expected {
+            Some((_, w)) => assert!(warnings.as_deref().unwrap_or("").contains(w), "{path}: {warnings:?}"),
+            None => assert_eq!(warnings, &None, "{path}"),
+        }
+        // The repaired files decode as pydicom decodes them (min-max display).
+        if expected.is_some() {
+            let (gray, _) = pipe_cxr::pixels::load(&p.path(path)).unwrap();
+            let got: Vec<u8> = gray.data.iter().map(|v| (v * 255.0).round() as u8).collect();
+            assert_eq!(got, hex_bytes(r["u8"].as_str().unwrap()), "{path}");
+        }
+    }
+    assert_eq!(kept.len() + rejected.len(), want.len());
+    eprintln!(
+        "{} files: {} kept with pydicom's names, {} rejected",
+        want.len(),
+        kept.len(),
+        rejected.len()
+    );
 }

@@ -52,7 +52,9 @@ fn rejects_schema() -> TableSchema {
 impl Stage for Collect {
     type Params = Params;
     const KIND: &'static str = "collect";
-    const VERSION: u32 = 2; // 2: structural walk before parsing, UN values by dictionary VR
+    // 2: structural walk before parsing, UN values by dictionary VR; 3: lenient file
+    // meta and implicit-under-explicit data sets, ISO 2022 names, `warnings`
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "walk PACS and HIS exports, fingerprint files, read DICOM headers";
 
     fn outputs(_: &Params) -> Vec<String> {
@@ -396,6 +398,8 @@ pub struct Header {
     window_center: Option<f64>,
     window_width: Option<f64>,
     transfer_syntax: String,
+    /// What was read leniently ("; "-separated), or nothing.
+    warnings: Option<String>,
 }
 
 impl Header {
@@ -422,7 +426,8 @@ impl Header {
             .f64("rescale_intercept", self.rescale_intercept)
             .f64("window_center", self.window_center)
             .f64("window_width", self.window_width)
-            .str("transfer_syntax", Some(&self.transfer_syntax));
+            .str("transfer_syntax", Some(&self.transfer_syntax))
+            .str("warnings", self.warnings.as_deref());
     }
 }
 
@@ -481,7 +486,7 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
             .read_preamble(ReadPreamble::Always)
             .from_reader(crate::dicom_scan::Skipping::new(
                 std::io::Cursor::new(&head).chain(&file),
-                &layout.unreadable,
+                &layout,
             ))
             .map_err(|e| anyhow::anyhow!("cannot read DICOM header: {}", error_chain(&e)))
     })
@@ -520,7 +525,26 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
     let date = text(tags::STUDY_DATE).ok_or("missing StudyDate (0008,0020)")?;
     let study_time = dicom_datetime(&date, text(tags::STUDY_TIME).as_deref())
         .ok_or_else(|| format!("unreadable StudyDate/StudyTime {date:?} {:?}", text(tags::STUDY_TIME)))?;
-    let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_string();
+    // As the file says (its meta group may have been repaired for the parser).
+    let ts = match &layout.syntax {
+        Some(ts) => ts.clone(),
+        None => obj.meta().transfer_syntax().trim_end_matches('\0').to_string(),
+    };
+    // Under ISO 2022 code extensions dicom-rs keeps only the first character set: the
+    // name is decoded from its raw bytes instead.
+    let sets = layout
+        .text(crate::dicom_scan::TEXTS[0])
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    let sets: Vec<&str> = sets.trim_end_matches(['\0', ' ']).split('\\').map(str::trim).collect();
+    let patient_name = match layout.text(crate::dicom_scan::TEXTS[1]) {
+        Some(raw) if crate::charset::needed(&sets) => crate::charset::decode(raw, &sets, true),
+        _ => text(tags::PATIENT_NAME),
+    }
+    // Empty trailing component groups ("Wang^XiaoDong=王^小東=") say nothing; pydicom
+    // drops them too.
+    .map(|n| n.trim_matches([' ', '\0']).trim_end_matches('=').to_string())
+    .filter(|n| !n.is_empty());
     let (rows, cols, bits_allocated) = (int(tags::ROWS), int(tags::COLUMNS), int(tags::BITS_ALLOCATED));
     Ok(Header {
         sop_instance_uid,
@@ -528,7 +552,7 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
         study_instance_uid: text(tags::STUDY_INSTANCE_UID),
         series_instance_uid: text(tags::SERIES_INSTANCE_UID),
         patient_id,
-        patient_name: text(tags::PATIENT_NAME),
+        patient_name,
         study_time,
         modality: text(tags::MODALITY),
         body_part: text(tags::BODY_PART_EXAMINED),
@@ -543,6 +567,7 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
         window_center: float(tags::WINDOW_CENTER),
         window_width: float(tags::WINDOW_WIDTH),
         transfer_syntax: ts,
+        warnings: (!layout.warnings.is_empty()).then(|| layout.warnings.join("; ")),
     })
 }
 

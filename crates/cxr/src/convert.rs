@@ -111,7 +111,9 @@ fn rejects_schema() -> TableSchema {
 impl Stage for Convert {
     type Params = Params;
     const KIND: &'static str = "convert";
-    const VERSION: u32 = 2; // 2: JPEG 2000, JPEG-LS, own RLE; accounting by file (duplicates are rejects)
+    // 2: JPEG 2000, JPEG-LS, own RLE; accounting by file (duplicates are rejects); 3: files
+    // whose file meta dicom_scan repairs (no group length, long AE, implicit data set)
+    const VERSION: u32 = 3;
     const ABOUT: &'static str = "decode matched DICOM files into square 8-bit PNG/JPEG images for training";
 
     fn reads(_: &Params) -> Vec<&'static str> {

@@ -10,8 +10,13 @@
 //! - where does the pixel data end? (elements after it — Data Set Trailing Padding,
 //!   private groups — are accepted, and a decoder is handed the bytes up to that end).
 //!
-//! It decides only on lengths and depth. What it cannot interpret (a VR that is not
-//! two capital letters, a deflated data set) it leaves to the parser.
+//! It decides on lengths and depth, and reads the file meta group itself, as leniently
+//! as pydicom: a meta group without its group length (or with a wrong one), an AE title
+//! longer than 16 bytes, or a data set in implicit VR under an explicit transfer syntax
+//! is read, and the parser (dicom-rs, strict on all three) is handed a repaired meta
+//! group instead ([`Layout::edits`]); each repair is a warning. What it cannot interpret
+//! otherwise (a VR that is not two capital letters further on, a deflated data set) it
+//! leaves to the parser.
 
 use std::io::{BufReader, Read, Seek};
 
@@ -36,6 +41,35 @@ pub struct Layout {
     /// sequences. They hold nothing pipe reads, so the parser is handed the file
     /// without them ([`without`]).
     pub unreadable: Vec<(u64, u64)>,
+    /// The transfer syntax UID as the file's meta group gives it.
+    pub syntax: Option<String>,
+    /// A repaired file meta group for the parser: (start, end) of the file's own and
+    /// the bytes to read instead.
+    pub meta: Option<(u64, u64, Vec<u8>)>,
+    /// What was read leniently, one line each.
+    pub warnings: Vec<String>,
+    /// Raw values of [`TEXTS`] at the top level (decoded by [`crate::charset`], which
+    /// needs the bytes that dicom-rs's text decoding loses).
+    pub texts: Vec<((u16, u16), Vec<u8>)>,
+}
+
+/// Top-level elements whose raw bytes the walk keeps: SpecificCharacterSet, PatientName.
+pub const TEXTS: [(u16, u16); 2] = [(0x0008, 0x0005), (0x0010, 0x0010)];
+
+impl Layout {
+    /// Byte ranges of the file the parser reads differently, in file order: (start,
+    /// end, what to read instead).
+    pub fn edits(&self) -> Vec<(u64, u64, &[u8])> {
+        let mut edits: Vec<(u64, u64, &[u8])> = self.meta.iter().map(|(a, b, m)| (*a, *b, &m[..])).collect();
+        edits.extend(self.unreadable.iter().map(|&(a, b)| (a, b, &[][..])));
+        edits.sort_by_key(|e| e.0);
+        edits
+    }
+
+    /// The raw value of one of [`TEXTS`], if the file has it.
+    pub fn text(&self, tag: (u16, u16)) -> Option<&[u8]> {
+        self.texts.iter().find(|(t, _)| *t == tag).map(|(_, v)| &v[..])
+    }
 }
 
 /// Walk `file` (`size` bytes, preamble and `DICM` included). `Err` is a reject reason.
@@ -57,12 +91,16 @@ fn walk<R: Read + Seek>(r: R, size: u64) -> Result<Layout, String> {
         explicit: true,
         defined: 0,
         unreadable: Vec::new(),
+        syntax: None,
+        meta: None,
+        warnings: Vec::new(),
+        texts: Vec::new(),
     };
     w.walk()
 }
 
-/// `bytes` without `layout`'s unreadable ranges and anything after the pixel data:
-/// what a parser can be given whole.
+/// `bytes` with `layout`'s edits made and nothing after the pixel data: what a parser
+/// can be given whole.
 pub fn without(bytes: &[u8], layout: &Layout) -> Vec<u8> {
     let end = layout
         .pixel_data_end
@@ -70,59 +108,114 @@ pub fn without(bytes: &[u8], layout: &Layout) -> Vec<u8> {
         .min(bytes.len());
     let mut out = Vec::with_capacity(end);
     let mut at = 0;
-    for &(a, b) in &layout.unreadable {
+    for (a, b, with) in layout.edits() {
         let (a, b) = ((a as usize).min(end), (b as usize).min(end));
         out.extend_from_slice(&bytes[at.min(a)..a]);
-        at = b;
+        out.extend_from_slice(with);
+        at = at.max(b);
     }
     out.extend_from_slice(&bytes[at.min(end)..end]);
     out
 }
 
-/// A reader of a file that leaves out byte ranges (the file's [`Layout::unreadable`]).
+/// A reader of a file with the layout's edits made as it streams ([`Layout::edits`]).
 pub struct Skipping<R> {
     inner: R,
     pos: u64,
-    skip: std::collections::VecDeque<(u64, u64)>,
+    edits: std::collections::VecDeque<(u64, u64, Vec<u8>)>,
+    /// Bytes read instead of the file's, and how many have been handed out.
+    inserting: (Vec<u8>, usize),
+    /// The file's bytes up to here are not read.
+    skip_to: u64,
 }
 
 impl<R: Read> Skipping<R> {
     /// `inner` positioned at byte 0 of the file.
-    pub fn new(inner: R, skip: &[(u64, u64)]) -> Skipping<R> {
+    pub fn new(inner: R, layout: &Layout) -> Skipping<R> {
         Skipping {
             inner,
             pos: 0,
-            skip: skip.iter().copied().collect(),
+            edits: layout.edits().into_iter().map(|(a, b, w)| (a, b, w.to_vec())).collect(),
+            inserting: (Vec::new(), 0),
+            skip_to: 0,
         }
     }
 }
 
 impl<R: Read> Read for Skipping<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while let Some(&(a, b)) = self.skip.front() {
-            if self.pos < a {
-                break;
+        loop {
+            let (with, at) = &mut self.inserting;
+            if *at < with.len() {
+                let n = buf.len().min(with.len() - *at);
+                buf[..n].copy_from_slice(&with[*at..*at + n]);
+                *at += n;
+                return Ok(n);
             }
-            // Inside (or at) a range: consume it.
-            if self.pos < b {
-                let n = std::io::copy(&mut (&mut self.inner).take(b - self.pos), &mut std::io::sink())?;
+            if self.pos < self.skip_to {
+                let n = std::io::copy(
+                    &mut (&mut self.inner).take(self.skip_to - self.pos),
+                    &mut std::io::sink(),
+                )?;
                 self.pos += n;
                 if n == 0 {
                     return Ok(0);
                 }
                 continue;
             }
-            self.skip.pop_front();
+            match self.edits.front() {
+                Some(&(a, ..)) if self.pos >= a => {
+                    let (_, b, with) = self.edits.pop_front().expect("front");
+                    self.inserting = (with, 0);
+                    self.skip_to = b;
+                }
+                _ => break,
+            }
         }
         let limit = self
-            .skip
+            .edits
             .front()
-            .map_or(buf.len() as u64, |&(a, _)| (a - self.pos).min(buf.len() as u64));
+            .map_or(buf.len() as u64, |&(a, ..)| (a - self.pos).min(buf.len() as u64));
         let n = self.inner.read(&mut buf[..limit as usize])?;
         self.pos += n as u64;
         Ok(n)
     }
 }
+
+/// Value representations of PS3.5 Table 6.2-1.
+const VRS: [&[u8; 2]; 34] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"OB", b"OD", b"OF", b"OL",
+    b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US",
+    b"UT", b"UV",
+];
+
+/// VRs whose explicit length is 4 bytes after 2 reserved ones (PS3.5 7.1.2).
+fn long_vr(vr: &[u8; 2]) -> bool {
+    matches!(
+        vr,
+        b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
+    )
+}
+
+/// One element in explicit VR little endian.
+fn explicit_le(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(12 + value.len());
+    b.extend_from_slice(&tag.0.to_le_bytes());
+    b.extend_from_slice(&tag.1.to_le_bytes());
+    b.extend_from_slice(vr);
+    if long_vr(vr) {
+        b.extend_from_slice(&[0, 0]);
+        b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    } else {
+        b.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    }
+    b.extend_from_slice(value);
+    b
+}
+
+const IMPLICIT_LITTLE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_BIG: &str = "1.2.840.10008.1.2.2";
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
 /// Tag, VR (none when implicit, and for item tags) and value length of an element.
 type Header = ((u16, u16), Option<[u8; 2]>, u32);
@@ -137,6 +230,10 @@ struct Walker<R> {
     /// one cannot be left out without making its length wrong).
     defined: usize,
     unreadable: Vec<(u64, u64)>,
+    syntax: Option<String>,
+    meta: Option<(u64, u64, Vec<u8>)>,
+    warnings: Vec<String>,
+    texts: Vec<((u16, u16), Vec<u8>)>,
 }
 
 impl<R: Read + Seek> Walker<R> {
@@ -147,29 +244,115 @@ impl<R: Read + Seek> Walker<R> {
             .seek(std::io::SeekFrom::Start(132))
             .map_err(|e| format!("cannot read: {e}"))?;
         self.pos = 132;
-        // File meta: group 0002, explicit VR little endian.
-        let mut syntax = None;
+        // File meta: group 0002, explicit VR little endian, read here (lengths checked).
+        let mut meta = Vec::new();
+        let mut group_length = None;
         while self.pos + 8 <= size && self.peek_group()? == 0x0002 {
             let (tag, vr, len) = self.header_with(true)?;
-            if tag == (0x0002, 0x0010) && len < 256 {
-                let mut uid = vec![0; len as usize];
-                self.read(&mut uid)?;
-                syntax = Some(String::from_utf8_lossy(&uid).trim_end_matches(['\0', ' ']).to_string());
+            let vr = vr.unwrap_or(*b"UN");
+            if len == UNDEFINED || len > 1 << 16 {
+                return Err(format!(
+                    "file meta element ({:04X},{:04X}) at byte {} has length {len}: not a file meta group",
+                    tag.0,
+                    tag.1,
+                    self.pos - 12
+                ));
+            }
+            let end = self.pos + len as u64;
+            if end > size {
+                return Err(self.truncated(&format!("file meta element ({:04X},{:04X})", tag.0, tag.1), end));
+            }
+            let mut value = vec![0; len as usize];
+            self.read(&mut value)?;
+            if tag == (0x0002, 0x0000) && len == 4 {
+                group_length = Some(u32::from_le_bytes([value[0], value[1], value[2], value[3]]));
             } else {
-                self.value(tag, vr, len, 0)?;
+                meta.push((tag, vr, value));
             }
         }
+        let meta_end = self.pos;
+        let syntax = meta
+            .iter()
+            .find(|(t, ..)| *t == (0x0002, 0x0010))
+            .map(|(.., v)| String::from_utf8_lossy(v).trim_end_matches(['\0', ' ']).to_string());
+        let mut repairs = Vec::new();
+        match group_length {
+            None => repairs.push("the file meta group has no group length (0002,0000)".to_string()),
+            Some(g) if g as u64 + 144 != meta_end => repairs.push(format!(
+                "the file meta group length (0002,0000) says {g} bytes, the group has {}",
+                meta_end.saturating_sub(144)
+            )),
+            Some(_) => {}
+        }
+        meta.retain(|(tag, vr, value)| {
+            let long = vr == b"AE" && value.len() > 16;
+            if long {
+                repairs.push(format!(
+                    "the AE title ({:04X},{:04X}) in the file meta is {} bytes, more than 16: left out",
+                    tag.0,
+                    tag.1,
+                    value.len()
+                ));
+            }
+            !long
+        });
         match syntax.as_deref() {
-            Some("1.2.840.10008.1.2") => self.explicit = false,
-            Some("1.2.840.10008.1.2.2") => self.little = false,
+            Some(IMPLICIT_LITTLE) => self.explicit = false,
+            Some(EXPLICIT_BIG) => self.little = false,
             // Deflated: the data set is compressed; the parser inflates it.
-            Some("1.2.840.10008.1.2.1.99") => return Ok(Layout::default()),
+            Some(DEFLATED) => {
+                return Ok(Layout {
+                    syntax,
+                    ..Layout::default()
+                });
+            }
             _ => {}
         }
+        // An explicit syntax whose data set starts like implicit VR (no VR where one
+        // should be, and an implicit length that fits): read it as implicit, as pydicom
+        // does, and tell the parser so.
+        let mut implicit_data = false;
+        if self.explicit && self.little && size - self.pos >= 8 {
+            let at = self.pos;
+            let mut first = [0u8; 8];
+            self.read(&mut first)?;
+            self.seek_to(at)?;
+            let vr = [first[4], first[5]];
+            let len = u32::from_le_bytes([first[4], first[5], first[6], first[7]]);
+            if !VRS.contains(&&vr) && (len == UNDEFINED || at + 8 + len as u64 <= size) {
+                self.explicit = false;
+                implicit_data = true;
+                repairs.push(format!(
+                    "the data set is in implicit VR under the explicit transfer syntax {}: read as implicit VR little endian",
+                    syntax.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        if !repairs.is_empty() {
+            let mut body = Vec::new();
+            for (tag, vr, value) in &meta {
+                if *tag == (0x0002, 0x0010) && implicit_data {
+                    body.extend(explicit_le(*tag, vr, b"1.2.840.10008.1.2\0"));
+                } else {
+                    body.extend(explicit_le(*tag, vr, value));
+                }
+            }
+            let mut group = explicit_le((0x0002, 0x0000), b"UL", &(body.len() as u32).to_le_bytes());
+            group.extend(body);
+            self.meta = Some((132, meta_end, group));
+            self.warnings = repairs;
+        }
+        self.syntax = syntax;
         let mut pixel_data_end = None;
         // A few stray bytes at the end are nothing a parser would allocate for.
         while size - self.pos >= 8 {
             let (tag, vr, len) = self.header_with(self.explicit)?;
+            if TEXTS.contains(&tag) && len <= 4096 && self.pos + len as u64 <= size {
+                let mut value = vec![0; len as usize];
+                self.read(&mut value)?;
+                self.texts.push((tag, value));
+                continue;
+            }
             self.value(tag, vr, len, 0)?;
             if tag == PIXEL_DATA {
                 pixel_data_end = Some(self.pos);
@@ -178,6 +361,10 @@ impl<R: Read + Seek> Walker<R> {
         Ok(Layout {
             pixel_data_end,
             unreadable: std::mem::take(&mut self.unreadable),
+            syntax: self.syntax.take(),
+            meta: self.meta.take(),
+            warnings: std::mem::take(&mut self.warnings),
+            texts: std::mem::take(&mut self.texts),
         })
     }
 
@@ -249,11 +436,7 @@ impl<R: Read + Seek> Walker<R> {
                 String::from_utf8_lossy(&vr)
             ));
         }
-        let long = matches!(
-            &vr,
-            b"OB" | b"OD" | b"OF" | b"OL" | b"OV" | b"OW" | b"SQ" | b"SV" | b"UC" | b"UN" | b"UR" | b"UT" | b"UV"
-        );
-        let len = if long {
+        let len = if long_vr(&vr) {
             let mut l = [0u8; 6];
             self.read(&mut l)?;
             self.u32([l[2], l[3], l[4], l[5]])
@@ -400,18 +583,82 @@ mod tests {
         (f, bytes.len() as u64)
     }
 
-    /// Preamble, `DICM` and a meta group naming `syntax`.
+    /// Preamble, `DICM` and a meta group naming `syntax`, with its group length.
     fn head(syntax: &str) -> Vec<u8> {
-        let mut b = vec![0u8; 128];
-        b.extend_from_slice(b"DICM");
         let mut uid = syntax.as_bytes().to_vec();
         if uid.len() % 2 == 1 {
             uid.push(0);
         }
-        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
-        b.extend_from_slice(&(uid.len() as u16).to_le_bytes());
-        b.extend_from_slice(&uid);
+        let ts = explicit((0x0002, 0x0010), b"UI", &uid);
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        b.extend(explicit((0x0002, 0x0000), b"UL", &(ts.len() as u32).to_le_bytes()));
+        b.extend(ts);
         b
+    }
+
+    /// A meta group without its group length, with an AE of 20 bytes, or over an
+    /// implicit data set is read as pydicom reads it: the parser gets a repaired group
+    /// (and the data set as implicit), the warnings say what was repaired.
+    #[test]
+    fn lenient_file_meta_is_repaired_for_the_parser() {
+        let ts = explicit((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2.1\0");
+        let ae = explicit((0x0002, 0x0016), b"AE", b"AN_AE_TITLE_OF_20_CH");
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        b.extend(&ts);
+        b.extend(&ae);
+        let meta_end = b.len() as u64;
+        // (0010,0010) PN "A^B" in implicit VR: tag, 4-byte length, value.
+        b.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, 4, 0, 0, 0, b'A', b'^', b'B', b' ']);
+        let layout = scan_bytes(&b).unwrap();
+        assert_eq!(layout.syntax.as_deref(), Some("1.2.840.10008.1.2.1"));
+        assert_eq!(layout.text((0x0010, 0x0010)), Some(&b"A^B "[..]));
+        let w = layout.warnings.join("\n");
+        for want in [
+            "no group length (0002,0000)",
+            "(0002,0016) in the file meta is 20 bytes, more than 16: left out",
+            "implicit VR under the explicit transfer syntax 1.2.840.10008.1.2.1",
+        ] {
+            assert!(w.contains(want), "{w}");
+        }
+        let implicit_ts = explicit((0x0002, 0x0010), b"UI", b"1.2.840.10008.1.2\0");
+        let mut want = b[..132].to_vec();
+        want.extend(explicit(
+            (0x0002, 0x0000),
+            b"UL",
+            &(implicit_ts.len() as u32).to_le_bytes(),
+        ));
+        want.extend(&implicit_ts);
+        want.extend_from_slice(&b[meta_end as usize..]);
+        assert_eq!(layout.meta.as_ref().map(|m| (m.0, m.1)), Some((132, meta_end)));
+        assert_eq!(without(&b, &layout), want);
+        // Streamed in small reads, the same bytes.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = 3.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut read = Vec::new();
+        let mut r = Skipping::new(Trickle(&b), &layout);
+        let mut buf = [0u8; 5];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            read.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(read, want);
+        // A well-formed file is read as written: no edits, no warnings.
+        let mut good = head("1.2.840.10008.1.2.1");
+        good.extend(explicit((0x0010, 0x0010), b"PN", b"A^B "));
+        let layout = scan_bytes(&good).unwrap();
+        assert_eq!((layout.meta, layout.warnings), (None, Vec::<String>::new()));
     }
 
     fn explicit(tag: (u16, u16), vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
@@ -442,9 +689,7 @@ mod tests {
         let start = head("1.2.840.10008.1.2.1").len() as u64;
         assert_eq!(layout.unreadable, vec![(start, b.len() as u64)]);
         let mut read = Vec::new();
-        Skipping::new(&b[..], &layout.unreadable)
-            .read_to_end(&mut read)
-            .unwrap();
+        Skipping::new(&b[..], &layout).read_to_end(&mut read).unwrap();
         assert_eq!(read, &b[..start as usize]);
         assert_eq!(without(&b, &layout), read);
     }

@@ -10,6 +10,7 @@ use std::marker::PhantomData;
 
 use pipe_core::stage::{Kind, KindOf};
 
+pub mod charset;
 pub mod collect;
 pub mod convert;
 pub mod dicom_scan;

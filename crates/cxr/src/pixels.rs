@@ -140,14 +140,15 @@ pub fn load(path: &Path) -> anyhow::Result<(Gray, Voi)> {
 pub fn load_bytes(bytes: &[u8]) -> anyhow::Result<(Gray, Voi)> {
     use dicom_object::file::ReadPreamble;
     // The parser gets only what it can read safely: lengths and nesting checked, UN
-    // sequences of undefined length left out, nothing after the pixel data.
+    // sequences of undefined length left out, a repaired file meta group, nothing after
+    // the pixel data.
     let layout = if bytes.get(128..132) == Some(b"DICM") {
         crate::dicom_scan::scan_bytes(bytes).map_err(|e| anyhow::anyhow!(e))?
     } else {
         crate::dicom_scan::Layout::default()
     };
     let cleaned;
-    let bytes = if layout.unreadable.is_empty() && layout.pixel_data_end.is_none_or(|e| e as usize == bytes.len()) {
+    let bytes = if layout.edits().is_empty() && layout.pixel_data_end.is_none_or(|e| e as usize == bytes.len()) {
         bytes
     } else {
         cleaned = crate::dicom_scan::without(bytes, &layout);
