@@ -433,3 +433,42 @@ fn lenient_files_and_character_sets_are_read_as_pydicom_reads_them() {
         rejected.len()
     );
 }
+
+/// High-Throughput JPEG 2000 (…4.201 lossless, …4.203), encoded by OpenJPH (through
+/// imagecodecs, `make_htj2k.py`) rather than by the OpenJPEG pipe decodes with: pipe's
+/// decode equals pydicom's within one grey level.
+#[test]
+fn htj2k_files_decode_as_pydicom_decodes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(python())
+        .arg(fixture("make_htj2k.py"))
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(files.len(), 3);
+    let mut syntaxes = std::collections::BTreeSet::new();
+    for (path, r) in reference(&files) {
+        assert_eq!(r.status, "ok", "{path}");
+        let (gray, _) = pipe_cxr::pixels::load(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{path}: {e:#}"));
+        assert_eq!((gray.width, gray.height), (r.width, r.height), "{path}");
+        let worst = gray
+            .data
+            .iter()
+            .zip(&r.u8)
+            .map(|(v, &w)| ((v * 255.0).round() as i32 - w as i32).abs())
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "{path}: a pixel differs by {worst} from pydicom");
+        syntaxes.insert(r.transfer_syntax);
+    }
+    assert_eq!(
+        syntaxes.into_iter().collect::<Vec<_>>(),
+        ["1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.203"]
+    );
+}
