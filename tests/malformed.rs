@@ -162,6 +162,17 @@ fn malformed_files_are_rows_with_reasons_in_bounded_memory() {
         "{}",
         why("eio.dcm")
     );
+    // The copy under the Latin-1 name comes first in walk order: the other names it.
+    let duplicate_of: std::collections::BTreeMap<String, Option<String>> = {
+        use arrow::array::Array;
+        let a = pipe_core::table::str_col(&dicoms, "duplicate_of").unwrap();
+        kept.iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), a.is_valid(i).then(|| a.value(i).to_string())))
+            .collect()
+    };
+    assert_eq!(duplicate_of["pacs/valid.dcm"].as_deref(), Some("pacs/caf\\xE9.dcm"));
+    assert_eq!(duplicate_of["pacs/caf\\xE9.dcm"], None);
     // `pipe status` walks the same tree to compute keys: it answers too, and the run
     // was sealed (nothing to do again).
     let status = p.pipe(&["status", "pipelines/m.yaml"]).ok();

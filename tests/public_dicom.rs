@@ -219,6 +219,31 @@ fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
         .count();
     assert!(duplicates > 0, "the public set has resent instances: {reasons:?}");
 
+    // Collect names the first copy of each resent instance.
+    {
+        use arrow::array::Array;
+        let (uid, dup) = (
+            pipe_core::table::str_col(&dicoms, "sop_instance_uid").unwrap(),
+            pipe_core::table::str_col(&dicoms, "duplicate_of").unwrap(),
+        );
+        let paths = col(&dicoms, "path");
+        let uid_of: BTreeMap<&str, &str> = (0..dicoms.num_rows())
+            .map(|i| (paths[i].as_str(), uid.value(i)))
+            .collect();
+        let copies: Vec<usize> = (0..dicoms.num_rows()).filter(|&i| dup.is_valid(i)).collect();
+        assert!(!copies.is_empty(), "the public set has resent instances");
+        for i in copies {
+            assert_eq!(
+                uid_of[dup.value(i)],
+                uid.value(i),
+                "{} names {}",
+                paths[i],
+                dup.value(i)
+            );
+            assert!(dup.value(i) < paths[i].as_str(), "the first copy comes first");
+        }
+    }
+
     // Headers equal pydicom's, field by field.
     let original: BTreeMap<&str, &str> = copied.iter().map(|(c, f)| (c.as_str(), f.as_str())).collect();
     let out = std::process::Command::new(python())

@@ -124,6 +124,7 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
     let mut dicoms = ctx.writer("dicoms", &dicoms_schema())?;
     let mut rejects = ctx.writer("rejects", &rejects_schema())?;
     let (mut reused, mut read) = (0u64, 0u64);
+    let mut first_copies = FirstCopies::default();
     let started = std::time::Instant::now();
     let (mut headers_time, mut write_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     // In chunks, in the tree's (sorted) order, as the scan hands them over: memory
@@ -221,7 +222,8 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
                 },
             }
         }
-        dicoms.write(&interleave(&previous.dicoms.window, &new_dicoms.finish()?, &d)?)?;
+        let chunk = interleave(&previous.dicoms.window, &new_dicoms.finish()?, &d)?;
+        dicoms.write(&first_copies.mark(chunk)?)?;
         rejects.write(&interleave(&previous.rejects.window, &new_rejects.finish()?, &r)?)?;
         previous.dicoms.release();
         previous.rejects.release();
@@ -242,7 +244,45 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
     ));
     ctx.count("files_reused", reused);
     ctx.count("files_read", read);
+    ctx.count("duplicate_instances", first_copies.duplicates);
     Ok(())
+}
+
+/// The first path of each SOP Instance UID so far, in walk order. One instance under
+/// two paths (a resend, a copy, a link) is a normal fact of an archive: the later
+/// copies name the first in `duplicate_of`, and convert decodes one copy of each.
+/// Recomputed for reused rows too: the first copy may be new, changed or gone.
+#[derive(Default)]
+struct FirstCopies {
+    /// BLAKE3 of the UID (first 16 bytes) → path: about 100 bytes a file.
+    first: std::collections::HashMap<[u8; 16], Box<str>>,
+    duplicates: u64,
+}
+
+impl FirstCopies {
+    fn mark(&mut self, chunk: RecordBatch) -> anyhow::Result<RecordBatch> {
+        let (uids, paths) = (str_col(&chunk, "sop_instance_uid")?, str_col(&chunk, "path")?);
+        let mut column = arrow::array::StringBuilder::new();
+        for i in 0..chunk.num_rows() {
+            let key: [u8; 16] = blake3::hash(uids.value(i).as_bytes()).as_bytes()[..16]
+                .try_into()
+                .expect("16 bytes");
+            match self.first.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    self.duplicates += 1;
+                    column.append_value(e.get());
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(paths.value(i).into());
+                    column.append_null();
+                }
+            }
+        }
+        let at = chunk.schema().index_of("duplicate_of")?;
+        let mut columns = chunk.columns().to_vec();
+        columns[at] = std::sync::Arc::new(column.finish());
+        Ok(RecordBatch::try_new(chunk.schema(), columns)?)
+    }
 }
 
 /// A reusable row: (batch in its table's window, row in that batch).
@@ -427,7 +467,9 @@ impl Header {
             .f64("window_center", self.window_center)
             .f64("window_width", self.window_width)
             .str("transfer_syntax", Some(&self.transfer_syntax))
-            .str("warnings", self.warnings.as_deref());
+            .str("warnings", self.warnings.as_deref())
+            // Set for the whole chunk in walk order ([`FirstCopies`]).
+            .str("duplicate_of", None);
     }
 }
 
