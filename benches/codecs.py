@@ -115,3 +115,67 @@ for name in codecs:
         f"pydicom + pylibjpeg/pyjpegls + Pillow {m / ys:6.1f} images/s ({m} in {ys:.2f} s, 1 process)   "
         f"x{(n / ps) / (m / ys):.1f} (x{(n / ps) / (m / ys) / 2:.1f} per core)"
     )
+
+
+# Collect on malformed files (issue 12): each one a few KB that once made collect
+# allocate GBs or crash, next to pydicom reading the same headers. Peak RSS of each
+# process alone, through a wrapper that waits for it.
+def peak_mib(cmd, cwd=None):
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    rc, kb = sh(["python3", "-c", wrapper, *cmd], cwd=cwd).stdout.split()
+    return int(rc), int(kb) / 1024
+
+
+def element(group, elem, vr, value=b"", length=None):
+    import struct
+
+    n = len(value) if length is None else length
+    if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT"):
+        return struct.pack("<HH2sHI", group, elem, vr, 0, n) + value
+    return struct.pack("<HH2sH", group, elem, vr, n) + value
+
+
+bad = os.path.join(work, "malformed")
+if not os.path.isdir(bad):
+    os.makedirs(bad)
+    base = open(sources[0], "rb").read()
+    meta_end = 144 + int.from_bytes(base[140:144], "little")
+    item, item_end, seq_end = b"\xfe\xff\x00\xe0", b"\xfe\xff\x0d\xe0\0\0\0\0", b"\xfe\xff\xdd\xe0\0\0\0\0"
+    undefined = 0xFFFFFFFF
+    files = {
+        "valid.dcm": base,
+        "length_past_end.dcm": base[:meta_end] + element(0x0009, 0x1010, b"OB", b"\0" * 16, 0xFFFFFFF0),
+        "un_undefined_cut.dcm": base[:meta_end] + element(0x0009, 0x1011, b"UN", length=undefined) + item + b"\xff" * 4,
+        "deep.dcm": base[:meta_end]
+        + (element(0x0009, 0x1010, b"SQ", length=undefined) + item + b"\xff" * 4) * 1500
+        + (item_end + seq_end) * 1500
+        + base[meta_end:],
+        "many_items.dcm": base[:meta_end]
+        + element(0x0009, 0x1012, b"SQ", length=undefined)
+        + (item + b"\0" * 4) * 100_000
+        + seq_end
+        + base[meta_end:],
+        "cut.dcm": base[: len(base) - 100],
+    }
+    for name, b in files.items():
+        open(os.path.join(bad, name), "wb").write(b)
+with open(os.path.join(work, "malformed.yaml"), "w") as f:
+    f.write("name: malformed\nstages:\n  collect:\n    kind: collect\n    params: { pacs: malformed, his: his }\n")
+shutil.rmtree(os.path.join(work, "cache"), ignore_errors=True)
+rc, pipe_peak = peak_mib([pipe, "run", "malformed.yaml", "-q"], cwd=work)
+reader = (
+    "import glob, pydicom, sys\n"
+    "for p in sorted(glob.glob(sys.argv[1] + '/*.dcm')):\n"
+    "    try: pydicom.dcmread(p, stop_before_pixels=True)\n"
+    "    except Exception: pass\n"
+)
+_, py_peak = peak_mib(["python3", "-c", reader, bad])
+n = len(os.listdir(bad))
+print(
+    f"malformed set ({n} files: lengths past the end, undefined-length UN, 1,500 nested sequences, 100,000 items, a cut)\n"
+    f"  pipe collect peak RSS {pipe_peak:.1f} MiB (exit {rc})   pydicom dcmread(stop_before_pixels) peak RSS {py_peak:.1f} MiB"
+)

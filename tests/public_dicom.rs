@@ -37,6 +37,31 @@ fn reference(files: &[String]) -> BTreeMap<String, Reference> {
     .collect()
 }
 
+/// Run a fixture script that writes files into `dir`; its standard output.
+fn made_by(script: &str, dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(python())
+        .arg(fixture(script))
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The largest difference, in 8-bit grey levels, between pipe's display values and a
+/// reference's.
+fn worst_difference(gray: &[f32], reference: &[u8]) -> i32 {
+    gray.iter()
+        .zip(reference)
+        .map(|(v, &w)| ((v * 255.0).round() as i32 - w as i32).abs())
+        .max()
+        .unwrap_or(0)
+}
+
 /// The public test files (pydicom's and pydicom-data's).
 pub fn public_files() -> Vec<String> {
     let out = std::process::Command::new(python())
@@ -325,12 +350,7 @@ fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
 #[test]
 fn lut_sequences_are_applied_as_pydicom_applies_them() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(python())
-        .arg(fixture("make_luts.py"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    made_by("make_luts.py", dir.path());
     let files: Vec<String> = ["mlut_sqrt.dcm", "vlut_cube.dcm"]
         .iter()
         .map(|f| dir.path().join(f).display().to_string())
@@ -351,13 +371,7 @@ fn lut_sequences_are_applied_as_pydicom_applies_them() {
                 "{voi:?}"
             );
         }
-        let worst = gray
-            .data
-            .iter()
-            .zip(&r.u8)
-            .map(|(v, &w)| ((v * 255.0).round() as i32 - w as i32).abs())
-            .max()
-            .unwrap();
+        let worst = worst_difference(&gray.data, &r.u8);
         assert!(worst <= 1, "{path}: a pixel differs by {worst} from pydicom");
     }
 }
@@ -465,14 +479,7 @@ fn lenient_files_and_character_sets_are_read_as_pydicom_reads_them() {
 #[test]
 fn htj2k_files_decode_as_pydicom_decodes_them() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(python())
-        .arg(fixture("make_htj2k.py"))
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let files: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
+    let files: Vec<String> = made_by("make_htj2k.py", dir.path())
         .lines()
         .map(str::to_string)
         .collect();
@@ -482,13 +489,7 @@ fn htj2k_files_decode_as_pydicom_decodes_them() {
         assert_eq!(r.status, "ok", "{path}");
         let (gray, _) = pipe_cxr::pixels::load(std::path::Path::new(&path)).unwrap_or_else(|e| panic!("{path}: {e:#}"));
         assert_eq!((gray.width, gray.height), (r.width, r.height), "{path}");
-        let worst = gray
-            .data
-            .iter()
-            .zip(&r.u8)
-            .map(|(v, &w)| ((v * 255.0).round() as i32 - w as i32).abs())
-            .max()
-            .unwrap();
+        let worst = worst_difference(&gray.data, &r.u8);
         assert!(worst <= 1, "{path}: a pixel differs by {worst} from pydicom");
         syntaxes.insert(r.transfer_syntax);
     }
