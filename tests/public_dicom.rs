@@ -174,8 +174,8 @@ fn pipe_decodes_what_pydicom_decodes_within_one_grey_level() {
     }
 }
 
-/// collect → convert over every public file: each file in exactly one table of each
-/// stage (duplicates of a SOP Instance UID are rejects naming the copy converted), the
+/// collect → filter and collect → convert over every public file: each file in exactly
+/// one table of each stage (duplicates of a SOP Instance UID are rejects naming the copy converted), the
 /// header fields equal pydicom's, every reject has a specific reason, and every
 /// greyscale image pydicom decodes is converted.
 #[test]
@@ -199,7 +199,7 @@ fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
     );
     p.write(
         "pipelines/p.yaml",
-        "name: pub\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: pacs, his: his }\n  pairs:\n    kind: command\n    inputs: [collect.dicoms]\n    params:\n      run: [python3, pairs_from_dicoms.py, \"{in:dicoms}\", \"{out:pairs}\"]\n      outputs: [pairs]\n      files: [pairs_from_dicoms.py]\n  convert:\n    kind: convert\n    inputs: [pairs.pairs]\n    params: { size: 32 }\n",
+        "name: pub\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: { pacs: pacs, his: his }\n  filter:\n    kind: filter\n    inputs: [collect.dicoms]\n    params: { method: tags }\n  pairs:\n    kind: command\n    inputs: [collect.dicoms]\n    params:\n      run: [python3, pairs_from_dicoms.py, \"{in:dicoms}\", \"{out:pairs}\"]\n      outputs: [pairs]\n      files: [pairs_from_dicoms.py]\n  convert:\n    kind: convert\n    inputs: [pairs.pairs]\n    params: { size: 32 }\n",
     );
     let run = p.pipe(&["run", "pipelines/p.yaml"]).ok();
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
@@ -228,6 +228,25 @@ fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
     for r in col(&collect_rejects, "reason") {
         assert!(r.len() > 12 && !r.contains("panicked"), "vague reason {r:?}");
     }
+    // filter: every file collect kept, in kept or dropped, once (dropped with a reason).
+    let (kept_by_filter, dropped) = (read("filter.kept"), read("filter.dropped"));
+    let mut filtered: Vec<String> = col(&kept_by_filter, "path")
+        .into_iter()
+        .chain(col(&dropped, "path"))
+        .collect();
+    filtered.sort();
+    let mut collected = col(&dicoms, "path");
+    collected.sort();
+    assert_eq!(filtered, collected, "filter: every file in kept or dropped, once");
+    assert!(
+        col(&dropped, "reason").iter().all(|r| r.len() > 8),
+        "a vague filter reason"
+    );
+    assert!(
+        kept_by_filter.num_rows() > 0,
+        "no public file is a chest PA/AP radiograph"
+    );
+
     // convert: every file collect kept, exactly once.
     let mut converted: Vec<String> = col(&images, "dicom_path")
         .into_iter()
@@ -243,6 +262,20 @@ fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
         .filter(|r| r.starts_with("duplicate: same SOP Instance UID as pacs/"))
         .count();
     assert!(duplicates > 0, "the public set has resent instances: {reasons:?}");
+    // Every other reject is a file the reference cannot decode as one greyscale image
+    // (or 12-bit JPEG Extended, refused by name).
+    let original: BTreeMap<&str, &str> = copied.iter().map(|(c, f)| (c.as_str(), f.as_str())).collect();
+    let decoded = reference(&files);
+    for (path, reason) in col(&convert_rejects, "dicom_path").iter().zip(&reasons) {
+        if reason.starts_with("duplicate: ") {
+            continue;
+        }
+        let r = &decoded[original[path.as_str()]];
+        assert!(
+            r.status != "ok" || reason.contains("JPEG Extended (1.2.840.10008.1.2.4.51) with 12 bits"),
+            "{path}: pydicom decodes it as greyscale, convert rejected it: {reason}"
+        );
+    }
 
     // Collect names the first copy of each resent instance.
     {
@@ -270,7 +303,6 @@ fn every_public_file_is_accounted_for_and_headers_equal_pydicom() {
     }
 
     // Headers equal pydicom's, field by field.
-    let original: BTreeMap<&str, &str> = copied.iter().map(|(c, f)| (c.as_str(), f.as_str())).collect();
     let out = std::process::Command::new(python())
         .arg(fixture("reference_decode.py"))
         .arg("--header")
