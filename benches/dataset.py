@@ -1,7 +1,9 @@
-"""Benchmarks of label and convert against Python implementations (issue 4):
+"""Benchmarks of label and convert against Python implementations (issues 4, 13):
 
-  label    vs  the same rules in Python (unicodedata folding, `in`/regex per keyword,
-               negation, abbreviations, misspellings, cardiothoracic ratio) on 100k reports
+  label    vs  the same rules in Python (benches/pylabel.py: the lexicon looked up by
+               word n-grams in a dict, unicodedata folding, clauses, negation / suspicion /
+               change-over-time scopes, abbreviations, misspellings, cardiothoracic ratio)
+               on 100k reports
   convert  vs  pydicom + numpy + Pillow (modality LUT, window, MONOCHROME1, resize, PNG)
 
 usage: python benches/dataset.py --pipe PATH/TO/release/pipe [--reports 100000] [--studies 300] [--size 1024] [--out-size 768]
@@ -13,12 +15,10 @@ import re
 import subprocess
 import tempfile
 import time
-import unicodedata
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--pipe", required=True)
@@ -87,91 +87,18 @@ sh([pipe, "run", lp, "-q"], cwd=work)
 pipe_s = stage_seconds(lp, "label.labels")
 ours = pq.read_table(sh([pipe, "path", lp, "label.labels"], cwd=work).stdout.strip()).to_pandas()
 
-# The same rules in plain Python.
-def fold(s):
-    s = unicodedata.normalize("NFD", s)
-    s = "".join(c for c in s if not unicodedata.combining(c)).replace("đ", "d").replace("Đ", "d").lower()
-    return " ".join(s.split())
+# The same rules in plain Python (benches/pylabel.py).
+import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pylabel
 
-def arrows(path):
-    out = []
-    for line in open(os.path.join(repo, path), encoding="utf-8"):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            x, y = line.split("=>")
-            out.append((x.strip(), y.strip()))
-    return out
-
-
-kw = yaml.safe_load(open(os.path.join(repo, "stages/label/keywords.yaml"), encoding="utf-8"))
-regions = ["chest_wall", "pleura", "parenchyma", "cardiac", "other", "neutral"]
-keywords = [(r, fold(k)) for r, name in enumerate(regions) for k in kw[name]]
-negations = [fold(n) for n in kw["negation"]]
-abbrev = arrows("stages/label/abbreviations.txt")
-missp = [(fold(x), fold(y)) for x, y in arrows("stages/label/misspellings.txt")]
-
-
-def sections(text):
-    out = []
-    for line in unicodedata.normalize("NFC", text).splitlines():
-        for c in line.split(";"):
-            c = c.strip().lstrip("-–+•*").strip().rstrip(".,:").strip()
-            if c:
-                out.append(c)
-    return out
-
-
-def norm_sections(text):
-    for x, y in abbrev:
-        text = re.sub(rf"(?<!\w){re.escape(x)}(?!\w)", y, text)
-    out = []
-    for s in sections(text):
-        f = fold(s)
-        for x, y in missp:
-            f = re.sub(rf"(?<!\w){re.escape(x)}(?!\w)", y, f)
-        out.append(f)
-    return out
-
-
-blocks = [b for b in "\n".join(l for l in open(os.path.join(repo, "stages/label/normal_templates.txt"), encoding="utf-8") if not l.lstrip().startswith("#")).split("\n\n")]
-templates = [sorted(norm_sections(b)) for b in blocks if norm_sections(b)]
-normal_sections = {s for t in templates for s in t}
-ctr = re.compile(r"chi so tim nguc[ :=~]*([0-9]+(?:[.,][0-9]+)?)\s*(%?)")
-
-
-def negated(s, at):
-    before = s[:at]
-    start = max(before.rfind(c) for c in ".;:") + 1
-    scope = before[start:]
-    cut = max((scope.rfind(b) + len(b) if scope.rfind(b) >= 0 else 0) for b in ["nhung ", "tuy nhien", ", co ", "con "])
-    scope = scope[cut:]
-    return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", scope) for n in negations)
+python_labeller = pylabel.Labeller(repo)
 
 
 def label(text):
-    secs = norm_sections(text)
-    if sorted(secs) in templates:
-        return [False] * 5
-    found = [False] * 5
-    for s in secs:
-        explained = s in normal_sections
-        for r, k in keywords:
-            for m in re.finditer(rf"(?<!\w){re.escape(k)}(?!\w)", s):
-                explained = True
-                if r < 5 and not negated(s, m.start()):
-                    found[r] = True
-        m = ctr.search(s)
-        if m:
-            explained = True
-            v = float(m.group(1).replace(",", "."))
-            if m.group(2) == "%" or v > 1:
-                v /= 100
-            if v > 0.5:
-                found[3] = True
-        if not explained:
-            return None
-    return found[:4] + [any(found)]
+    l = python_labeller.label(text)
+    return None if l is None else [x != "0" for x in l]
 
 
 t = time.perf_counter()

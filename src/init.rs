@@ -20,8 +20,8 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../stages/label/abbreviations.txt"),
     ),
     (
-        "stages/label/keywords.yaml",
-        include_str!("../stages/label/keywords.yaml"),
+        "stages/label/lexicon.yaml",
+        include_str!("../stages/label/lexicon.yaml"),
     ),
     (
         "stages/label/misspellings.txt",

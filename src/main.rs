@@ -27,15 +27,27 @@ enum Cmd {
     #[command(flatten)]
     Engine(pipe_core::cli::Cmd),
     /// Score a label stage against hand labels: precision, recall, F1 per class (Table 3).
+    /// With --descriptions, label a CSV of hand-labelled descriptions directly, without
+    /// a pipeline: coverage, scores and every disagreement.
     LabelEval {
         /// The pipeline file (default: the only one in pipelines/, or pipe.yaml).
         file: Option<PathBuf>,
         /// Hand labels: Parquet or CSV with report_id and the five label columns.
-        #[arg(long)]
-        truth: PathBuf,
+        #[arg(long, required_unless_present = "descriptions")]
+        truth: Option<PathBuf>,
         /// The label stage of the pipeline.
         #[arg(long, default_value = "label")]
         stage: String,
+        /// CSV `id,description,chest_wall,pleura,parenchyma,cardiac,abnormal` (1/0/u),
+        /// labelled with the label kind's default resources under --root.
+        #[arg(long, conflicts_with = "truth")]
+        descriptions: Option<PathBuf>,
+        /// Project root the resources (stages/label/…) are found under.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// What an uncertain label counts as, in the truth and in the labeller's output.
+        #[arg(long, value_enum, default_value = "positive")]
+        uncertain: UncertainArg,
     },
     /// Write a deterministic synthetic hospital (PACS DICOM, HIS XML, ground truth).
     Synth {
@@ -62,6 +74,12 @@ enum Cmd {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum UncertainArg {
+    Positive,
+    Negative,
+}
+
 /// Every kind a pipeline may use: the chest X-ray ones and the engine's built-ins.
 fn registry() -> Registry {
     Registry::new(pipe_cxr::KINDS)
@@ -77,7 +95,41 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match cmd {
         Cmd::Engine(cmd) => pipe_core::cli::dispatch(cmd, &kinds),
-        Cmd::LabelEval { file, truth, stage } => {
+        Cmd::LabelEval {
+            descriptions: Some(csv),
+            root,
+            uncertain,
+            ..
+        } => {
+            use pipe_cxr::label::{Labeller, Params, Uncertain};
+            let uncertain = match uncertain {
+                UncertainArg::Positive => Uncertain::Positive,
+                UncertainArg::Negative => Uncertain::Negative,
+            };
+            let params: Params = serde_json::from_str("{}")?;
+            let labeller = Labeller::load(&params, &|f: &str| root.join(f))?;
+            let rows = pipe_cxr::label::read_labelled_descriptions(&csv)?;
+            let r = pipe_cxr::label::score_descriptions(&labeller, &rows, uncertain);
+            writeln!(
+                out,
+                "{} descriptions in {}: {} decided ({:.1}%), {} to review",
+                r.total,
+                csv.display(),
+                r.decided,
+                100.0 * r.decided as f64 / r.total.max(1) as f64,
+                r.reviews.len()
+            )?;
+            write_scores(&mut out, &r.scores)?;
+            for d in &r.disagreements {
+                writeln!(out, "disagree {d}")?;
+            }
+            for d in &r.reviews {
+                writeln!(out, "review   {d}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::LabelEval { file, truth, stage, .. } => {
+            let truth = truth.expect("clap requires --truth without --descriptions");
             let file = pipe_core::cli::pipeline_file(file)?;
             let p = pipe_core::cli::load(&file, &kinds)?;
             let path = pipe_core::cli::table_path(&p, &format!("{stage}.labels"))?;
@@ -90,23 +142,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 truth.display(),
                 truth_labels.len()
             )?;
-            writeln!(
-                out,
-                "{:<12} {:>9} {:>9} {:>9} {:>8} {:>8}",
-                "class", "precision", "recall", "F1", "TP", "support"
-            )?;
-            for s in &scores {
-                writeln!(
-                    out,
-                    "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>8} {:>8}",
-                    s.label,
-                    s.precision(),
-                    s.recall(),
-                    s.f1(),
-                    s.tp,
-                    s.tp + s.fn_
-                )?;
-            }
+            write_scores(&mut out, &scores)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Synth {
@@ -139,6 +175,28 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Precision, recall and F1 per class, one line each (paper, Table 3).
+fn write_scores(out: &mut dyn Write, scores: &[pipe_cxr::label::ClassScore]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<12} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "class", "precision", "recall", "F1", "TP", "support"
+    )?;
+    for s in scores {
+        writeln!(
+            out,
+            "{:<12} {:>9.4} {:>9.4} {:>9.4} {:>8} {:>8}",
+            s.label,
+            s.precision(),
+            s.recall(),
+            s.f1(),
+            s.tp,
+            s.tp + s.fn_
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,23 +10,27 @@ fn readme_scenario_a_keyword_that_changes_no_label_reruns_label_only() {
     synth(&p.path("hosp"), 150, 32);
     phutho_on_hospital(&p, "d", 32, "");
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let keywords = std::fs::read_to_string(repo.join("stages/label/keywords.yaml")).unwrap();
-    p.write("keywords.yaml", &keywords);
+    let lexicon = std::fs::read_to_string(repo.join("stages/label/lexicon.yaml")).unwrap();
+    p.write("lexicon.yaml", &lexicon);
     p.edit(
         "pipelines/d.yaml",
         "  label:\n    params: { overrides: ",
         &format!(
-            "  label:\n    params: {{ keywords: {}, overrides: ",
-            p.path("keywords.yaml").display()
+            "  label:\n    params: {{ lexicon: {}, overrides: ",
+            p.path("lexicon.yaml").display()
         ),
     );
     p.pipe(&["run", "pipelines/d.yaml", "--until", "split"]).ok();
 
     // A radiologist adds a misspelling no report contains.
-    p.edit("keywords.yaml", "pleura:\n", "pleura:\n  - tran dihc mang phoii\n");
+    p.edit(
+        "lexicon.yaml",
+        "  pleura:\n    headers:\n",
+        "  pleura:\n    headers:\n      - mang phoii\n",
+    );
     let s = p.pipe(&["status", "pipelines/d.yaml"]).ok();
     assert!(
-        s.stdout.contains("file") && s.stdout.contains("keywords.yaml changed"),
+        s.stdout.contains("file") && s.stdout.contains("lexicon.yaml changed"),
         "{}",
         s.stdout
     );

@@ -16,7 +16,7 @@ fn a_project_made_by_init_runs_to_the_end_with_no_file_named() {
     for f in [
         "pipe.yaml",
         "pipelines/phutho.yaml",
-        "stages/label/keywords.yaml",
+        "stages/label/lexicon.yaml",
         "stages/parse/chest_services.txt",
         ".gitignore",
     ] {

@@ -1,6 +1,8 @@
-//! The labeller on the synthetic hospital: labels equal the truth for every decidable
-//! report, the review queue holds exactly the undecidable ones, the truth's overrides
-//! settle them, and `pipe label-eval` shows F1 = 1 per class.
+//! The labeller on the synthetic hospital: labels equal the truth for every report it
+//! decides, the review queue holds only the writer's undecidable ones (under 1% of the
+//! distinct descriptions), the truth's overrides settle them, and `pipe label-eval`
+//! shows F1 = 1 per class. And on the hand-labelled development set
+//! (`tests/fixtures/label_dev/`), written apart from the labeller: coverage and F1.
 
 mod common;
 use common::*;
@@ -17,10 +19,10 @@ fn pipeline(p: &Project) {
     p.write(
         "pipelines/l.yaml",
         &format!(
-            "name: l\nroot: ..\nstages:\n  collect: {{ kind: collect, params: {{ pacs: hosp/pacs, his: hosp/his }} }}\n  filter: {{ kind: filter, inputs: [collect.dicoms], params: {{ method: tags }} }}\n  parse: {{ kind: parse, inputs: [collect.his_files], params: {{ services: {} }} }}\n  match: {{ kind: match, inputs: [filter.kept, parse.reports], params: {{ resolutions: hosp/truth/resolutions.csv }} }}\n  label:\n    kind: label\n    inputs: [match.pairs]\n    params: {{ templates: {}, keywords: {}, abbreviations: {}, misspellings: {}, overrides: overrides.csv }}\n",
+            "name: l\nroot: ..\nstages:\n  collect: {{ kind: collect, params: {{ pacs: hosp/pacs, his: hosp/his }} }}\n  filter: {{ kind: filter, inputs: [collect.dicoms], params: {{ method: tags }} }}\n  parse: {{ kind: parse, inputs: [collect.his_files], params: {{ services: {} }} }}\n  match: {{ kind: match, inputs: [filter.kept, parse.reports], params: {{ resolutions: hosp/truth/resolutions.csv }} }}\n  label:\n    kind: label\n    inputs: [match.pairs]\n    params: {{ templates: {}, lexicon: {}, abbreviations: {}, misspellings: {}, overrides: overrides.csv }}\n",
             r("stages/parse/chest_services.txt"),
             r("stages/label/normal_templates.txt"),
-            r("stages/label/keywords.yaml"),
+            r("stages/label/lexicon.yaml"),
             r("stages/label/abbreviations.txt"),
             r("stages/label/misspellings.txt"),
         ),
@@ -78,8 +80,7 @@ fn labels_equal_the_truth_and_review_holds_exactly_the_undecidable() {
     let mut labelled = BTreeSet::new();
     for i in 0..labels.num_rows() {
         let id = str_col(&labels, "report_id").unwrap().value(i);
-        let (truth_labels, decidable, style, description) = &want[id];
-        assert!(*decidable, "{id} is undecidable but was labelled");
+        let (truth_labels, _, style, description) = &want[id];
         assert_eq!(labels_of(&labels, i), *truth_labels, "{id}: {description:?}");
         styles.insert(style.clone());
         labelled.insert(id.to_string());
@@ -97,7 +98,8 @@ fn labels_equal_the_truth_and_review_holds_exactly_the_undecidable() {
     ] {
         assert!(styles.contains(s), "no labelled report of style {s}: {styles:?}");
     }
-    // Review: exactly the undecidable descriptions among the pairs.
+    // Review: only descriptions the writer made undecidable (rare findings), at a
+    // realistic rate (under 1% of distinct descriptions); every other report labelled.
     let review = table(&p, "label.review");
     let got: BTreeSet<String> = (0..review.num_rows())
         .map(|i| str_col(&review, "description_hash").unwrap().value(i).to_string())
@@ -107,10 +109,21 @@ fn labels_equal_the_truth_and_review_holds_exactly_the_undecidable() {
         .filter(|id| !want[*id].1)
         .map(|id| pipe_cxr::label::description_hash(&want[id].3))
         .collect();
-    assert!(!undecidable.is_empty());
-    assert_eq!(got, undecidable);
-    let decidable_paired: BTreeSet<String> = paired.iter().filter(|id| want[*id].1).cloned().collect();
-    assert_eq!(labelled, decidable_paired);
+    assert!(got.is_subset(&undecidable), "{got:?} {undecidable:?}");
+    let distinct: BTreeSet<&str> = paired.iter().map(|id| want[id].3.as_str()).collect();
+    assert!(
+        (got.len() as f64) < 0.01 * distinct.len() as f64,
+        "{} of {} distinct descriptions to review",
+        got.len(),
+        distinct.len()
+    );
+    let reviewed: BTreeSet<String> = paired
+        .iter()
+        .filter(|id| got.contains(&pipe_cxr::label::description_hash(&want[*id].3)))
+        .cloned()
+        .collect();
+    assert_eq!(labelled.union(&reviewed).cloned().collect::<BTreeSet<_>>(), paired);
+    assert!(labelled.is_disjoint(&reviewed));
 
     // F1 = 1 per class on the synthetic truth.
     let eval = p
@@ -146,19 +159,58 @@ fn labels_equal_the_truth_and_review_holds_exactly_the_undecidable() {
     let overridden = (0..labels.num_rows())
         .filter(|&i| str_col(&labels, "decided_by").unwrap().value(i) == "override")
         .count();
-    assert_eq!(overridden, undecidable.len());
+    let undecidable_pairs = paired.iter().filter(|id| !want[*id].1).count();
+    assert_eq!(overridden, undecidable_pairs);
 
-    // A new keyword reruns label and nothing upstream.
-    let kw = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("stages/label/keywords.yaml")).unwrap();
+    // A new lexicon entry reruns label and nothing upstream.
+    let lexicon_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("stages/label/lexicon.yaml");
+    let lexicon = std::fs::read_to_string(&lexicon_path).unwrap();
     p.write(
-        "keywords.yaml",
-        &kw.replace("  - u phổi\n", "  - u phổi\n  - bóng mờ\n"),
+        "lexicon.yaml",
+        &lexicon.replace("      - u phổi\n", "      - u phổi\n      - bóng mờ phổi\n"),
     );
     let yaml = std::fs::read_to_string(p.path("pipelines/l.yaml")).unwrap();
-    let kw_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("stages/label/keywords.yaml")
-        .display()
-        .to_string();
-    p.write("pipelines/l.yaml", &yaml.replace(&kw_path, "keywords.yaml"));
+    p.write(
+        "pipelines/l.yaml",
+        &yaml.replace(&lexicon_path.display().to_string(), "lexicon.yaml"),
+    );
     assert_eq!(p.pipe(&["run", "pipelines/l.yaml"]).ok().ran(), ["label"]);
+}
+
+/// `pipe label-eval --descriptions` on the development set: hand-labelled descriptions
+/// written from public Vietnamese report wording by someone who did not see the
+/// labeller (`tests/fixtures/label_dev/README.md`). At least 97% decided without review,
+/// F1 at least 0.97 for every class; the output lists every disagreement and review.
+#[test]
+fn the_development_set_is_decided_and_labelled_right() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = Project::new();
+    let run = p
+        .pipe(&[
+            "label-eval",
+            "--descriptions",
+            &repo
+                .join("tests/fixtures/label_dev/descriptions.csv")
+                .display()
+                .to_string(),
+            "--root",
+            &repo.display().to_string(),
+        ])
+        .ok();
+    let out = &run.stdout;
+    let first = out.lines().next().unwrap();
+    // "340 descriptions in …: 338 decided (99.4%), 2 to review"
+    let words: Vec<&str> = first.split_whitespace().collect();
+    let total: f64 = words[0].parse().unwrap();
+    let decided: f64 = words[words.iter().position(|w| *w == "decided").unwrap() - 1]
+        .parse()
+        .unwrap();
+    assert!(total >= 300.0, "{first}");
+    assert!(decided / total >= 0.97, "{out}");
+    for l in LABELS {
+        let line = out.lines().find(|x| x.starts_with(l)).unwrap();
+        let f1: f64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert!(f1 >= 0.97, "{l}: F1 {f1}\n{out}");
+    }
+    eprintln!("{out}");
 }

@@ -132,9 +132,10 @@ const ABNORMAL_CONCLUSION: &str = "Hình ảnh bất thường trên phim X-quan
 
 /// Rare findings that no keyword list covers: they must go to manual review.
 const RARE: [(&str, [bool; 5]); 3] = [
+    // A mediastinal opacity is cardiac (tests/fixtures/label_dev/README.md conventions).
     (
         "Hình ảnh mờ không điển hình vùng trung thất trên, cần chụp cắt lớp.",
-        [false, false, false, false, true],
+        [false, false, false, true, true],
     ),
     (
         "Biến dạng lồng ngực kiểu ngực lõm bẩm sinh.",
