@@ -143,6 +143,24 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 truth_labels.len()
             )?;
             write_scores(&mut out, &scores)?;
+            // Coverage: reports labelled against pairs waiting in the review queue.
+            let review = pipe_core::table::read_batch(&pipe_core::cli::table_path(&p, &format!("{stage}.review"))?)?;
+            let waiting = pipe_core::table::i64_col(&review, "pairs")?;
+            let waiting: i64 = (0..review.num_rows()).map(|i| waiting.value(i)).sum();
+            writeln!(
+                out,
+                "coverage: {} reports decided, {waiting} in review ({} distinct descriptions): {:.2}% decided",
+                predicted.len(),
+                review.num_rows(),
+                100.0 * predicted.len() as f64 / (predicted.len() as f64 + waiting as f64).max(1.0)
+            )?;
+            let s = p.index(&stage).map(|i| &p.stages[i]);
+            if let Some(input) = s.and_then(|s| s.inputs.first()) {
+                let pairs = pipe_core::cli::table_path(&p, &input.to_string())?;
+                for d in pipe_cxr::label::disagreements(&path, &pairs, &truth_labels)? {
+                    writeln!(out, "disagree {d}")?;
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Synth {

@@ -139,6 +139,35 @@ fn labels_equal_the_truth_and_review_holds_exactly_the_undecidable() {
         let f1: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(&f1[1..4], ["1.0000", "1.0000", "1.0000"], "{}", eval.stdout);
     }
+    // Coverage is reported, and there is no disagreement to list.
+    assert!(
+        eval.stdout
+            .contains(&format!("coverage: {} reports decided", labelled.len())),
+        "{}",
+        eval.stdout
+    );
+    assert!(!eval.stdout.contains("disagree"), "{}", eval.stdout);
+    // A hand label that disagrees is listed with the report, its text and what decided.
+    let id = labelled.iter().next().unwrap();
+    let mut l = want[id].0;
+    l[1] = !l[1];
+    let cells: Vec<&str> = l.iter().map(|&b| if b { "1" } else { "0" }).collect();
+    p.write(
+        "wrong.csv",
+        &format!(
+            "report_id,chest_wall,pleura,parenchyma,cardiac,abnormal\n{id},{}\n",
+            cells.join(",")
+        ),
+    );
+    let eval = p.pipe(&["label-eval", "pipelines/l.yaml", "--truth", "wrong.csv"]).ok();
+    let line = format!("disagree {id} {}", want[id].3.replace('\n', " / "));
+    assert!(eval.stdout.contains(&line), "{}", eval.stdout);
+    assert!(
+        eval.stdout
+            .contains(&format!("    pleura want {} got {} (", l[1] as u8, !l[1] as u8)),
+        "{}",
+        eval.stdout
+    );
 
     // The radiologist's answers: only label reruns, review empties, all labels equal the truth.
     std::fs::copy(p.path("hosp/truth/overrides.csv"), p.path("overrides.csv")).unwrap();

@@ -523,6 +523,12 @@ pub fn f64_col<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arr
 pub fn i32_col<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::Int32Array> {
     column(batch, name, "int32")
 }
+pub fn i64_col<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::Int64Array> {
+    column(batch, name, "int64")
+}
+pub fn bool_col<'a>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a arrow::array::BooleanArray> {
+    column(batch, name, "bool")
+}
 
 /// Microseconds since the epoch (as stored) back to a local date-time.
 pub fn to_datetime(micros: i64) -> chrono::NaiveDateTime {

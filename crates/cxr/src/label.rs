@@ -1270,6 +1270,54 @@ pub fn read_label_table(path: &std::path::Path) -> anyhow::Result<HashMap<String
     Ok(out)
 }
 
+/// Reports of a label stage's output whose labels differ from the truth: one line per
+/// report (id, description, then each differing label: want, got, and what decided it).
+pub fn disagreements(
+    labels: &std::path::Path,
+    pairs: &std::path::Path,
+    truth: &HashMap<String, [bool; 5]>,
+) -> anyhow::Result<Vec<String>> {
+    use arrow::array::Array;
+    let l = read_batch(labels)?;
+    let ids = str_col(&l, "report_id")?;
+    let by: Vec<_> = LABELS
+        .iter()
+        .map(|n| str_col(&l, &format!("{n}_by")))
+        .collect::<anyhow::Result<_>>()?;
+    let values: Vec<&arrow::array::BooleanArray> = LABELS
+        .iter()
+        .map(|n| pipe_core::table::bool_col(&l, n))
+        .collect::<anyhow::Result<_>>()?;
+    let p = read_batch(pairs)?;
+    let (pid, desc) = (str_col(&p, "report_id")?, str_col(&p, "description")?);
+    let description: HashMap<&str, &str> = (0..p.num_rows()).map(|i| (pid.value(i), desc.value(i))).collect();
+    let mut out = Vec::new();
+    for i in 0..l.num_rows() {
+        let id = ids.value(i);
+        let Some(want) = truth.get(id) else { continue };
+        let got: [bool; 5] = std::array::from_fn(|k| values[k].is_valid(i) && values[k].value(i));
+        if got == *want {
+            continue;
+        }
+        let differ: Vec<String> = (0..5)
+            .filter(|&k| got[k] != want[k])
+            .map(|k| {
+                format!(
+                    "{} want {} got {} ({})",
+                    LABELS[k],
+                    want[k] as u8,
+                    got[k] as u8,
+                    by[k].value(i)
+                )
+            })
+            .collect();
+        let text = description.get(id).copied().unwrap_or("").replace('\n', " / ");
+        out.push(format!("{id} {text}\n    {}", differ.join("; ")));
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// A description with hand labels (`tests/fixtures/label_dev/descriptions.csv`).
 pub struct LabelledDescription {
     pub id: String,
