@@ -118,6 +118,7 @@ cp = os.path.join(work, "pipelines", "convert.yaml")
 with open(cp, "w") as f:
     f.write(f"""name: convert_bench
 extend: {repo}/pipelines/phutho.yaml
+root: {repo}
 cache: {work}/cache
 stages:
   collect:

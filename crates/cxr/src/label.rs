@@ -81,6 +81,9 @@ pub struct Params {
     /// What a finding under a suspicion cue ("theo dõi", "nghi") becomes in `labels`.
     #[serde(default = "d_uncertain")]
     pub uncertain: Uncertain,
+    /// Threads labelling descriptions (0 = the run's `--jobs`).
+    #[serde(default)]
+    pub threads: usize,
 }
 
 fn d_templates() -> String {
@@ -143,6 +146,10 @@ impl Stage for Label {
         .collect()
     }
 
+    fn resources(p: &Params) -> pipe_core::stage::Resources {
+        pipe_core::stage::Resources { cpu: p.threads, gpu: 0 }
+    }
+
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
         let labeller = Labeller::load(p, &|f: &str| ctx.resolve(f))?;
         let overrides = load_overrides(&ctx.resolve(&p.overrides))?;
@@ -154,15 +161,23 @@ impl Stage for Label {
             str_col(&pairs, "description")?,
         );
         ctx.progress.set_total(pairs.num_rows() as u64);
-        // Each distinct description is labelled once.
-        let mut memo: HashMap<&str, Outcome> = HashMap::new();
+        // Each distinct description is labelled once, on the pool.
+        let mut distinct: Vec<&str> = (0..pairs.num_rows()).map(|i| desc.value(i)).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let outcomes: Vec<Outcome> = {
+            use rayon::prelude::*;
+            ctx.pool()?
+                .install(|| distinct.par_iter().map(|d| labeller.label(d)).collect())
+        };
+        let memo: HashMap<&str, Outcome> = distinct.into_iter().zip(outcomes).collect();
         let mut labelled: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let (mut duplicates, mut uncertain) = (0u64, 0u64);
         let mut labels = TableBuilder::new(&crate::schema!("label/labels"));
         let mut review: BTreeMap<String, (String, i64, String, String)> = BTreeMap::new();
         for i in 0..pairs.num_rows() {
             let d = desc.value(i);
-            let outcome = memo.entry(d).or_insert_with(|| labeller.label(d)).clone();
+            let outcome = memo[d].clone();
             let hash = description_hash(d);
             let decided = match (&outcome, overrides.get(&hash)) {
                 (_, Some(o)) => Some((o.map(|v| (State::from(v), "override".to_string())), "override")),
@@ -399,6 +414,8 @@ struct Predicates {
 #[derive(Debug, Clone)]
 struct Entry {
     words: Vec<String>,
+    /// Per word: its marks (see [`marks`]), for comparing with text as written.
+    marks: Vec<Vec<char>>,
     kind: Kind,
 }
 
@@ -428,47 +445,63 @@ fn arrow_pairs(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> 
     Ok(out)
 }
 
-/// Replace whole-word occurrences of `from` in `text`.
-fn replace_words(text: &str, from: &str, to: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find(from) {
-        let before_ok = rest[..pos].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
-        let after = &rest[pos + from.len()..];
-        let after_ok = after.chars().next().is_none_or(|c| !c.is_alphanumeric());
-        out.push_str(&rest[..pos]);
-        out.push_str(if before_ok && after_ok { to } else { from });
-        rest = after;
-    }
-    out.push_str(rest);
-    out
+/// Whole-word replacements made in one pass over a text (the leftmost, then longest,
+/// of the words to replace).
+struct Rewrites {
+    automaton: AhoCorasick,
+    to: Vec<String>,
 }
 
-/// Replace whole-word occurrences of `from` in `text` by `to`. A `from` written without
-/// diacritics is compared folded ("bong tm" is also "bóng tm"); one written with them,
-/// as written ("dầy" is not "đáy").
-fn replace_folded(text: &str, from: &str, to: &str) -> String {
-    if !from.is_ascii() {
-        return replace_words(text, from, to);
+impl Rewrites {
+    fn new(pairs: Vec<(String, String)>) -> anyhow::Result<Rewrites> {
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(pairs.iter().map(|(a, _)| a.as_str()))
+            .context("cannot build the rewrite automaton")?;
+        Ok(Rewrites {
+            automaton,
+            to: pairs.into_iter().map(|(_, b)| b).collect(),
+        })
     }
-    let from = fold(from);
-    let chars: Vec<char> = text.chars().collect();
-    let folded: String = chars.iter().map(|&c| fold_char(c)).collect();
-    let (f, n) = (folded.as_bytes(), from.len());
-    let word = |i: usize| f[i].is_ascii_alphanumeric();
-    let mut out = String::with_capacity(text.len());
-    let (mut i, mut copied) = (0, 0);
-    while let Some(p) = folded[i..].find(from.as_str()).map(|p| p + i) {
-        let bounded = (p == 0 || !word(p - 1)) && (p + n == f.len() || !word(p + n));
-        if bounded && n > 0 {
-            out.extend(&chars[copied..p]);
-            out.push_str(to);
-            copied = p + n;
+
+    /// `text` with each whole-word match replaced. The matching runs on `folded`, the
+    /// text folded character for character (ASCII: byte i is character i), when given.
+    fn apply(&self, text: &str, folded: Option<&str>) -> String {
+        let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        match folded {
+            None => {
+                let mut out = String::with_capacity(text.len());
+                let mut at = 0;
+                for m in self.automaton.find_iter(text) {
+                    if word(text[..m.start()].chars().next_back()) || word(text[m.end()..].chars().next()) {
+                        continue;
+                    }
+                    out.push_str(&text[at..m.start()]);
+                    out.push_str(&self.to[m.pattern().as_usize()]);
+                    at = m.end();
+                }
+                out.push_str(&text[at..]);
+                out
+            }
+            Some(f) => {
+                let chars: Vec<char> = text.chars().collect();
+                let b = f.as_bytes();
+                let word = |i: usize| b[i].is_ascii_alphanumeric();
+                let mut out = String::with_capacity(text.len());
+                let mut at = 0;
+                for m in self.automaton.find_iter(f) {
+                    if (m.start() > 0 && word(m.start() - 1)) || (m.end() < b.len() && word(m.end())) {
+                        continue;
+                    }
+                    out.extend(&chars[at..m.start()]);
+                    out.push_str(&self.to[m.pattern().as_usize()]);
+                    at = m.end();
+                }
+                out.extend(&chars[at..]);
+                out
+            }
         }
-        i = p + n.max(1);
     }
-    out.extend(&chars[copied..]);
-    out
 }
 
 /// A description normalised for matching: the lower-case text and its folded form,
@@ -478,32 +511,30 @@ struct Text {
     folded: String,
 }
 
-impl Text {
-    /// The words of `start..end` as written.
-    fn words(&self, start: usize, end: usize) -> Vec<String> {
-        self.chars[start..end]
-            .iter()
-            .collect::<String>()
-            .split(' ')
-            .filter(|w| !w.is_empty())
-            .map(str::to_string)
-            .collect()
+/// A word's diacritics, sorted: combining marks of its letters (and đ's stroke).
+fn marks(word: impl Iterator<Item = char>) -> Vec<char> {
+    let mut m = Vec::new();
+    for c in word {
+        if c == 'đ' {
+            m.push('đ');
+        } else if !c.is_ascii() {
+            unicode_normalization::char::decompose_canonical(c, |d| {
+                if unicode_normalization::char::is_combining_mark(d) {
+                    m.push(d)
+                }
+            });
+        }
     }
+    m.sort_unstable();
+    m
 }
 
-/// Whether words as written can be an entry's: a word written with diacritics may miss
-/// some of the entry's (a slip: "bình thuờng", "tràn dich") and may carry them on
-/// another vowel ("thuỳ" is "thùy"), but not carry one the entry lacks ("đáy" is not
-/// "dày", "từ" not "tù"); one written without any is any of its foldings.
-fn agrees(written: &[String], entry: &[String]) -> bool {
-    fn marks(w: &str) -> Vec<char> {
-        let mut m: Vec<char> = w
-            .nfd()
-            .filter(|&c| unicode_normalization::char::is_combining_mark(c) || c == 'đ')
-            .collect();
-        m.sort_unstable();
-        m
-    }
+/// Whether words as written (`written`: the text's characters, words separated by
+/// single spaces) can be an entry's: a word written with diacritics may miss some of
+/// the entry's (a slip: "bình thuờng", "tràn dich") and may carry them on another vowel
+/// ("thuỳ" is "thùy"), but not carry one the entry lacks ("đáy" is not "dày", "từ" not
+/// "tù"); one written without any is any of its foldings.
+fn agrees(written: &[char], entry: &Entry) -> bool {
     // Every mark of `a` is one of `b` (both sorted).
     fn within(a: &[char], b: &[char]) -> bool {
         let mut b = b.iter().peekable();
@@ -512,11 +543,19 @@ fn agrees(written: &[String], entry: &[String]) -> bool {
             b.next_if(|y| *y == x).is_some()
         })
     }
-    written.len() == entry.len()
-        && written
-            .iter()
-            .zip(entry)
-            .all(|(w, e)| w == e || w.is_ascii() || within(&marks(w), &marks(e)))
+    let mut words = written.split(|&c| c == ' ').filter(|w| !w.is_empty());
+    let mut n = 0;
+    for (e, em) in entry.words.iter().zip(&entry.marks) {
+        let Some(w) = words.next() else { return false };
+        n += 1;
+        if w.iter().all(char::is_ascii) || w.iter().copied().eq(e.chars()) {
+            continue;
+        }
+        if !within(&marks(w.iter().copied()), em) {
+            return false;
+        }
+    }
+    n == entry.words.len() && words.next().is_none()
 }
 
 /// The labeller, built from the resource files.
@@ -528,8 +567,9 @@ pub struct Labeller {
     automaton: AhoCorasick,
     /// Per folded term (the automaton's patterns): the entries that fold to it.
     terms: Vec<(String, Vec<Entry>)>,
-    abbreviations: Vec<(String, String)>,
-    misspellings: Vec<(String, String)>,
+    abbreviations: Rewrites,
+    /// Misspellings written without diacritics (matched folded), and with them.
+    misspellings: (Rewrites, Rewrites),
     p: Params,
 }
 
@@ -578,7 +618,11 @@ impl Labeller {
                 match entries.iter().find(|e| e.words == words) {
                     Some(e) if e.kind == kind => {}
                     Some(e) => bail!("{}: `{term}` is listed as {:?} and as {kind:?}", path.display(), e.kind),
-                    None => entries.push(Entry { words, kind }),
+                    None => entries.push(Entry {
+                        marks: words.iter().map(|w| marks(w.chars())).collect(),
+                        words,
+                        kind,
+                    }),
                 }
             }
         }
@@ -592,11 +636,17 @@ impl Labeller {
             normal_sections: Default::default(),
             automaton,
             terms,
-            abbreviations: arrow_pairs(&resolve(&p.abbreviations))?,
-            misspellings: arrow_pairs(&resolve(&p.misspellings))?
-                .into_iter()
-                .map(|(a, b)| (a.to_lowercase(), b.to_lowercase()))
-                .collect(),
+            abbreviations: Rewrites::new(arrow_pairs(&resolve(&p.abbreviations))?)?,
+            misspellings: {
+                let (ascii, marked): (Vec<_>, Vec<_>) = arrow_pairs(&resolve(&p.misspellings))?
+                    .into_iter()
+                    .map(|(a, b)| (a.to_lowercase(), b.to_lowercase()))
+                    .partition(|(a, _)| a.is_ascii());
+                (
+                    Rewrites::new(ascii.into_iter().map(|(a, b)| (fold(&a), b)).collect())?,
+                    Rewrites::new(marked)?,
+                )
+            },
             p: p.clone(),
         };
         let t_path = resolve(&p.templates);
@@ -622,15 +672,15 @@ impl Labeller {
     fn normalize(&self, description: &str) -> Text {
         let mut text: String = description.nfc().collect();
         if self.p.expand_abbreviations {
-            for (a, b) in &self.abbreviations {
-                text = replace_words(&text, a, b);
-            }
+            text = self.abbreviations.apply(&text, None);
         }
         let mut text: String = text.chars().flat_map(char::to_lowercase).collect();
         if self.p.fix_misspellings {
-            for (a, b) in &self.misspellings {
-                text = replace_folded(&text, a, b);
-            }
+            let (ascii, marked) = &self.misspellings;
+            // Written without diacritics: compared folded ("bong tm" is also "bóng tm").
+            let folded: String = text.chars().map(fold_char).collect();
+            text = ascii.apply(&text, Some(&folded));
+            text = marked.apply(&text, None);
         }
         let mut chars = Vec::with_capacity(text.len());
         for line in text.lines() {
@@ -686,9 +736,8 @@ impl Labeller {
             if (s > 0 && !edge_ok(s - 1, s)) || (e < bytes.len() && !edge_ok(e, e - 1)) {
                 continue;
             }
-            let written = t.words(s, e);
             let term = m.pattern().as_usize();
-            if let Some(entry) = self.terms[term].1.iter().find(|en| agrees(&written, &en.words)) {
+            if let Some(entry) = self.terms[term].1.iter().find(|en| agrees(&t.chars[s..e], en)) {
                 all.push(Found {
                     start: s,
                     end: e,
