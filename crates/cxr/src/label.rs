@@ -695,11 +695,14 @@ impl Labeller {
                 .unwrap_or(line);
             let v: Vec<char> = line.chars().collect();
             for (i, &c) in v.iter().enumerate() {
-                // "tim/ngực", "tim - trung thất", "tràn dịch – tràn khí": word separators;
-                // "(-)" stays.
+                // "tim/ngực", "tim - trung thất", "tràn dịch – tràn khí", "(P)": word
+                // separators; "(-)" stays.
+                let minus = |j: usize| v.get(j) == Some(&'-');
                 let c = match c {
                     '/' | '\\' | '–' | '—' => ' ',
                     '-' if !(i > 0 && v[i - 1] == '(' && v.get(i + 1) == Some(&')')) => ' ',
+                    '(' if !(minus(i + 1) && v.get(i + 2) == Some(&')')) => ' ',
+                    ')' if !(i > 0 && minus(i - 1)) => ' ',
                     c if c.is_whitespace() => ' ',
                     c => c,
                 };
@@ -785,6 +788,10 @@ impl Labeller {
         let mut section: Option<usize> = None;
         // The section opened by a header in this very clause ("Màng phổi: …, mờ …").
         let mut opened: Option<usize>;
+        // A header with text after it on its line holds for that line; one alone on its
+        // line, for the lines after it. After "Kết luận:", the conclusion.
+        let mut section_line: Option<(usize, bool)> = None;
+        let mut conclusion = false;
         for (start, end) in clauses(&t, &found, &mut |i| self.header_at(&t, &found, i)) {
             let in_clause: Vec<Found> = found
                 .iter()
@@ -794,13 +801,33 @@ impl Labeller {
             // A clause that opens with "Header:" sets the section of what follows.
             let lead = start + (t.folded[start..end].len() - t.folded[start..end].trim_start().len());
             opened = None;
+            let line = t.folded[..start].matches('\n').count();
+            if let Some((l, alone)) = section_line
+                && l != line
+                && !alone
+            {
+                section = None;
+                section_line = None;
+            }
             if let Some(first) = in_clause.first()
                 && first.start == lead
                 && t.folded[first.end..end].trim_start().starts_with(':')
             {
+                let alone = t.folded[first.end..end]
+                    .trim_start()
+                    .trim_start_matches(':')
+                    .trim()
+                    .is_empty();
                 match first.kind {
-                    Kind::Anatomy(r) => (section, opened) = (Some(r), Some(r)),
-                    Kind::Conclusion => section = None,
+                    Kind::Anatomy(r) => {
+                        (section, opened) = (Some(r), Some(r));
+                        section_line = Some((line, alone));
+                        conclusion = false;
+                    }
+                    Kind::Conclusion => {
+                        section = None;
+                        conclusion = true;
+                    }
                     _ => {}
                 }
             }
@@ -808,7 +835,13 @@ impl Labeller {
             if clause.is_empty() || self.normal_sections.contains(clause.trim_end_matches(['.', ',', ':'])) {
                 continue;
             }
-            if !self.read_clause(&t, (start, end), &in_clause, (section, opened), &mut evidence) {
+            if !self.read_clause(
+                &t,
+                (start, end),
+                &in_clause,
+                (section, opened, conclusion),
+                &mut evidence,
+            ) {
                 unexplained.push(t.chars[start..end].iter().collect::<String>().trim().to_string());
             }
         }
@@ -833,7 +866,7 @@ impl Labeller {
         t: &Text,
         (start, end): (usize, usize),
         found: &[Found],
-        (section, opened): (Option<usize>, Option<usize>),
+        (section, opened, conclusion): (Option<usize>, Option<usize>, bool),
         evidence: &mut Evidence,
     ) -> bool {
         let f = t.folded.as_bytes();
@@ -850,10 +883,12 @@ impl Labeller {
             let region = match m.kind {
                 Kind::Finding(r) => Some(r),
                 Kind::Generic(default) => opened
-                    .or_else(|| self.region_of(found, k, &sub_of, section))
+                    .or_else(|| self.region_of(t, found, k, &sub_of, section))
                     .or(default),
-                _ => self.region_of(found, k, &sub_of, section),
+                _ => self.region_of(t, found, k, &sub_of, section),
             };
+            // A conclusion's "tổn thương như mô tả" sums up the findings described.
+            let region = region.or(conclusion.then_some(OTHER));
             let Some(region) = region else {
                 // "Có tổn thương" with no anatomy and no section: which region?
                 if self.state(t, found, k, &sub_of) != State::Absent {
@@ -907,13 +942,16 @@ impl Labeller {
     /// nearest anatomy in the clause.
     fn region_of(
         &self,
+        t: &Text,
         found: &[Found],
         k: usize,
         sub_of: &dyn Fn(usize) -> usize,
         section: Option<usize>,
     ) -> Option<usize> {
-        // A finding names its subject too ("quai động mạch chủ vồng, vôi hóa").
+        // A finding names its subject too ("quai động mạch chủ vồng, vôi hóa"); anatomy
+        // named as a landmark ("mức khí dịch ngang cung sau xương sườn 8") does not.
         let anatomy = |m: &Found| match m.kind {
+            Kind::Anatomy(_) if landmark(t, m.start) => None,
             Kind::Anatomy(r) | Kind::Finding(r) => Some(r),
             _ => None,
         };
@@ -925,9 +963,9 @@ impl Labeller {
             .filter(same)
             .find_map(anatomy)
             .or_else(|| found[k + 1..].iter().filter(same).find_map(anatomy))
-            .or(section)
             .or_else(|| found[..k].iter().rev().find_map(anatomy))
             .or_else(|| found[k + 1..].iter().find_map(anatomy))
+            .or(section)
     }
 
     /// A normal phrase that is a negation ("chưa phát hiện tổn thương") before finding
@@ -984,8 +1022,16 @@ impl Labeller {
             }
             // "Bóng tim không to, đám mờ …": a bare "không" on the predicate right after
             // it says nothing of what follows.
-            let bare = matches!(self.term(&found[c]), "khong" | "chua")
-                && found.get(c + 1).is_some_and(|x| x.kind == Kind::Abnormal && c + 1 < k);
+            // The predicates right after it, one after another ("không bị đẩy lệch").
+            let mut run = 0;
+            while let Some(x) = found.get(c + 1 + run) {
+                let gap = f[found[c + run].end..x.start].trim();
+                if x.kind != Kind::Abnormal || !(gap.is_empty() || gap == "hay" || gap == "va") {
+                    break;
+                }
+                run += 1;
+            }
+            let bare = matches!(self.term(&found[c]), "khong" | "chua") && run > 0 && k > c + run;
             !bare
                 && !found[c + 1..k].iter().any(|x| {
                     (matches!(x.kind, Kind::Anatomy(_)) && f[..x.start].trim_end().ends_with(','))
@@ -1055,6 +1101,18 @@ impl Evidence {
             rule: "lexicon",
         }
     }
+}
+
+/// Whether anatomy at `at` is named as a landmark ("mức khí dịch ngang cung sau xương
+/// sườn 8", "tương ứng", "chiếu lên", "chồng hình lên"): a place, not the subject of a
+/// finding. A landmark word among the four words before it, in its comma-separated part.
+fn landmark(t: &Text, at: usize) -> bool {
+    let before = &t.folded[..at];
+    let part = &before[before.rfind([',', '.', ';', ':', '\n']).map_or(0, |p| p + 1)..];
+    part.split_whitespace()
+        .rev()
+        .take(4)
+        .any(|w| matches!(w, "ngang" | "ung" | "chieu" | "chong" | "den" | "toi"))
 }
 
 /// The clauses of a normalised text as char ranges: lines, cut at sentence ends

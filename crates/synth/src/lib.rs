@@ -10,5 +10,6 @@ pub mod hospital;
 pub mod image;
 pub mod j2k;
 pub mod jpeg_lossless;
+pub mod phrases;
 pub mod reports;
 pub mod rle;

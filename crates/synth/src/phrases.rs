@@ -10,7 +10,7 @@
 //! # Written apart from the labeller
 //!
 //! The report labeller must be measured on text it was not built from, so this bank was
-//! written without opening the labeller or its lexicon (`stages/`, `crates/cxr/`) or the
+//! written without opening the label stage, its resources or its code, or the
 //! hand-labelled development descriptions (`tests/fixtures/label_dev/*.csv`). The labels
 //! follow the conventions of `tests/fixtures/label_dev/README.md`, in particular:
 //!

@@ -1,136 +1,27 @@
 //! Vietnamese radiology descriptions for the synthetic HIS, with the labels they imply.
 //!
-//! A description has the four sections Vietnamese radiologists write, in order chest
-//! wall, pleura, lungs (parenchyma), heart, each starting with "-". Normal sections use
-//! the negated phrasings of the paper's normal templates; a finding replaces its
-//! region's section. The hard cases of real reports are produced at known rates: text
-//! without diacritics, misspellings, abbreviations, other separators, sections out of
-//! order, support devices (not a finding), and rare findings no keyword covers
-//! (undecidable: they go to manual review, the truth holds the radiologist's labels).
+//! Sentences come from this crate's own phrase bank (`phrases.rs`), written apart from
+//! the label stage and its resource files, which this crate never reads: the labeller
+//! is tested on text it was not built from. A description has one sentence
+//! per region (chest wall, pleura, lungs, heart) — a finding where the study has one —
+//! written in one of several styles: dash-led lines, "Header:" sections, one paragraph,
+//! terse notes with abbreviations, upper case; at known rates, sections out of order, a
+//! support device or a technique remark, a change since the last film, a conclusion
+//! line, text without diacritics, typing slips, and rare findings whose labels only a
+//! radiologist gives (manual review; the truth holds them). Labels follow the
+//! conventions of `tests/fixtures/label_dev/README.md`; an uncertain finding (a
+//! suspicion cue) is positive, as the label stage reads it by default.
 
 use unicode_normalization::UnicodeNormalization;
 
 use pipe_core::rng::Rng;
 
+use crate::phrases::{self, Finding};
+
 /// Region order of the labels: chest_wall, pleura, parenchyma, cardiac, abnormal.
 pub const LABELS: [&str; 5] = ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"];
 
-/// Normal descriptions: (chest wall, pleura, lungs, heart) sections.
-pub const NORMAL_SECTIONS: [[&str; 4]; 12] = [
-    [
-        "Lồng ngực cân đối, không thấy tổn thương xương.",
-        "Không thấy tràn dịch, tràn khí màng phổi.",
-        "Nhu mô phổi hai bên không thấy tổn thương.",
-        "Bóng tim không to.",
-    ],
-    [
-        "Khung xương lồng ngực bình thường.",
-        "Màng phổi hai bên bình thường.",
-        "Hai phổi sáng đều, không thấy tổn thương.",
-        "Tim không to.",
-    ],
-    [
-        "Lồng ngực cân đối.",
-        "Góc sườn hoành hai bên nhọn.",
-        "Nhu mô phổi hai bên sáng đều.",
-        "Bóng tim không to, cung động mạch chủ bình thường.",
-    ],
-    [
-        "Xương lồng ngực không thấy bất thường.",
-        "Không thấy tràn dịch màng phổi.",
-        "Không thấy tổn thương nhu mô phổi.",
-        "Bóng tim trong giới hạn bình thường.",
-    ],
-    [
-        "Thành ngực bình thường.",
-        "Màng phổi bình thường.",
-        "Phổi hai bên bình thường.",
-        "Tim mạch bình thường.",
-    ],
-    [
-        "Lồng ngực cân đối, các xương sườn bình thường.",
-        "Vòm hoành hai bên đều, góc sườn hoành nhọn.",
-        "Rốn phổi hai bên không đậm, nhu mô phổi sáng đều.",
-        "Bóng tim không to.",
-    ],
-    [
-        "Không thấy tổn thương xương thành ngực.",
-        "Không thấy tràn dịch, tràn khí khoang màng phổi.",
-        "Không thấy đám mờ, nốt mờ bất thường trong nhu mô phổi.",
-        "Chỉ số tim ngực trong giới hạn bình thường.",
-    ],
-    [
-        "Lồng ngực hai bên cân xứng.",
-        "Màng phổi không dày.",
-        "Nhu mô phổi không thấy tổn thương khu trú.",
-        "Tim không to, trung thất không rộng.",
-    ],
-    [
-        "Khung xương bình thường.",
-        "Không thấy hình ảnh tràn dịch màng phổi hai bên.",
-        "Hai trường phổi sáng đều.",
-        "Bóng tim bình thường.",
-    ],
-    [
-        "Thành ngực không thấy bất thường.",
-        "Khoang màng phổi hai bên bình thường.",
-        "Nhu mô phổi hai bên không thấy bất thường.",
-        "Bóng tim, mạch máu bình thường.",
-    ],
-    [
-        "Cấu trúc xương lồng ngực bình thường.",
-        "Không thấy dày dính màng phổi.",
-        "Phổi hai bên không thấy tổn thương tiến triển.",
-        "Bóng tim không to, không thấy vôi hóa quai động mạch chủ.",
-    ],
-    [
-        "Lồng ngực cân đối.",
-        "Không thấy tràn dịch màng phổi.",
-        "Hai phổi sáng đều.",
-        "Bóng tim không to, chỉ số tim ngực 0,45.",
-    ],
-];
-
-/// Finding phrases per region (chest wall, pleura, lungs, heart) and "other".
-const FINDINGS: [&[&str]; 5] = [
-    &[
-        "Gãy cung sau xương sườn 6 bên phải.",
-        "Loãng xương lan tỏa.",
-        "Hình ảnh kết xương đòn trái bằng nẹp vít.",
-        "Gãy cũ cung bên xương sườn 4, 5 bên trái.",
-    ],
-    &[
-        "Tràn dịch màng phổi bên phải mức độ ít.",
-        "Tràn khí màng phổi bên trái.",
-        "Dày dính màng phổi đáy phổi phải.",
-        "Tràn dịch màng phổi hai bên.",
-    ],
-    &[
-        "Đám mờ thùy dưới phổi phải.",
-        "Nốt mờ đường kính 12mm thùy trên phổi trái.",
-        "Tổn thương xơ hóa hai đỉnh phổi.",
-        "Thâm nhiễm rải rác hai phổi.",
-        "Khí phế thũng hai phổi.",
-        "Dày thành phế quản hai bên.",
-    ],
-    &[
-        "Bóng tim to, chỉ số tim ngực 0,58.",
-        "Quai động mạch chủ giãn, vôi hóa.",
-        "Bóng tim to.",
-        "Chỉ số tim ngực 0,56.",
-    ],
-    &[
-        "Liềm hơi dưới cơ hoành phải.",
-        "Dị vật cản quang vùng cổ.",
-        "Thoát vị hoành trái.",
-    ],
-];
-
-/// Conclusions for normal and abnormal studies.
-const NORMAL_CONCLUSION: &str = "Hiện tại chưa phát hiện bất thường trên phim X-quang ngực.";
-const ABNORMAL_CONCLUSION: &str = "Hình ảnh bất thường trên phim X-quang ngực, đề nghị kết hợp lâm sàng.";
-
-/// Rare findings that no keyword list covers: they must go to manual review.
+/// Rare findings: their labels are the radiologist's (manual review, the overrides).
 const RARE: [(&str, [bool; 5]); 3] = [
     // A mediastinal opacity is cardiac (tests/fixtures/label_dev/README.md conventions).
     (
@@ -144,20 +35,16 @@ const RARE: [(&str, [bool; 5]); 3] = [
     ("Hình ảnh sau mổ cắt thùy phổi trái.", [false, false, true, false, true]),
 ];
 
-const DEVICES: [&str; 2] = [
-    "Có hình ảnh catheter tĩnh mạch trung tâm.",
-    "Máy tạo nhịp tim vùng dưới đòn trái.",
-];
-
 /// A description and what it means.
 #[derive(Debug, Clone)]
 pub struct Report {
     pub description: String,
     pub conclusion: String,
     pub labels: [bool; 5],
-    /// Whether templates and keywords can decide it (false: manual review).
+    /// Whether the writer expects the labeller to decide it (false: a rare finding,
+    /// answered by the truth's overrides).
     pub decidable: bool,
-    /// Which hard case shaped the text (`plain`, `no_diacritics`, …).
+    /// Which hard case shaped the text (`plain`, `headers`, `no_diacritics`, …).
     pub style: &'static str,
 }
 
@@ -172,84 +59,157 @@ pub fn draw_findings(rng: &mut Rng) -> [bool; 5] {
     ]
 }
 
+/// Labels of a phrase (0 absent, 1 present, 2 uncertain) folded into the study's: an
+/// uncertain finding counts as present.
+fn merge(labels: &mut [bool; 5], f: &Finding) {
+    for (l, &v) in labels.iter_mut().zip(&f.labels) {
+        *l |= v != 0;
+    }
+}
+
 /// Write the description of a study with `findings` (chest_wall, pleura, parenchyma,
 /// cardiac, other).
 pub fn describe(rng: &mut Rng, findings: [bool; 5]) -> Report {
-    let template = rng.next_u64() as usize % NORMAL_SECTIONS.len();
-    let mut sections: Vec<String> = NORMAL_SECTIONS[template].iter().map(|s| s.to_string()).collect();
+    // regions[4] collects findings outside the four; labels[4] is "abnormal" at the end.
+    let mut labels = [false; 5];
+    let mut sentences: Vec<(Option<usize>, String)> = Vec::new();
     for region in 0..4 {
-        if findings[region] {
-            sections[region] = rng.pick(FINDINGS[region]).to_string();
-        }
+        let text = if findings[region] {
+            let f = rng.pick(phrases::FINDINGS[region]);
+            merge(&mut labels, f);
+            f.text
+        } else {
+            *rng.pick(phrases::NORMAL[region])
+        };
+        sentences.push((Some(region), text.to_string()));
     }
-    let mut labels = [
-        findings[0],
-        findings[1],
-        findings[2],
-        findings[3],
-        findings.iter().any(|&f| f),
-    ];
-    let mut decidable = true;
     let mut style = "plain";
+    let mut decidable = true;
     if findings[4] {
-        sections.push(rng.pick(FINDINGS[4]).to_string());
+        let f = rng.pick(phrases::FINDINGS[4]);
+        merge(&mut labels, f);
+        sentences.push((None, f.text.to_string()));
     }
-    let roll = rng.f64();
-    if roll < 0.005 {
-        let (text, l) = rng.pick(&RARE);
-        sections.push(text.to_string());
-        for (a, b) in labels.iter_mut().zip(l) {
-            *a |= *b;
+    match rng.f64() {
+        r if r < 0.005 => {
+            let (text, l) = rng.pick(&RARE);
+            sentences.push((None, text.to_string()));
+            for (a, b) in labels.iter_mut().zip(l) {
+                *a |= *b;
+            }
+            decidable = false;
+            style = "rare_finding";
         }
-        decidable = false;
-        style = "rare_finding";
-    } else if roll < 0.025 {
-        sections.push(rng.pick(&DEVICES).to_string());
-        style = "support_device";
-    } else if roll < 0.045 {
-        sections.swap(0, 2);
-        style = "sections_out_of_order";
+        r if r < 0.025 => {
+            sentences.push((None, rng.pick(phrases::DEVICES).to_string()));
+            style = "support_device";
+        }
+        r if r < 0.04 => {
+            sentences.insert(0, (None, rng.pick(phrases::TECHNIQUE).to_string()));
+            style = "technique";
+        }
+        r if r < 0.07 => {
+            let f = rng.pick(phrases::CHANGES);
+            merge(&mut labels, f);
+            sentences.push((None, f.text.to_string()));
+            style = "change";
+        }
+        r if r < 0.11 => {
+            // Sections out of order: the lungs first, or the heart first.
+            let k = 2 + rng.range(0, 2) as usize;
+            let s = sentences.remove(k);
+            sentences.insert(0, s);
+            style = "sections_out_of_order";
+        }
+        _ => {}
     }
+    labels[4] = labels.iter().any(|&l| l);
     let conclusion = if labels[4] {
-        ABNORMAL_CONCLUSION
+        rng.pick(phrases::ABNORMAL_CONCLUSIONS)
     } else {
-        NORMAL_CONCLUSION
-    };
-    let sep = match rng.f64() {
-        r if r < 0.03 => "+ ",
-        r if r < 0.05 => "• ",
-        _ => "- ",
-    };
-    let mut text = if rng.chance(0.03) {
-        style = if style == "plain" { "semicolons" } else { style };
-        sections.join("; ")
-    } else {
-        sections
+        rng.pick(phrases::NORMAL_CONCLUSIONS)
+    }
+    .to_string();
+    let layout = rng.f64();
+    let mut text = if layout < 0.55 {
+        let sep = match rng.f64() {
+            r if r < 0.05 => "+ ",
+            r if r < 0.09 => "• ",
+            _ => "- ",
+        };
+        if sep != "- " && style == "plain" {
+            style = "other_separator";
+        }
+        sentences
             .iter()
-            .map(|s| format!("{sep}{s}"))
+            .map(|(_, s)| format!("{sep}{s}"))
             .collect::<Vec<_>>()
             .join("\n")
+    } else if layout < 0.75 {
+        // "Header: sentence" lines; the header's sentence starts in lower case.
+        if style == "plain" {
+            style = "headers";
+        }
+        sentences
+            .iter()
+            .map(|(r, s)| match r {
+                Some(r) => format!("{}: {}", rng.pick(phrases::HEADERS[*r]), lower_first(s)),
+                None => s.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else if layout < 0.93 {
+        if style == "plain" {
+            style = "paragraph";
+        }
+        let joiner = if rng.chance(0.3) { "; " } else { " " };
+        if joiner == "; " && style == "paragraph" {
+            style = "semicolons";
+        }
+        sentences
+            .iter()
+            .map(|(_, s)| {
+                if joiner == "; " {
+                    s.trim_end_matches('.').to_string()
+                } else {
+                    s.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(joiner)
+    } else {
+        if style == "plain" {
+            style = "terse";
+        }
+        let mut t = sentences
+            .iter()
+            .map(|(_, s)| format!("- {s}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (full, short) in phrases::ABBREVIATIONS {
+            t = t.replace(full, short).replace(&upper_first(full), short);
+        }
+        t
     };
-    if sep != "- " && style == "plain" {
-        style = "other_separator";
+    // A conclusion line inside the description, as many write it.
+    if rng.chance(0.12) {
+        text = format!("{text}\nKết luận: {conclusion}");
+        if style == "plain" {
+            style = "conclusion";
+        }
     }
     let variant = rng.f64();
-    if variant < 0.04 && (text.contains("tràn dịch màng phổi") || text.contains("tràn khí màng phổi")) {
-        text = text
-            .replace("tràn dịch màng phổi", "TDMP")
-            .replace("Tràn dịch màng phổi", "TDMP");
-        text = text
-            .replace("tràn khí màng phổi", "TKMP")
-            .replace("Tràn khí màng phổi", "TKMP");
+    if variant < 0.04 {
+        text = text.to_uppercase();
         if style == "plain" {
-            style = "abbreviation";
+            style = "uppercase";
         }
     } else if variant < 0.09 {
         text = strip_diacritics(&text);
         if style == "plain" {
             style = "no_diacritics";
         }
-    } else if variant < 0.12 {
+    } else if variant < 0.13 {
         text = misspell(rng, &text);
         if style == "plain" {
             style = "misspelling";
@@ -257,10 +217,26 @@ pub fn describe(rng: &mut Rng, findings: [bool; 5]) -> Report {
     }
     Report {
         description: text.nfc().collect(),
-        conclusion: conclusion.to_string(),
+        conclusion,
         labels,
         decidable,
         style,
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn upper_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -276,19 +252,13 @@ pub fn strip_diacritics(s: &str) -> String {
         .collect()
 }
 
-/// Common typing slips radiologists make.
+/// One typing slip of the phrase bank's (`phrases::SLIPS`), the first that applies from a
+/// random start.
 fn misspell(rng: &mut Rng, s: &str) -> String {
-    const SLIPS: [(&str, &str); 6] = [
-        ("tràn dịch", "tràn dch"),
-        ("màng phổi", "mang phổi"),
-        ("xương sườn", "xương suờn"),
-        ("Bóng tim", "Bóng tm"),
-        ("nhu mô", "nhu mo"),
-        ("đám mờ", "đám mở"),
-    ];
-    let start = rng.next_u64() as usize % SLIPS.len();
-    for k in 0..SLIPS.len() {
-        let (from, to) = SLIPS[(start + k) % SLIPS.len()];
+    let slips = phrases::SLIPS;
+    let start = rng.next_u64() as usize % slips.len();
+    for k in 0..slips.len() {
+        let (from, to) = slips[(start + k) % slips.len()];
         if s.contains(from) {
             return s.replacen(from, to, 1);
         }
