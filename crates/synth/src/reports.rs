@@ -73,8 +73,8 @@ pub fn describe(rng: &mut Rng, findings: [bool; 5]) -> Report {
     // regions[4] collects findings outside the four; labels[4] is "abnormal" at the end.
     let mut labels = [false; 5];
     let mut sentences: Vec<(Option<usize>, String)> = Vec::new();
-    for region in 0..4 {
-        let text = if findings[region] {
+    for (region, &found) in findings.iter().enumerate().take(4) {
+        let text = if found {
             let f = rng.pick(phrases::FINDINGS[region]);
             merge(&mut labels, f);
             f.text
