@@ -139,7 +139,12 @@ class Labeller:
             if m:
                 line = line[m.end() :]
             for i, c in enumerate(line):
+                minus = lambda j: 0 <= j < len(line) and line[j] == "-"
                 if c in "/\\–—" or (c == "-" and not (0 < i < len(line) - 1 and line[i - 1] == "(" and line[i + 1] == ")")):
+                    c = " "
+                elif c == "(" and not (minus(i + 1) and i + 2 < len(line) and line[i + 2] == ")"):
+                    c = " "
+                elif c == ")" and not (i > 0 and minus(i - 1)):
                     c = " "
                 elif c.isspace():
                     c = " "
@@ -187,20 +192,30 @@ class Labeller:
         regions = [ABSENT] * 5
         seen = [False] * 5
         section = None
+        section_line = None
+        conclusion = False
         for start, end in self.clauses(folded, found):
             fin = [f for f in found if f[0] >= start and f[1] <= end]
             body = folded[start:end]
             lead = start + len(body) - len(body.lstrip())
             opened = None
+            line = folded[:start].count("\n")
+            if section_line is not None and section_line[0] != line and not section_line[1]:
+                section = None
+                section_line = None
             if fin and fin[0][0] == lead and folded[fin[0][1] : end].lstrip().startswith(":"):
+                alone = folded[fin[0][1] : end].lstrip().lstrip(":").strip() == ""
                 if fin[0][2][0] == "anatomy":
                     section = opened = fin[0][2][1]
+                    section_line = (line, alone)
+                    conclusion = False
                 elif fin[0][2][0] == "conclusion":
                     section = None
+                    conclusion = True
             clause = body.strip()
             if not clause or clause.rstrip(".,:") in self.normal_sections:
                 continue
-            if not self.read_clause(folded, start, end, fin, section, opened, regions, seen):
+            if not self.read_clause(folded, start, end, fin, section, opened, conclusion, regions, seen):
                 return None
         out = ["1" if s == PRESENT else "u" if s == UNCERTAIN else "0" for s in regions[:4]]
         top = max(regions[r] for r in range(5) if seen[r]) if any(seen) else ABSENT
@@ -222,7 +237,7 @@ class Labeller:
             out.append((start, len(f)))
         return out
 
-    def read_clause(self, f, start, end, found, section, opened, regions, seen):
+    def read_clause(self, f, start, end, found, section, opened, conclusion, regions, seen):
         sub_of = lambda pos: f[start:pos].count(",")
         understood = unplaced = False
         for k, (s, e, kind, term) in enumerate(found):
@@ -231,11 +246,13 @@ class Labeller:
             if kind[0] == "finding":
                 region = kind[1]
             elif kind[0] == "generic":
-                region = opened if opened is not None else self.region_of(found, k, sub_of, section)
+                region = opened if opened is not None else self.region_of(f, found, k, sub_of, section)
                 if region is None:
                     region = kind[1]
             else:
-                region = self.region_of(found, k, sub_of, section)
+                region = self.region_of(f, found, k, sub_of, section)
+            if region is None and conclusion:
+                region = OTHER
             state = self.state(f, found, k, sub_of)
             if region is None:
                 if state != ABSENT:
@@ -266,21 +283,19 @@ class Labeller:
         technique = "technique" in kinds and "anatomy" not in kinds
         return "device" in kinds or (((normal and anatomy) or technique) and unknown <= 3) or unknown == 0
 
-    def region_of(self, found, k, sub_of, section):
+    def region_of(self, f, found, k, sub_of, section):
         def subject(x):
+            if x[2][0] == "anatomy" and landmark(f, x[0]):
+                return None
             return x[2][1] if x[2][0] in ("anatomy", "finding") else None
 
         sub = sub_of(found[k][0])
-        same = [x for x in found[:k] if sub_of(x[0]) == sub][::-1] + [x for x in found[k + 1 :] if sub_of(x[0]) == sub]
-        for x in same:
+        before = [x for x in found[:k] if sub_of(x[0]) == sub][::-1]
+        after = [x for x in found[k + 1 :] if sub_of(x[0]) == sub]
+        for x in before + after + found[:k][::-1] + found[k + 1 :]:
             if subject(x) is not None:
                 return subject(x)
-        if section is not None:
-            return section
-        for x in found[:k][::-1] + found[k + 1 :]:
-            if subject(x) is not None:
-                return subject(x)
-        return None
+        return section
 
     def state(self, f, found, k, sub_of):
         s0, e0, _, _ = found[k]
@@ -294,8 +309,14 @@ class Labeller:
             between = f" {f[found[c][1]:s0]} "
             if any(b in between for b in [" nhung ", " tuy nhien ", " song ", " ngoai ra ", " con ", ", co "]):
                 return False
-            bare = found[c][3] in ("khong", "chua") and c + 1 < k and found[c + 1][2][0] == "abnormal"
-            if bare:
+            run = 0
+            while c + 1 + run < len(found):
+                x = found[c + 1 + run]
+                gap = f[found[c + run][1] : x[0]].strip()
+                if x[2][0] != "abnormal" or gap not in ("", "hay", "va"):
+                    break
+                run += 1
+            if found[c][3] in ("khong", "chua") and run > 0 and k > c + run:
                 return False
             for x in found[c + 1 : k]:
                 if x[2][0] == "anatomy" and f[: x[0]].rstrip().endswith(","):
@@ -329,6 +350,13 @@ class Labeller:
         if any(x[2][0] not in ("finding", "generic", "abnormal", "neutral", "pseudo") for x in found[c + 1 : k]):
             return False
         return " co " not in f[found[c][1] : found[k][0]]
+
+
+def landmark(f, at):
+    before = f[:at]
+    cut = max(before.rfind(c) for c in ",.;:\n") + 1
+    words = before[cut:].split()[::-1][:4]
+    return any(w in ("ngang", "ung", "chieu", "chong", "den", "toi") for w in words)
 
 
 def sections(folded):
