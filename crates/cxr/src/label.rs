@@ -1684,6 +1684,11 @@ mod tests {
             ("Tràn dịch màng phổi trái đã hết.", [N; 5]),
             ("Tràn dịch màng phổi phải giảm, còn ít dịch.", [N, Y, N, N, Y]),
             ("Đám mờ đáy phổi phải đã hấp thu hoàn toàn.", [N; 5]),
+            // "gần hết" (almost all) is not "hết" (gone).
+            (
+                "Tràn khí màng phổi trái: vùng quá sáng chiếm gần hết nửa ngực trái.",
+                [N, Y, N, N, Y],
+            ),
         ]);
     }
 
