@@ -49,29 +49,6 @@ fn strings(b: &RecordBatch, col: &str) -> Vec<String> {
     (0..b.num_rows()).map(|i| c.value(i).to_string()).collect()
 }
 
-/// The counters of `stage` in a run summary (`(images_decoded=0 images_reused=7)`).
-fn counters(run: &Run, stage: &str) -> BTreeMap<String, u64> {
-    let line = run
-        .stdout
-        .lines()
-        .find(|l| {
-            l.trim_start()
-                .strip_prefix("✓ ")
-                .and_then(|l| l.split_whitespace().next())
-                == Some(stage)
-        })
-        .unwrap_or_else(|| panic!("{stage} did not run:\n{}", run.stdout));
-    let inside = line
-        .rsplit_once('(')
-        .map(|(_, c)| c.trim_end_matches(')'))
-        .unwrap_or("");
-    inside
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-        .collect()
-}
-
 /// Width, height and pixels of an 8-bit greyscale PNG.
 fn png_pixels(path: &Path) -> (u32, u32, Vec<u8>) {
     let file = std::fs::File::open(path).unwrap();

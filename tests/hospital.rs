@@ -333,14 +333,17 @@ fn collect_filter_parse_match_reproduce_the_truth_and_account_for_every_file() {
     assert!(pairs.len() > 1500, "{} pairs", pairs.len());
 
     // Answering the review queue: match reruns (and only what follows), review empties.
-    std::fs::copy(p.path("hosp/truth/resolutions.csv"), p.path("resolutions.csv")).unwrap();
+    // An answer for an image that is not in the archive is counted, not ignored.
+    let answers = std::fs::read_to_string(p.path("hosp/truth/resolutions.csv")).unwrap();
+    p.write("resolutions.csv", &format!("{answers}1.2.826.0.1.999999.1,PT-NONE/0\n"));
     let status = p.pipe(&["status", "pipelines/h.yaml"]).ok();
     assert!(
         status.stdout.contains("file resolutions.csv changed"),
         "{}",
         status.stdout
     );
-    assert_eq!(p.pipe(&["run", "pipelines/h.yaml"]).ok().ran(), ["match"]);
+    let run = p.pipe(&["run", "pipelines/h.yaml"]).ok();
+    assert_eq!(run.ran(), ["match"]);
     assert!(table(&p, "match.review", "sop_instance_uid", "report_id").is_empty());
     let resolved = table(&p, "match.pairs", "sop_instance_uid", "report_id");
     let intended = truth(
@@ -354,6 +357,17 @@ fn collect_filter_parse_match_reproduce_the_truth_and_account_for_every_file() {
         assert_eq!(resolved.get(sop), Some(report));
     }
     assert_eq!(resolved.len(), pairs.len() + intended.len());
+    let c = counters(&run, "match");
+    assert_eq!(
+        (
+            c["resolutions_applied"],
+            c["resolutions_refused"],
+            c["resolutions_unused"]
+        ),
+        (intended.len() as u64, 0, 1),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

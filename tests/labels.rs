@@ -183,8 +183,23 @@ fn labels_equal_the_truth_and_review_holds_exactly_the_undecidable() {
         "{}",
         status.stdout
     );
-    assert_eq!(p.pipe(&["run", "pipelines/l.yaml"]).ok().ran(), ["label"]);
+    let run = p.pipe(&["run", "pipelines/l.yaml"]).ok();
+    assert_eq!(run.ran(), ["label"]);
     assert_eq!(table(&p, "label.review").num_rows(), 0);
+    // Every answer is counted: used by a description of this run, or not.
+    let answers = std::fs::read_to_string(p.path("overrides.csv"))
+        .unwrap()
+        .lines()
+        .count() as u64
+        - 1;
+    let c = counters(&run, "label");
+    assert_eq!(
+        c["overrides_applied"] + c["overrides_unused"],
+        answers,
+        "{}",
+        run.stdout
+    );
+    assert!(c["overrides_applied"] > 0, "{}", run.stdout);
     let labels = table(&p, "label.labels");
     assert_eq!(labels.num_rows(), pairs.num_rows());
     for i in 0..labels.num_rows() {

@@ -202,3 +202,26 @@ pub fn hex_bytes(hex: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// The counters of `stage` in a run summary (`(images_decoded=0 images_reused=7)`).
+pub fn counters(run: &Run, stage: &str) -> std::collections::BTreeMap<String, u64> {
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .strip_prefix("✓ ")
+                .and_then(|l| l.split_whitespace().next())
+                == Some(stage)
+        })
+        .unwrap_or_else(|| panic!("{stage} did not run:\n{}", run.stdout));
+    let inside = line
+        .rsplit_once('(')
+        .map(|(_, c)| c.trim_end_matches(')'))
+        .unwrap_or("");
+    inside
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}

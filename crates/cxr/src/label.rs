@@ -227,6 +227,14 @@ impl Stage for Label {
                 .str("unexplained", Some(unexplained));
         }
         ctx.count("descriptions", memo.len() as u64);
+        // Answers in overrides.csv for no description of this run would otherwise be
+        // ignored without a word.
+        if !overrides.is_empty() {
+            let hashes: std::collections::HashSet<String> = memo.keys().map(|d| description_hash(d)).collect();
+            let unused = overrides.keys().filter(|h| !hashes.contains(*h)).count();
+            ctx.count("overrides_applied", (overrides.len() - unused) as u64);
+            ctx.count("overrides_unused", unused as u64);
+        }
         if duplicates > 0 {
             ctx.count("duplicate_images", duplicates);
         }

@@ -105,6 +105,7 @@ impl Stage for Match {
         let read = started.elapsed();
         let out = match_all(&imgs, &reps, p.max_delay_hours, &resolutions)?;
         let matched = started.elapsed() - read;
+        account_resolutions(ctx, &resolutions, &imgs, &out);
         ctx.progress.set_total(images.num_rows() as u64);
         ctx.progress.inc(images.num_rows() as u64);
 
@@ -268,6 +269,44 @@ pub struct Matched {
     pub images: Vec<Outcome>,
     /// (report row, reason), in report order.
     pub unmatched_reports: Vec<(usize, &'static str)>,
+}
+
+/// What became of each answer in the resolutions file, counted in the run summary: an
+/// answer for an image that is not in this run (or has no candidate report) would
+/// otherwise be ignored without a word.
+fn account_resolutions(ctx: &Context, resolutions: &HashMap<String, String>, imgs: &Images, out: &Matched) {
+    if resolutions.is_empty() {
+        return;
+    }
+    let (mut applied, mut refused) = (0u64, 0u64);
+    let mut answered: HashSet<&str> = HashSet::new();
+    for (i, o) in out.images.iter().enumerate() {
+        let sop = imgs.sop.value(i);
+        if !resolutions.contains_key(sop) {
+            continue;
+        }
+        match o {
+            Outcome::Pair(_, "resolved") => applied += 1,
+            Outcome::Review(_, Some(_)) => refused += 1,
+            _ => continue,
+        }
+        answered.insert(sop);
+    }
+    let mut unused: Vec<&str> = resolutions
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !answered.contains(k))
+        .collect();
+    unused.sort_unstable();
+    ctx.count("resolutions_applied", applied);
+    ctx.count("resolutions_refused", refused);
+    ctx.count("resolutions_unused", unused.len() as u64);
+    if let Some(first) = unused.first() {
+        ctx.log(format!(
+            "{} resolution(s) answer no image of this run that needs one (an unknown SOP Instance UID, or an image without candidate reports), e.g. {first}",
+            unused.len()
+        ));
+    }
 }
 
 /// Description as compared for "same description": NFC, lower case, single spaces,
