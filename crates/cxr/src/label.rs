@@ -174,11 +174,16 @@ impl Stage for Label {
         let mut labelled: std::collections::HashSet<&str> = std::collections::HashSet::new();
         let (mut duplicates, mut uncertain) = (0u64, 0u64);
         let mut labels = TableBuilder::new(&crate::schema!("label/labels"));
+        // Answers of overrides.csv some description of this run used.
+        let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut review: BTreeMap<String, (String, i64, String, String)> = BTreeMap::new();
         for i in 0..pairs.num_rows() {
             let d = desc.value(i);
             let outcome = memo[d].clone();
             let hash = description_hash(d);
+            if overrides.contains_key(&hash) {
+                answered.insert(hash.clone());
+            }
             let decided = match (&outcome, overrides.get(&hash)) {
                 (_, Some(o)) => Some((o.map(|v| (State::from(v), "override".to_string())), "override")),
                 (Outcome::Decided { labels, by, rule }, None) => {
@@ -230,10 +235,8 @@ impl Stage for Label {
         // Answers in overrides.csv for no description of this run would otherwise be
         // ignored without a word.
         if !overrides.is_empty() {
-            let hashes: std::collections::HashSet<String> = memo.keys().map(|d| description_hash(d)).collect();
-            let unused = overrides.keys().filter(|h| !hashes.contains(*h)).count();
-            ctx.count("overrides_applied", (overrides.len() - unused) as u64);
-            ctx.count("overrides_unused", unused as u64);
+            ctx.count("overrides_applied", answered.len() as u64);
+            ctx.count("overrides_unused", (overrides.len() - answered.len()) as u64);
         }
         if duplicates > 0 {
             ctx.count("duplicate_images", duplicates);
@@ -800,7 +803,7 @@ impl Labeller {
         // line, for the lines after it. After "Kết luận:", the conclusion.
         let mut section_line: Option<(usize, bool)> = None;
         let mut conclusion = false;
-        for (start, end) in clauses(&t, &found, &mut |i| self.header_at(&t, &found, i)) {
+        for (start, end) in clauses(&t, &Self::header_starts(&t, &found)) {
             let in_clause: Vec<Found> = found
                 .iter()
                 .filter(|f| f.start >= start && f.end <= end)
@@ -859,13 +862,16 @@ impl Labeller {
         evidence.outcome()
     }
 
-    /// Whether a header ("Phổi:", "Tim - trung thất:", "Kết luận:") starts at char `i`.
-    fn header_at(&self, t: &Text, found: &[Found], i: usize) -> bool {
-        found.iter().any(|f| {
-            f.start == i
-                && matches!(f.kind, Kind::Anatomy(_) | Kind::Conclusion)
-                && t.folded[f.end..].trim_start_matches(' ').starts_with(':')
-        })
+    /// Where a header ("Phổi:", "Tim - trung thất:", "Kết luận:") starts, in order.
+    fn header_starts(t: &Text, found: &[Found]) -> Vec<usize> {
+        found
+            .iter()
+            .filter(|f| {
+                matches!(f.kind, Kind::Anatomy(_) | Kind::Conclusion)
+                    && t.folded[f.end..].trim_start_matches(' ').starts_with(':')
+            })
+            .map(|f| f.start)
+            .collect()
     }
 
     /// Read one clause into `evidence`; false when it is not understood.
@@ -1126,7 +1132,7 @@ fn landmark(t: &Text, at: usize) -> bool {
 /// The clauses of a normalised text as char ranges: lines, cut at sentence ends
 /// (".", ";", "!" — not a decimal point) and before a header ("… sáng. Tim: …" and
 /// "… sáng Tim: …" alike).
-fn clauses(t: &Text, found: &[Found], header_at: &mut dyn FnMut(usize) -> bool) -> Vec<(usize, usize)> {
+fn clauses(t: &Text, headers: &[usize]) -> Vec<(usize, usize)> {
     let b = t.folded.as_bytes();
     let digit = |i: usize| i < b.len() && b[i].is_ascii_digit();
     let mut out = Vec::new();
@@ -1145,7 +1151,7 @@ fn clauses(t: &Text, found: &[Found], header_at: &mut dyn FnMut(usize) -> bool) 
         if end_here {
             cut(&mut out, start, i);
             start = i + 1;
-        } else if i > start && b[i - 1] == b' ' && found.iter().any(|f| f.start == i) && header_at(i) {
+        } else if i > start && b[i - 1] == b' ' && headers.binary_search(&i).is_ok() {
             cut(&mut out, start, i);
             start = i;
         }
