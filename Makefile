@@ -18,7 +18,7 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 RELEASE := $(CARGO_TARGET_DIR)/release
 DEMO ?= pipelines/demo.yaml
 
-.PHONY: all venv system-deps build install run test bench lint clean-cache
+.PHONY: all venv system-deps test-deps build install run test bench lint clean-cache
 
 all: build
 
@@ -32,11 +32,16 @@ $(VENV)/.pipe-ready: requirements.txt
 	ln -sfn $(VENV) .venv
 
 # Debian packages the build needs beyond Rust and a C++ compiler: cmake, with which
-# cargo builds CharLS (the JPEG-LS decoder).
+# cargo builds CharLS (the JPEG-LS decoder). The tests also render evaluate's
+# report.html in headless Chromium.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@command -v cmake > /dev/null 2>&1 || { echo "installing cmake (needed to build CharLS, the JPEG-LS decoder)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
+
+test-deps: system-deps
+	@command -v chromium > /dev/null 2>&1 || { echo "installing chromium (the tests render report.html in it)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
 venv: .venv system-deps
 
@@ -67,9 +72,9 @@ run: build
 	$(MAKE) --no-print-directory $(SYNTH)/truth/dicoms.parquet
 	$(RELEASE)/pipe run $(DEMO)
 
-test: venv
+test: venv test-deps
 	cargo build --workspace --bins
-	PIPE_REQUIRE_TORCH=1 cargo test --workspace --exclude pipe-torch -- --test-threads=2
+	PIPE_REQUIRE_TORCH=1 PIPE_REQUIRE_CHROMIUM=1 cargo test --workspace --exclude pipe-torch -- --test-threads=2
 	# One test thread: the optimiser tests compare LibTorch runs bit for bit, and with
 	# two test threads in one process they disagree now and then (3 in 10 runs).
 	cargo test -p pipe-torch -- --test-threads=1

@@ -49,6 +49,18 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "positive")]
         uncertain: UncertainArg,
     },
+    /// Every evaluate stage's metrics in one table, with 95% intervals (each variant of
+    /// a `matrix:` sweep a line), or `pipe metrics diff A B`: two results metric by
+    /// metric. A and B are pipeline files (their evaluate stages of the same name are
+    /// compared) or metrics.parquet files.
+    Metrics {
+        /// [FILE], or `diff A B`.
+        #[arg(num_args = 0..=3, value_names = ["FILE"])]
+        args: Vec<PathBuf>,
+        /// The label to show (`macro`, or a class such as `cardiac`).
+        #[arg(long, default_value = "macro")]
+        label: String,
+    },
     /// Write a deterministic synthetic hospital (PACS DICOM, HIS XML, ground truth).
     Synth {
         #[arg(long)]
@@ -78,6 +90,35 @@ enum Cmd {
 enum UncertainArg {
     Positive,
     Negative,
+}
+
+/// The metrics of every evaluate stage of a pipeline file (by stage name), or of one
+/// metrics.parquet file (by its path); a stage without a current result says why.
+fn metrics_of(path: &std::path::Path, kinds: &Registry) -> anyhow::Result<pipe_cxr::evaluate::compare::Named> {
+    use pipe_cxr::evaluate::compare::read_metrics;
+    if path.extension().is_some_and(|e| e == "parquet") {
+        return Ok(vec![(path.display().to_string(), Ok(read_metrics(path)?))]);
+    }
+    let p = pipe_core::cli::load(path, kinds)?;
+    let stages: Vec<String> = p
+        .stages
+        .iter()
+        .filter(|s| s.kind.name() == pipe_cxr::evaluate::KIND)
+        .map(|s| format!("{}.metrics", s.name))
+        .collect();
+    anyhow::ensure!(!stages.is_empty(), "{} has no evaluate stage", path.display());
+    let targets: Vec<&str> = stages.iter().map(String::as_str).collect();
+    Ok(stages
+        .iter()
+        .zip(pipe_core::cli::table_paths(&p, &targets))
+        .map(|(t, path)| {
+            let name = t.trim_end_matches(".metrics").to_string();
+            let m = path
+                .map_err(|e| e.to_string())
+                .and_then(|f| read_metrics(&f).map_err(|e| e.to_string()));
+            (name, m)
+        })
+        .collect())
 }
 
 /// Every kind a pipeline may use: the chest X-ray ones and the engine's built-ins.
@@ -126,6 +167,34 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             for d in &r.reviews {
                 writeln!(out, "review   {d}")?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Metrics { args, label } => {
+            use pipe_cxr::evaluate::compare;
+            if args.first().is_some_and(|a| a.as_os_str() == "diff") {
+                anyhow::ensure!(
+                    args.len() == 3,
+                    "usage: pipe metrics diff A B (pipeline files or metrics.parquet files)"
+                );
+                let (a, b) = (metrics_of(&args[1], &kinds)?, metrics_of(&args[2], &kinds)?);
+                let mut any = false;
+                for (name, ma) in &a {
+                    // Two single results are compared whatever their names.
+                    let mb = b.iter().find(|(n, _)| n == name || (a.len() == 1 && b.len() == 1));
+                    let Some((nb, mb)) = mb else { continue };
+                    any = true;
+                    writeln!(out, "{name} (a) vs {nb} (b)")?;
+                    match (ma, mb) {
+                        (Ok(ma), Ok(mb)) => write!(out, "{}", compare::diff(ma, mb))?,
+                        (Err(e), _) | (_, Err(e)) => writeln!(out, "  {e}")?,
+                    }
+                }
+                anyhow::ensure!(any, "no evaluate stage of the same name in both");
+                return Ok(ExitCode::SUCCESS);
+            }
+            anyhow::ensure!(args.len() <= 1, "usage: pipe metrics [FILE] or pipe metrics diff A B");
+            let file = pipe_core::cli::pipeline_file(args.into_iter().next())?;
+            write!(out, "{}", compare::show(&metrics_of(&file, &kinds)?, &label))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::LabelEval { file, truth, stage, .. } => {

@@ -213,7 +213,7 @@ fn values_that_would_fail_later_are_refused_now() {
 #[test]
 fn inputs_a_kind_needs_and_parts_the_split_makes() {
     let e = check(
-        "root: ..\nstages:\n  s:\n    kind: split\n    params: {}\n  t:\n    kind: train\n    inputs: [s.split]\n    params: { architecture: tiny }\n  e:\n    kind: evaluate\n    inputs: [t, s]\n    params: { part: test }\n",
+        "root: ..\nstages:\n  s:\n    kind: split\n    params: { ratios: [0.7, 0.3], parts: [train, validation] }\n  t:\n    kind: train\n    inputs: [s.split]\n    params: { architecture: tiny }\n  e:\n    kind: evaluate\n    inputs: [t, s]\n    params: { part: test }\n",
     );
     assert!(
         e.contains(
@@ -231,6 +231,20 @@ fn inputs_a_kind_needs_and_parts_the_split_makes() {
         e.contains("pipelines/p.yaml:13:21: stage `e` (kind `evaluate`): part: `test` is not a part of `s`, which makes: train, validation"),
         "{e}"
     );
+    // The paper's setting scores the part that chose the checkpoint: only when asked.
+    let paper = "root: ..\nstages:\n  s:\n    kind: command\n    params: { run: [x], outputs: [split, labels, images] }\n  t:\n    kind: train\n    inputs: [s]\n    params: { architecture: tiny }\n  e:\n    kind: evaluate\n    inputs: [t, s]\n    params: { part: validation, threshold: best_f1 }\n";
+    let e = check(paper);
+    assert!(
+        e.contains("pipelines/p.yaml:13:21: params of stage `e` (kind `evaluate`): part: `validation` chose the best checkpoint (train's validation part) and tuned the best_f1 thresholds, so its scores would be optimistic"),
+        "{e}"
+    );
+    assert!(e.contains("score_tuned_part: true"), "{e}");
+    let p = Project::new();
+    p.write(
+        "pipelines/p.yaml",
+        &paper.replace("threshold: best_f1", "threshold: best_f1, score_tuned_part: true"),
+    );
+    p.pipe(&["check", "pipelines/p.yaml"]).ok();
     let e = check(
         "root: ..\nstages:\n  s:\n    kind: command\n    params: { run: [x], outputs: [split, labels, images] }\n  e:\n    kind: evaluate\n    inputs: [s]\n",
     );

@@ -42,6 +42,73 @@ fn metric(dir: &Path, label: &str) -> (Option<f64>, f64, Option<f64>) {
     (f("auc"), f("f1").unwrap(), f("threshold"))
 }
 
+/// report.html of a real evaluate run, as a browser sees it: every section there, the
+/// page no wider than a 1280-px window, captions with the reports' descriptions, every
+/// picture it shows present. The screenshot is left in the target directory to look at.
+fn report_renders_in_chromium(ev: &Path, predictions: &arrow::array::RecordBatch) {
+    let Some(browser) = chromium() else { return };
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    let page = render_in_chromium(&browser, ev, &shot, 2400);
+    eprintln!("report.html in Chromium: {page}\nscreenshot: {}", shot.display());
+    assert!(page["scrollWidth"].as_u64().unwrap() <= 1280, "{page}");
+    for right in page["tables"].as_array().unwrap() {
+        assert!(right.as_u64().unwrap() <= 1280, "a table past 1280 px: {page}");
+    }
+    let sections: Vec<&str> = page["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    // False positives and negatives are shown when there are any.
+    let (mut fp, mut fn_) = (false, false);
+    for l in ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"] {
+        let truth = predictions.column_by_name(l).unwrap().as_boolean();
+        let pred = predictions.column_by_name(&format!("{l}_pred")).unwrap().as_boolean();
+        for i in 0..predictions.num_rows() {
+            fp |= pred.value(i) && !truth.value(i);
+            fn_ |= !pred.value(i) && truth.value(i);
+        }
+    }
+    let mut want = vec![
+        "funnel",
+        "split",
+        "metrics",
+        "confusion",
+        "roc",
+        "pr",
+        "calibration",
+        "gradcam",
+    ];
+    want.extend(fp.then_some("false_positives"));
+    want.extend(fn_.then_some("false_negatives"));
+    want.extend(["history", "provenance", "notes"]);
+    assert_eq!(sections, want, "{page}");
+    assert!(
+        page["warning"].as_array().unwrap().is_empty(),
+        "the test part is held out"
+    );
+    let captions: Vec<&str> = page["captions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        captions
+            .iter()
+            .filter(|c| c.contains(": "))
+            .all(|c| !c.contains(" p=") || c.contains("“")),
+        "a Grad-CAM caption without the report's description: {captions:?}"
+    );
+    for src in page["images"].as_array().unwrap() {
+        assert!(
+            ev.join(src.as_str().unwrap()).is_file(),
+            "report.html shows a missing {src}"
+        );
+    }
+}
+
 #[test]
 fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
     if worker().is_none() {
@@ -111,7 +178,7 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
         "resume state left in the entry"
     );
 
-    // evaluate: the paper's table on the validation part, from the best checkpoint.
+    // evaluate: the paper's table on the held-out test part, from the best checkpoint.
     let ev = entry(&p, "pipelines/t.yaml", "evaluate.metrics");
     let (auc, f1, _) = metric(&ev, "macro");
     let auc = auc.expect("macro AUC defined");
@@ -120,21 +187,19 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
         .map(|l| format!("{l} {:.3}", metric(&ev, l).0.unwrap_or(f64::NAN)))
         .collect();
     eprintln!(
-        "synth {data:.1} s, pipeline {run:.1} s; validation macro AUC {auc:.3}, macro F1 {f1:.3}; per class AUC {per_class:?}\n{log}\n{}",
+        "synth {data:.1} s, pipeline {run:.1} s; test macro AUC {auc:.3}, macro F1 {f1:.3}; per class AUC {per_class:?}\n{log}\n{}",
         log_of(&ev)
     );
-    assert!(auc >= 0.9, "validation macro AUC {auc:.3} ({per_class:?})\n{log}");
+    assert!(auc >= 0.9, "test macro AUC {auc:.3} ({per_class:?})\n{log}");
 
     let split = read_batch(&PathBuf::from(
         p.pipe(&["path", "pipelines/t.yaml", "split.split"]).ok().stdout.trim(),
     ))
     .unwrap();
     let parts = split.column_by_name("part").unwrap().as_string::<i32>();
-    let validation = (0..split.num_rows())
-        .filter(|&i| parts.value(i) == "validation")
-        .count();
+    let test = (0..split.num_rows()).filter(|&i| parts.value(i) == "test").count();
     let predictions = read_batch(&ev.join("predictions.parquet")).unwrap();
-    assert_eq!(predictions.num_rows(), validation);
+    assert_eq!(predictions.num_rows(), test);
     for c in [
         "sop_instance_uid",
         "cardiac",
@@ -162,6 +227,7 @@ fn tiny_cnn_learns_the_synthetic_signs_and_evaluate_scores_it() {
         let name = format!("gradcam/{}", g.file_name().to_string_lossy());
         assert!(report.contains(&name), "report.html does not link {name}");
     }
+    report_renders_in_chromium(&ev, &predictions);
 
     // Cached: a second run does nothing.
     assert!(p.pipe(&["run", "pipelines/t.yaml"]).ok().ran().is_empty());

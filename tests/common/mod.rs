@@ -225,3 +225,89 @@ pub fn counters(run: &Run, stage: &str) -> std::collections::BTreeMap<String, u6
         .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
         .collect()
 }
+
+/// Headless Chromium, if installed (`make test` installs Debian's and sets
+/// PIPE_REQUIRE_CHROMIUM, so there a missing browser fails the test).
+pub fn chromium() -> Option<PathBuf> {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = Command::new("sh").args(["-c", &format!("command -v {name}")]).output()
+            && out.status.success()
+        {
+            return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+        }
+    }
+    assert!(
+        std::env::var_os("PIPE_REQUIRE_CHROMIUM").is_none(),
+        "no chromium on PATH: `apt-get install chromium` (make test does)"
+    );
+    eprintln!("skipping the browser check: no chromium on PATH");
+    None
+}
+
+/// Loads `dir/report.html` in headless Chromium at 1280 px wide and reports what the
+/// browser made of it, as JSON: the document's scrollWidth, the right edge of every
+/// table, the ids of the sections (h2), the warning text, the figure captions. The
+/// report is copied out first (a cache entry is never written to) and read through a
+/// page that frames it and measures it with a script; a screenshot of the first
+/// `height` pixels goes to `screenshot`.
+pub fn render_in_chromium(browser: &Path, dir: &Path, screenshot: &Path, height: u32) -> serde_json::Value {
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("report");
+    let status = Command::new("cp").arg("-r").arg(dir).arg(&copy).status().unwrap();
+    assert!(status.success());
+    std::fs::write(
+        copy.join("measure.html"),
+        r#"<!DOCTYPE html><html><body>
+<iframe id="f" src="report.html" style="width:1280px;height:1000px;border:0"></iframe>
+<pre id="out">pending</pre>
+<script>
+document.getElementById('f').addEventListener('load', function () {
+  var d = this.contentDocument;
+  var all = function (q) { return Array.prototype.slice.call(d.querySelectorAll(q)); };
+  var out = {
+    scrollWidth: d.documentElement.scrollWidth,
+    tables: all('table').map(function (t) { return Math.ceil(t.getBoundingClientRect().right); }),
+    sections: all('h2').map(function (h) { return h.id; }),
+    warning: all('.warning').map(function (w) { return w.textContent; }),
+    captions: all('figcaption').map(function (c) { return c.textContent; }),
+    images: all('img').map(function (i) { return i.getAttribute('src'); })
+  };
+  document.getElementById('out').textContent = JSON.stringify(out);
+});
+</script></body></html>"#,
+    )
+    .unwrap();
+    let chrome = |args: &[&str]| {
+        let out = Command::new(browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let url = |f: &str| format!("file://{}", copy.join(f).display());
+    let dom = chrome(&[
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        &url("measure.html"),
+    ]);
+    let start = dom.find("<pre id=\"out\">").expect("no result in the dumped DOM") + 14;
+    let json = &dom[start..start + dom[start..].find("</pre>").unwrap()];
+    let json = json
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    chrome(&[
+        &format!("--window-size=1280,{height}"),
+        &format!("--screenshot={}", screenshot.display()),
+        &url("report.html"),
+    ]);
+    assert!(
+        std::fs::metadata(screenshot).unwrap().len() > 10_000,
+        "empty screenshot"
+    );
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
+}

@@ -525,41 +525,57 @@ fn default_pipelines() -> anyhow::Result<Vec<PathBuf>> {
 
 /// The committed Parquet file of `STAGE[.TABLE]` for the pipeline's current key.
 pub fn table_path(p: &Pipeline, target: &str) -> anyhow::Result<PathBuf> {
-    let (stage, table) = match target.split_once('.') {
-        Some((s, t)) => (s, Some(t)),
-        None => (target, None),
-    };
-    let i = p
-        .index(stage)
-        .ok_or_else(|| crate::scheduler::unknown_stage(p, stage))?;
-    let s = &p.stages[i];
-    let table = match table {
-        Some(t) if s.prepared.outputs.iter().any(|o| o == t) => t.to_string(),
-        Some(t) => bail!(
-            "stage `{stage}` has no table `{t}`; it writes: {}",
-            s.prepared.outputs.join(", ")
-        ),
-        None if s.prepared.outputs.len() == 1 => s.prepared.outputs[0].clone(),
-        None => bail!(
-            "stage `{stage}` writes several tables; name one: {}",
-            s.prepared
-                .outputs
-                .iter()
-                .map(|t| format!("{stage}.{t}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
+    table_paths(p, &[target]).remove(0)
+}
+
+/// [`table_path`] of several targets, planning once.
+pub fn table_paths(p: &Pipeline, targets: &[&str]) -> Vec<anyhow::Result<PathBuf>> {
     let store = Store::new(&p.cache_dir);
-    let plans = plan(p, &store)?;
-    match (&plans[i].state, &plans[i].key) {
-        (State::Fresh, Some(key)) => Ok(store.entry_dir(key).join(format!("{table}.parquet"))),
-        _ => bail!(
-            "stage `{stage}` has no current result ({}); run `pipe run {} --until {stage}` first",
-            plans[i].reason(),
-            p.file.display()
-        ),
-    }
+    let plans = match plan(p, &store) {
+        Ok(plans) => plans,
+        Err(e) => {
+            let e = e.to_string();
+            return targets.iter().map(|_| Err(anyhow::anyhow!("{e}"))).collect();
+        }
+    };
+    targets
+        .iter()
+        .map(|target| {
+            let (stage, table) = match target.split_once('.') {
+                Some((s, t)) => (s, Some(t)),
+                None => (*target, None),
+            };
+            let i = p
+                .index(stage)
+                .ok_or_else(|| crate::scheduler::unknown_stage(p, stage))?;
+            let s = &p.stages[i];
+            let table = match table {
+                Some(t) if s.prepared.outputs.iter().any(|o| o == t) => t.to_string(),
+                Some(t) => bail!(
+                    "stage `{stage}` has no table `{t}`; it writes: {}",
+                    s.prepared.outputs.join(", ")
+                ),
+                None if s.prepared.outputs.len() == 1 => s.prepared.outputs[0].clone(),
+                None => bail!(
+                    "stage `{stage}` writes several tables; name one: {}",
+                    s.prepared
+                        .outputs
+                        .iter()
+                        .map(|t| format!("{stage}.{t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            match (&plans[i].state, &plans[i].key) {
+                (State::Fresh, Some(key)) => Ok(store.entry_dir(key).join(format!("{table}.parquet"))),
+                _ => bail!(
+                    "stage `{stage}` has no current result ({}); run `pipe run {} --until {stage}` first",
+                    plans[i].reason(),
+                    p.file.display()
+                ),
+            }
+        })
+        .collect()
 }
 
 fn print_report(

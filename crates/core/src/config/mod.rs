@@ -11,6 +11,9 @@
 //!     inputs: [match.pairs]
 //!     params: { keywords: stages/label/keywords.yaml }
 //!     resources: { cpu: 2, gpu: 0 }
+//!   train:
+//!     kind: train
+//!     matrix: { loss: [bce, asl] }   # optional; variants train@bce, train@asl (matrix.rs)
 //! ```
 //!
 //! Everything is checked before anything runs, and every problem found is reported at
@@ -19,6 +22,7 @@
 //! path) and files the params name that do not exist.
 
 pub mod locate;
+pub mod matrix;
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +74,8 @@ pub struct Pipeline {
     pub missing: Vec<Diagnostic>,
     /// Locations of the files that make up the pipeline, the file given first.
     sources: Vec<Locations>,
+    /// Each matrix variant's stage as written (`train@bce` → `train`), for locations.
+    origins: std::collections::HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +96,7 @@ struct RawStage {
     inputs: Option<Vec<String>>,
     params: Option<serde_yaml::Value>,
     resources: Option<Resources>,
+    matrix: Option<serde_yaml::Value>,
 }
 
 /// A file of the `extend` chain, parsed.
@@ -238,6 +245,10 @@ impl Pipeline {
                         if s.resources.is_some() {
                             m.resources = s.resources;
                         }
+                        // A matrix is replaced whole: merging value lists would surprise.
+                        if s.matrix.is_some() {
+                            m.matrix = s.matrix.clone();
+                        }
                         match (&mut m.params, &s.params) {
                             (Some(b), Some(t)) => merge_yaml(b, t),
                             (None, Some(t)) => m.params = Some(t.clone()),
@@ -257,8 +268,34 @@ impl Pipeline {
             dag: Dag::default(),
             missing: Vec::new(),
             sources: chain.into_iter().map(|l| l.locations).collect(),
+            origins: Default::default(),
         };
         let mut errors = Vec::new();
+        // Stage names as written are checked before matrix variants are named after them.
+        let invalid: Vec<String> = merged.keys().filter(|n| !valid_stage_name(n)).cloned().collect();
+        for name in &invalid {
+            errors.push(
+                Diagnostic::new(format!("stage name `{name}` may only use letters, digits, `_` and `-`"))
+                    .at(p.key_at(&format!("stages.{name}"))),
+            );
+            merged.shift_remove(name);
+        }
+        let merged = match matrix::expand(&merged) {
+            Ok((stages, origins)) => {
+                p.origins = origins;
+                stages
+            }
+            Err(e) => {
+                return Err(Diagnostics(vec![
+                    Diagnostic::new(format!(
+                        "stage `{}`: {}",
+                        e.path.split('.').nth(1).unwrap_or(""),
+                        e.message
+                    ))
+                    .at(p.value_at(&e.path).or(p.key_at(&e.path))),
+                ]));
+            }
+        };
         let mut missing = Vec::new();
         // The name is a directory of `cache/views/` and `cache/logs/`: no way out of it.
         if !p.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) || p.name.chars().all(|c| c == '.') {
@@ -274,13 +311,6 @@ impl Pipeline {
 
         for (name, raw) in &merged {
             let at = |sub: &str| p.value_at(&format!("stages.{name}{sub}"));
-            if !valid_stage_name(name) {
-                errors.push(
-                    Diagnostic::new(format!("stage name `{name}` may only use letters, digits, `_` and `-`"))
-                        .at(p.key_at(&format!("stages.{name}"))),
-                );
-                continue;
-            }
             let Some(kind_name) = &raw.kind else {
                 errors.push(
                     Diagnostic::new(format!("stage `{name}` has no `kind`"))
@@ -352,7 +382,8 @@ impl Pipeline {
             for (i, input) in s.inputs.iter().enumerate() {
                 let loc = p.value_at(&format!("stages.{}.inputs[{i}]", s.name));
                 match p.stages.iter().find(|u| u.name == input.stage) {
-                    None if merged.contains_key(&input.stage) => {} // that stage has its own error
+                    // That stage has its own error.
+                    None if merged.contains_key(&input.stage) || invalid.contains(&input.stage) => {}
                     None => errors.push(
                         Diagnostic::new(format!(
                             "stage `{}` takes input `{input}`, but there is no stage `{}`",
@@ -528,13 +559,37 @@ impl Pipeline {
         self.sources.iter().find(|l| l.has(path)).unwrap_or(&self.sources[0])
     }
 
+    /// The path as written in the files: a matrix variant's `stages.train@bce.params.x`
+    /// is `stages.train.params.x`, or `stages.train.matrix.x` when the matrix set it.
+    fn written(&self, path: &str) -> String {
+        let Some(rest) = path.strip_prefix("stages.") else {
+            return path.to_string();
+        };
+        let (stage, tail) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
+        let Some(origin) = self.origins.get(stage) else {
+            return path.to_string();
+        };
+        let path = format!("stages.{origin}{tail}");
+        if !self.source_for(&path).has(&path)
+            && let Some(param) = tail.strip_prefix(".params.")
+        {
+            let in_matrix = format!("stages.{origin}.matrix.{param}");
+            if self.source_for(&in_matrix).has(&in_matrix) {
+                return in_matrix;
+            }
+        }
+        path
+    }
+
     /// Where the value at a dotted path was written (the overriding file wins).
     pub fn value_at(&self, path: &str) -> Option<Location> {
-        self.source_for(path).value(path)
+        let path = self.written(path);
+        self.source_for(&path).value(&path)
     }
 
     pub fn key_at(&self, path: &str) -> Option<Location> {
-        self.source_for(path).key(path)
+        let path = self.written(path);
+        self.source_for(&path).key(&path)
     }
 
     /// A diagnostic about a stage, pointing at its definition.

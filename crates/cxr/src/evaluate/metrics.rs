@@ -232,6 +232,115 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if t >= 0.5 { b - diff * (1.0 - t) } else { a + diff * t }
 }
 
+/// Precision–recall curve points `(recall, precision, threshold)`, one per distinct
+/// score with thresholds decreasing (a sample positive when its score is >= the
+/// threshold): sklearn's `precision_recall_curve` read backwards, without its closing
+/// `(recall 0, precision 1)` point. Empty when there are no positives (recall undefined).
+pub fn pr_curve(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64, f64)> {
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "pr_curve: scores and labels differ in length"
+    );
+    let positives = labels.iter().filter(|&&l| l).count() as u64;
+    if positives == 0 {
+        return Vec::new();
+    }
+    let (order, ends) = tie_groups(scores, true);
+    let (mut tp, mut fp) = (0u64, 0u64);
+    let mut start = 0;
+    let mut points = Vec::with_capacity(ends.len());
+    for &end in &ends {
+        for &i in &order[start..end] {
+            if labels[i] {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+        }
+        points.push((
+            tp as f64 / positives as f64,
+            tp as f64 / (tp + fp) as f64,
+            scores[order[start]],
+        ));
+        start = end;
+    }
+    points
+}
+
+/// Average precision, sklearn's `average_precision_score`: Σ (Rₖ − Rₖ₋₁) Pₖ over the
+/// thresholds of [`pr_curve`] (the step-wise area, not the optimistic trapezoid). For a
+/// rare class it says more than AUC: a chest_wall at 5% has AP ≈ 0.05 by chance.
+/// `None` without positives.
+pub fn average_precision(scores: &[f64], labels: &[bool]) -> Option<f64> {
+    let curve = pr_curve(scores, labels);
+    if curve.is_empty() {
+        return None;
+    }
+    let mut previous = 0.0;
+    let mut ap = 0.0;
+    for &(recall, precision, _) in &curve {
+        ap += (recall - previous) * precision;
+        previous = recall;
+    }
+    Some(ap)
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CalibrationBin {
+    /// The bin's probability range (lower, upper].
+    pub lower: f64,
+    pub upper: f64,
+    pub count: u64,
+    /// Mean predicted probability of its samples (NaN when empty).
+    pub mean_probability: f64,
+    /// Share of positives among its samples (NaN when empty).
+    pub positive_rate: f64,
+}
+
+/// Reliability diagram over `bins` equal-width bins of [0, 1], binned as sklearn's
+/// `calibration_curve(strategy="uniform")` does (edges `i · (1/bins)` as numpy's
+/// linspace makes them; a probability on an inner edge belongs to the lower bin), with
+/// the expected calibration error: Σ (countᵦ / n) · |positive rateᵦ − mean probabilityᵦ|
+/// (Guo et al. 2017). The ECE is NaN when there are no samples.
+pub fn calibration(scores: &[f64], labels: &[bool], bins: usize) -> (Vec<CalibrationBin>, f64) {
+    assert_eq!(
+        scores.len(),
+        labels.len(),
+        "calibration: scores and labels differ in length"
+    );
+    assert!(bins > 0, "calibration: no bins");
+    let step = 1.0 / bins as f64;
+    let edge = |i: usize| if i == bins { 1.0 } else { i as f64 * step };
+    let (mut count, mut sum, mut positives) = (vec![0u64; bins], vec![0.0f64; bins], vec![0u64; bins]);
+    for (&s, &l) in scores.iter().zip(labels) {
+        // numpy.searchsorted(inner edges, s, side="left"): the inner edges below s.
+        let b = (1..bins).take_while(|&i| edge(i) < s).count();
+        count[b] += 1;
+        sum[b] += s;
+        positives[b] += u64::from(l);
+    }
+    let n = scores.len() as f64;
+    let mut ece = 0.0;
+    let out = (0..bins)
+        .map(|b| {
+            let (mean, rate) = (sum[b] / count[b] as f64, positives[b] as f64 / count[b] as f64);
+            if count[b] > 0 {
+                ece += count[b] as f64 / n * (rate - mean).abs();
+            }
+            CalibrationBin {
+                lower: edge(b),
+                upper: edge(b + 1),
+                count: count[b],
+                mean_probability: mean,
+                positive_rate: rate,
+            }
+        })
+        .collect();
+    (out, if scores.is_empty() { f64::NAN } else { ece })
+}
+
 /// A point estimate with its bootstrap 95% interval. `low` and `high` are NaN when no
 /// replicate could be computed (no replicates asked, no samples, or — for AUC — no
 /// replicate with both classes).
@@ -537,7 +646,24 @@ def binary(c):
             "precision": num(m.precision_score(y, p, zero_division=0)),
             "accuracy": num(m.accuracy_score(y, p)),
         })
-    return {
+    out = {}
+    if y.sum() > 0:
+        prec, rec, pthr = m.precision_recall_curve(y, s)
+        out["ap"] = num(m.average_precision_score(y, s))
+        out["pr"] = [[num(r), num(p), num(t)] for r, p, t in zip(rec[:-1], prec[:-1], pthr)]
+    if len(s):
+        from sklearn.calibration import calibration_curve
+        frac, mean = calibration_curve(y, s, n_bins=10, strategy="uniform")
+        out["calibration"] = [[num(a), num(b)] for a, b in zip(frac, mean)]
+        # ECE by hand with numpy: sklearn has none.
+        ids = np.searchsorted(np.linspace(0.0, 1.0, 11)[1:-1], s)
+        ece = 0.0
+        for b in range(10):
+            sel = ids == b
+            if sel.any():
+                ece += sel.sum() / len(s) * abs(y[sel].mean() - s[sel].mean())
+        out["ece"] = num(ece)
+    return out | {
         "auc": num(m.roc_auc_score(y, s)) if len(set(y.tolist())) == 2 else None,
         "roc": [[num(a), num(b), num(t)] for a, b, t in zip(fpr, tpr, thr)],
         "best_f1_threshold": num(best[1]),
@@ -704,6 +830,40 @@ json.dump([ops[c["op"]](c) for c in json.load(sys.stdin)], sys.stdout)
                     }
                 }
             }
+            // Precision–recall: sklearn's points run by increasing threshold.
+            match r.get("ap") {
+                Some(ap) => {
+                    diffs.check(
+                        &format!("average_precision ({name})"),
+                        average_precision(s, l).unwrap(),
+                        ap,
+                    );
+                    let curve = pr_curve(s, l);
+                    let theirs = r["pr"].as_array().unwrap();
+                    assert_eq!(curve.len(), theirs.len(), "{name}: PR points");
+                    for (k, (&(recall, precision, t), p)) in curve.iter().zip(theirs.iter().rev()).enumerate() {
+                        diffs.check(&format!("pr_recall ({name}, point {k})"), recall, &p[0]);
+                        diffs.check(&format!("pr_precision ({name}, point {k})"), precision, &p[1]);
+                        diffs.check(&format!("pr_threshold ({name}, point {k})"), t, &p[2]);
+                    }
+                }
+                None => assert!(average_precision(s, l).is_none() && pr_curve(s, l).is_empty(), "{name}"),
+            }
+            // Reliability: sklearn lists the non-empty bins only.
+            let (bins, ece) = calibration(s, l, 10);
+            assert_eq!(bins.iter().map(|b| b.count).sum::<u64>() as usize, s.len());
+            let full: Vec<&CalibrationBin> = bins.iter().filter(|b| b.count > 0).collect();
+            let theirs = r["calibration"].as_array().unwrap();
+            assert_eq!(full.len(), theirs.len(), "{name}: calibration bins");
+            for (k, (b, t)) in full.iter().zip(theirs).enumerate() {
+                diffs.check(&format!("calibration_rate ({name}, bin {k})"), b.positive_rate, &t[0]);
+                diffs.check(
+                    &format!("calibration_mean ({name}, bin {k})"),
+                    b.mean_probability,
+                    &t[1],
+                );
+            }
+            diffs.check(&format!("ece ({name})"), ece, &r["ece"]);
             diffs.check(
                 &format!("best_f1_threshold ({name})"),
                 best_f1_threshold(s, l),

@@ -312,8 +312,24 @@ fn legend(c: &Curve) -> String {
     s
 }
 
-/// ROC curves of several classes in one 800×800 panel, with the chance diagonal.
-pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()> {
+/// A square unit chart: the axes' descriptions, a dashed reference line, and where the
+/// legend goes (where the curves usually are not).
+struct UnitChart<'a> {
+    x_desc: &'a str,
+    y_desc: &'a str,
+    reference: Option<(&'a str, [(f64, f64); 2])>,
+    legend_at: SeriesLabelPosition,
+}
+
+/// Lines in the unit square (one per class), 800×800: ROC, precision–recall and
+/// reliability diagrams share it. `series` is (legend text, points); points that are not
+/// finite are left out.
+fn unit_chart(
+    path: &Path,
+    title: &str,
+    chart_of: UnitChart<'_>,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> anyhow::Result<()> {
     let f = font();
     render(path, ROC_SIZE, |root| {
         root.fill(&WHITE).map_err(err)?;
@@ -326,8 +342,8 @@ pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()>
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("1 − specificity (false positive rate)")
-            .y_desc("sensitivity (true positive rate)")
+            .x_desc(chart_of.x_desc)
+            .y_desc(chart_of.y_desc)
             .axis_desc_style((f, 20).into_font().color(&DARK))
             .label_style((f, 16).into_font().color(&DARK))
             .bold_line_style(GRID)
@@ -339,20 +355,21 @@ pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()>
             .y_label_formatter(&|v| format!("{v:.1}"))
             .draw()
             .map_err(err)?;
-        chart
-            .draw_series(DashedLineSeries::new(
-                [(0.0, 0.0), (1.0, 1.0)],
-                8,
-                6,
-                RGBColor(150, 150, 150).stroke_width(1),
-            ))
-            .map_err(err)?
-            .label("chance")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 10, y)], RGBColor(150, 150, 150).stroke_width(1)));
-        for (i, c) in curves.iter().enumerate() {
+        if let Some((name, line)) = chart_of.reference {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    line,
+                    8,
+                    6,
+                    RGBColor(150, 150, 150).stroke_width(1),
+                ))
+                .map_err(err)?
+                .label(name)
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 10, y)], RGBColor(150, 150, 150).stroke_width(1)));
+        }
+        for (i, (label, points)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
-            let points = c
-                .points
+            let points = points
                 .iter()
                 .copied()
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
@@ -360,12 +377,12 @@ pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()>
             chart
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(err)?
-                .label(legend(c))
+                .label(label)
                 .legend(move |(x, y)| PathElement::new([(x - 4, y), (x + 14, y)], color.stroke_width(3)));
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(chart_of.legend_at)
             .margin(16)
             .legend_area_size(28)
             .label_font((f, 17).into_font().color(&DARK))
@@ -375,6 +392,84 @@ pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()>
             .map_err(err)?;
         Ok(())
     })
+}
+
+/// ROC curves of several classes in one 800×800 panel, with the chance diagonal.
+pub fn roc_png(path: &Path, title: &str, curves: &[Curve]) -> anyhow::Result<()> {
+    let series: Vec<(String, Vec<(f64, f64)>)> = curves.iter().map(|c| (legend(c), c.points.clone())).collect();
+    let chart = UnitChart {
+        x_desc: "1 − specificity (false positive rate)",
+        y_desc: "sensitivity (true positive rate)",
+        reference: Some(("chance", [(0.0, 0.0), (1.0, 1.0)])),
+        legend_at: SeriesLabelPosition::LowerRight,
+    };
+    unit_chart(path, title, chart, &series)
+}
+
+/// One class's precision–recall curve: `points` are (recall, precision).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrCurve {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    /// Average precision (`None` without positives).
+    pub average_precision: Option<f64>,
+    /// Share of positives: the AP of a classifier that guesses.
+    pub prevalence: f64,
+}
+
+/// Precision–recall curves, 800×800, drawn as steps (precision holds until the next
+/// threshold), each legend with the class's AP and its prevalence (AP by chance).
+pub fn pr_png(path: &Path, title: &str, curves: &[PrCurve]) -> anyhow::Result<()> {
+    let series: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|c| {
+            let mut steps = Vec::with_capacity(2 * c.points.len() + 1);
+            if let Some(&(_, p)) = c.points.first() {
+                steps.push((0.0, p));
+            }
+            let mut last_recall = 0.0;
+            for &(r, p) in &c.points {
+                steps.push((last_recall, p));
+                steps.push((r, p));
+                last_recall = r;
+            }
+            let ap = c.average_precision.map_or_else(|| "–".to_string(), num);
+            (format!("{}  AP {ap} (chance {})", c.label, num(c.prevalence)), steps)
+        })
+        .collect();
+    let chart = UnitChart {
+        x_desc: "recall (sensitivity)",
+        y_desc: "precision (positive predictive value)",
+        reference: None,
+        legend_at: SeriesLabelPosition::LowerLeft,
+    };
+    unit_chart(path, title, chart, &series)
+}
+
+/// One class's reliability diagram: `points` are (mean predicted probability, share of
+/// positives) of the non-empty bins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reliability {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    /// Expected calibration error.
+    pub ece: f64,
+}
+
+/// Reliability diagrams of the classes in one 800×800 panel, with the diagonal of a
+/// perfectly calibrated model.
+pub fn calibration_png(path: &Path, title: &str, curves: &[Reliability]) -> anyhow::Result<()> {
+    let series: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|c| (format!("{}  ECE {}", c.label, num(c.ece)), c.points.clone()))
+        .collect();
+    let chart = UnitChart {
+        x_desc: "mean predicted probability (10 bins)",
+        y_desc: "share of positives",
+        reference: Some(("perfectly calibrated", [(0.0, 0.0), (1.0, 1.0)])),
+        legend_at: SeriesLabelPosition::UpperLeft,
+    };
+    unit_chart(path, title, chart, &series)
 }
 
 /// The step axis: from 0 (where training starts; lower if steps are negative) to the
@@ -962,12 +1057,87 @@ mod tests {
             specificity: (0.9, 0.88, 0.92),
             precision: (0.64, 0.58, 0.7),
             accuracy: (0.88, 0.86, 0.9),
+            average_precision: Some(auc - 0.35),
+            ece: 0.042,
             support: 1240,
             positives: 97,
+        };
+        use crate::evaluate::report::{ConfusionMatrix, FunnelStep, SplitTable};
+        let pr: Vec<PrCurve> = realistic
+            .iter()
+            .enumerate()
+            .map(|(k, c)| PrCurve {
+                label: c.label.clone(),
+                points: (1..=40)
+                    .map(|i| {
+                        let r = i as f64 / 40.0;
+                        (r, (0.95 - 0.6 * r.powf(1.5 + k as f64 * 0.3)).max(0.05))
+                    })
+                    .collect(),
+                average_precision: Some(0.7 - 0.08 * k as f64),
+                prevalence: 0.05 + 0.04 * k as f64,
+            })
+            .collect();
+        pr_png(&dir.join("pr.png"), "Precision–recall on test (1,240 images)", &pr).unwrap();
+        let rel: Vec<Reliability> = realistic
+            .iter()
+            .enumerate()
+            .map(|(k, c)| Reliability {
+                label: c.label.clone(),
+                points: (0..10)
+                    .map(|b| {
+                        let x = 0.05 + b as f64 / 10.0;
+                        (x, (x + 0.05 * (k as f64 - 2.0) * x * (1.0 - x) * 4.0).clamp(0.0, 1.0))
+                    })
+                    .collect(),
+                ece: 0.02 + 0.01 * k as f64,
+            })
+            .collect();
+        calibration_png(&dir.join("calibration.png"), "Reliability on test (1,240 images)", &rel).unwrap();
+        let step = |step: &str, count: u64, source: &str| FunnelStep {
+            step: step.into(),
+            count,
+            source: source.into(),
         };
         let html = crate::evaluate::report::report_html(&crate::evaluate::report::Report {
             title: "evaluate `eval`: `train` (densenet-tiny)".into(),
             subtitle: "1240 images of part `test`, best checkpoint".into(),
+            warnings: vec!["Optimistic numbers: the scored part `validation` also chose the best checkpoint (train's validation part). They overstate what the model will do on new patients; this was asked for with score_tuned_part: true.".into()],
+            funnel: vec![
+                step("PACS files", 12376, "collect.dicoms + collect.rejects"),
+                step("readable DICOM", 12301, "collect.dicoms"),
+                step("PA chest", 10847, "filter.kept"),
+                step("matched to a report", 10002, "match.pairs"),
+                step("labelled", 10002, "label.labels"),
+                step("converted images", 9998, "convert.images"),
+                step("in the split (labelled, with an image)", 9998, "split.split"),
+                step("part train", 6999, "split.split"),
+                step("part validation", 1000, "split.split"),
+                step("part test", 1999, "split.split"),
+            ],
+            split: Some(SplitTable {
+                parts: vec!["train".into(), "validation".into(), "test".into(), "all".into()],
+                patients: vec![5210, 744, 1489, 7443],
+                images: vec![6999, 1000, 1999, 9998],
+                positives: names.iter().map(|n| (n.to_string(), vec![350, 50, 100, 500])).collect(),
+            }),
+            confusion: names
+                .iter()
+                .map(|n| ConfusionMatrix {
+                    label: n.to_string(),
+                    threshold: 0.42,
+                    tp: 80,
+                    fp: 41,
+                    tn: 1102,
+                    fn_: 17,
+                })
+                .collect(),
+            provenance: vec![
+                ("pipe version".into(), "0.1.0".into()),
+                ("cache key".into(), "3f2a…".into()),
+                ("input split.split".into(), "9998 rows, content 8e1f0c7d2b9a4e6f8e1f0c7d2b9a4e6f8e1f0c7d2b9a4e6f8e1f0c7d2b9a4e6f, entry 1a2b3c4d5e6f70811a2b3c4d5e6f70811a2b3c4d5e6f70811a2b3c4d5e6f7081".into()),
+                ("params".into(), "{\n  \"bootstrap\": 3000,\n  \"part\": \"test\"\n}".into()),
+            ],
             rows: names
                 .iter()
                 .zip(&realistic)
@@ -976,9 +1146,11 @@ mod tests {
                 .collect(),
             images: vec![
                 ("roc.png".into(), "ROC curves per class".into()),
-                ("history.png".into(), "training curves of `train`".into()),
+                ("pr.png".into(), "Precision–recall curves".into()),
+                ("calibration.png".into(), "Reliability diagram".into()),
                 ("gradcam/cam-1.png".into(), "cardiomegaly".into()),
                 ("gradcam/cam-2.png".into(), "pleural effusion".into()),
+                ("history.png".into(), "training curves of `train`".into()),
             ],
             notes: vec!["95% intervals: bootstrap, 3000 replicates, seed 0".into()],
         });

@@ -3,7 +3,8 @@
 //! Loads each input model's checkpoint, predicts the evaluated part (and the threshold
 //! part when `best_f1` thresholds come from another one) in batches, averaging the
 //! sigmoid probabilities over test-time augmentations and over the models, computes the
-//! Grad-CAM maps of the chosen images with the first model, and hands everything to
+//! Grad-CAM maps of the chosen images (confident positives, false positives, false
+//! negatives) with the first model, and hands everything to
 //! [`pipe_cxr::evaluate::finish`] for the tables, pictures and report.
 
 use anyhow::Context as _;
@@ -12,7 +13,7 @@ use tch::nn::ModuleT;
 use tch::{Device as TDevice, Kind, Tensor, nn};
 
 use pipe_core::stage::Context;
-use pipe_cxr::evaluate::{self, Cam, Model, Params, Threshold};
+use pipe_cxr::evaluate::{self, Cam, CamGroup, Model, Params, Threshold};
 use pipe_cxr::examples::Example;
 use pipe_cxr::pixels::load_png;
 
@@ -124,6 +125,7 @@ fn grad_cam(m: &Loaded, image: &Tensor, class: usize) -> anyhow::Result<Cam> {
     Ok(Cam {
         example: 0,
         class,
+        group: CamGroup::Positive,
         width: w,
         height: h,
         values: Vec::<f32>::try_from(cam.view([-1]))?,
@@ -138,6 +140,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     let labels = models[0].labels.clone();
     let classes = labels.len();
     let mut by_part = evaluate::parts(ctx, &labels)?;
+    let split = evaluate::split_table(&by_part, &labels);
     let examples = evaluate::take_part(&mut by_part, &p.part)?;
     let loaded = models
         .iter()
@@ -180,12 +183,20 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
 
     ctx.progress.set_message("Grad-CAM, metrics, plots");
     let mut cams = Vec::new();
-    for (i, c) in evaluate::gradcam_picks(&probs, &truth, p.gradcam) {
+    for (i, c, group) in evaluate::cam_picks(&probs, &truth, &thresholds, p.gradcam) {
         let x = batch(&pool, &examples[i..=i], loaded[0].size)?.to_device(device);
         let mut cam = grad_cam(&loaded[0], &x, c)?;
         cam.example = i;
+        cam.group = group;
         cams.push(cam);
     }
-    evaluate::finish(ctx, &p, &models, &examples, &probs, &thresholds, &cams)?;
+    let scored = evaluate::Scored {
+        examples: &examples,
+        probs: &probs,
+        thresholds: &thresholds,
+        cams: &cams,
+        split: &split,
+    };
+    evaluate::finish(ctx, &p, &models, &scored)?;
     Ok(used)
 }
