@@ -1,5 +1,5 @@
 //! From the synthetic hospital to a split dataset: label → convert → split, with the
-//! paper's 7/3 stratified, patient-level split.
+//! stratified, patient-level train/validation/test split of pipelines/phutho.yaml.
 
 mod common;
 use common::*;
@@ -46,7 +46,7 @@ fn split_keeps_patients_together_and_class_rates_within_two_points() {
         );
     }
     let parts: BTreeSet<&str> = part_of_sop.values().map(String::as_str).collect();
-    assert_eq!(parts, BTreeSet::from(["train", "validation"]));
+    assert_eq!(parts, BTreeSet::from(["train", "validation", "test"]));
 
     for label in ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"] {
         let col = labels.column_by_name(label).unwrap().as_boolean();
@@ -62,8 +62,10 @@ fn split_keeps_patients_together_and_class_rates_within_two_points() {
         }
         let (all_pos, all_n) = pos["all"];
         let rate = all_pos as f64 / all_n as f64;
-        for part in ["train", "validation"] {
+        for (part, ratio) in [("train", 0.7), ("validation", 0.1), ("test", 0.2)] {
             let (pp, n) = pos[part];
+            let share = n as f64 / all_n as f64;
+            assert!((share - ratio).abs() < 0.01, "{part} share {share}");
             let part_rate = pp as f64 / n as f64;
             let within_two_points = (part_rate - rate).abs() <= 0.02;
             let within_one_example = (pp as f64 - rate * n as f64).abs() <= 1.0;
@@ -72,12 +74,10 @@ fn split_keeps_patients_together_and_class_rates_within_two_points() {
                 "{label} in {part}: {part_rate:.4} vs {rate:.4}"
             );
         }
-        let share = pos["train"].1 as f64 / all_n as f64;
-        assert!((share - 0.7).abs() < 0.01, "train share {share}");
     }
     // split_stats is the paper's Table 2: counts per class and part add up.
     let stats = read("split.split_stats");
-    assert_eq!(stats.num_rows(), 5 * 3);
+    assert_eq!(stats.num_rows(), 5 * 4);
 }
 
 /// Real archives hold resent instances: the same DICOM under a second name (one SOP
