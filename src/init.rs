@@ -43,9 +43,11 @@ const FILES: &[(&str, &str)] = &[
         "stages/parse/chest_services.txt",
         include_str!("../stages/parse/chest_services.txt"),
     ),
+    ("stages/qc/verdicts.csv", include_str!("../stages/qc/verdicts.csv")),
 ];
 
-const GITIGNORE: &str = "# pipe's cache: results are rebuilt from the pipeline and the data.\n/cache/\n";
+const GITIGNORE: &str = "# pipe's cache: results are rebuilt from the pipeline and the data.\n/cache/\n\
+# `pipe review` queues: thumbnails and reports of patients, not for version control.\n/review/\n";
 
 /// Write the project into `dir` (created if missing; refused if it already holds one).
 pub fn init(dir: &Path, pacs: &str, his: &str, out: &mut impl Write) -> anyhow::Result<()> {

@@ -48,6 +48,9 @@ enum Cmd {
         /// What an uncertain label counts as, in the truth and in the labeller's output.
         #[arg(long, value_enum, default_value = "positive")]
         uncertain: UncertainArg,
+        /// Also write the disagreements as an HTML page (the review queues' layout).
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Every evaluate stage's metrics in one table, with 95% intervals (each variant of
     /// a `matrix:` sweep a line), or `pipe metrics diff A B`: two results metric by
@@ -60,6 +63,24 @@ enum Cmd {
         /// The label to show (`macro`, or a class such as `cardiac`).
         #[arg(long, default_value = "macro")]
         label: String,
+    },
+    /// A review queue as a CSV to fill in beside an HTML page to read it by — `match`
+    /// (images with several candidate reports), `label` (descriptions the labeller
+    /// cannot read), `qc` (the qc stage's current round) — or, with --apply, a filled
+    /// CSV put back where the stages read answers (resolutions, overrides, QC verdicts).
+    Review {
+        /// [FILE] QUEUE: the pipeline file may be left out.
+        #[arg(required = true, num_args = 1..=2, value_names = ["FILE", "QUEUE"])]
+        args: Vec<String>,
+        /// Where the files go (default: review/<pipeline>/ under the pipeline root).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A filled CSV of this queue to apply.
+        #[arg(long)]
+        apply: Option<PathBuf>,
+        /// The stage whose queue (default: the pipeline's only stage of that kind).
+        #[arg(long)]
+        stage: Option<String>,
     },
     /// Write a deterministic synthetic hospital (PACS DICOM, HIS XML, ground truth).
     Synth {
@@ -140,6 +161,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             descriptions: Some(csv),
             root,
             uncertain,
+            html,
             ..
         } => {
             use pipe_cxr::label::{Labeller, Params, Uncertain};
@@ -167,6 +189,28 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             for d in &r.reviews {
                 writeln!(out, "review   {d}")?;
             }
+            if let Some(page) = html {
+                let title = format!("label-eval: {}", csv.display());
+                std::fs::write(
+                    &page,
+                    pipe_cxr::review::disagreements_page(&title, &r.disagreements, &r.reviews),
+                )
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", page.display()))?;
+                writeln!(out, "page: {}", page.display())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Review {
+            mut args,
+            out: dir,
+            apply,
+            stage,
+        } => {
+            let queue = args.pop().expect("clap requires the queue");
+            let file = pipe_core::cli::pipeline_file(args.pop().map(PathBuf::from))?;
+            let p = pipe_core::cli::load(&file, &kinds)?;
+            let text = pipe_cxr::review::run(&p, &queue, dir.as_deref(), apply.as_deref(), stage.as_deref())?;
+            write!(out, "{text}")?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Metrics { args, label } => {
@@ -197,7 +241,13 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             write!(out, "{}", compare::show(&metrics_of(&file, &kinds)?, &label))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::LabelEval { file, truth, stage, .. } => {
+        Cmd::LabelEval {
+            file,
+            truth,
+            stage,
+            html,
+            ..
+        } => {
             let truth = truth.expect("clap requires --truth without --descriptions");
             let file = pipe_core::cli::pipeline_file(file)?;
             let p = pipe_core::cli::load(&file, &kinds)?;
@@ -226,8 +276,15 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let s = p.index(&stage).map(|i| &p.stages[i]);
             if let Some(input) = s.and_then(|s| s.inputs.first()) {
                 let pairs = pipe_core::cli::table_path(&p, &input.to_string())?;
-                for d in pipe_cxr::label::disagreements(&path, &pairs, &truth_labels)? {
+                let found = pipe_cxr::label::disagreements(&path, &pairs, &truth_labels)?;
+                for d in &found {
                     writeln!(out, "disagree {d}")?;
+                }
+                if let Some(page) = html {
+                    let title = format!("label-eval: {} against {}", stage, truth.display());
+                    std::fs::write(&page, pipe_cxr::review::disagreements_page(&title, &found, &[]))
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", page.display()))?;
+                    writeln!(out, "page: {}", page.display())?;
                 }
             }
             Ok(ExitCode::SUCCESS)

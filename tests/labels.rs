@@ -265,6 +265,44 @@ fn the_development_set_is_decided_and_labelled_right() {
     eprintln!("{out}");
 }
 
+/// `label-eval --html` writes the disagreements and reviews on a page laid out like the
+/// review queues'.
+#[test]
+fn label_eval_writes_its_disagreements_as_a_page() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = Project::new();
+    p.write(
+        "hand.csv",
+        "id,description,chest_wall,pleura,parenchyma,cardiac,abnormal\n\
+         a,Tràn dịch màng phổi phải lượng ít.,0,0,0,0,0\n\
+         b,\"Bóng tim to, chỉ số tim ngực 0,6.\",0,0,0,1,1\n\
+         c,Xyzzy plugh <b>.,0,0,0,0,0\n",
+    );
+    let page = p.path("eval.html");
+    let run = p
+        .pipe(&[
+            "label-eval",
+            "--descriptions",
+            &p.path("hand.csv").display().to_string(),
+            "--root",
+            &repo.display().to_string(),
+            "--html",
+            &page.display().to_string(),
+        ])
+        .ok();
+    assert!(run.stdout.contains("page: "), "{}", run.stdout);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<h2>Disagreements (1)</h2>"), "{html}");
+    assert!(
+        html.contains("Tràn dịch màng phổi phải") && html.contains("pleura want"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<h2>Left for review (1)</h2>") && html.contains("Xyzzy plugh &lt;b&gt;"),
+        "{html}"
+    );
+}
+
 /// The synthetic hospital's report writer and the labeller share nothing: the writer's
 /// crate never names the labeller's resources, and none of its sentences is one of the
 /// labeller's normal templates (the labeller is tested on text it was not built from).

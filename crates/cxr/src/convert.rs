@@ -319,14 +319,7 @@ pub fn to_u8(v: f32) -> u8 {
 fn encode(p: &Params, pixels: &[u8], size: usize) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     match p.format {
-        Format::Png => {
-            let mut enc = png::Encoder::new(&mut out, size as u32, size as u32);
-            enc.set_color(png::ColorType::Grayscale);
-            enc.set_depth(png::BitDepth::Eight);
-            let mut w = enc.write_header()?;
-            w.write_image_data(pixels)?;
-            w.finish()?;
-        }
+        Format::Png => out = pixels::png_gray(pixels, size, size)?,
         Format::Jpeg => {
             let side = u16::try_from(size)?;
             jpeg_encoder::Encoder::new(&mut out, p.jpeg_quality).encode(

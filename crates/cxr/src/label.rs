@@ -776,6 +776,21 @@ impl Labeller {
 
     /// Label one description.
     pub fn label(&self, description: &str) -> Outcome {
+        self.read(description, false)
+    }
+
+    /// What the sections the labeller can read say, even when others are unexplained
+    /// (the suggestion shown in the label review queue); `None` for an empty text.
+    pub fn suggest(&self, description: &str) -> Option<([State; 5], [String; 5])> {
+        match self.read(description, true) {
+            Outcome::Decided { labels, by, .. } => Some((labels, by)),
+            Outcome::Review { .. } => None,
+        }
+    }
+
+    /// [`Labeller::label`]; with `partial`, the evidence of the readable clauses even
+    /// when some are not.
+    fn read(&self, description: &str, partial: bool) -> Outcome {
         let t = self.normalize(description);
         let secs = sections(&t.folded);
         if secs.is_empty() {
@@ -856,7 +871,7 @@ impl Labeller {
                 unexplained.push(t.chars[start..end].iter().collect::<String>().trim().to_string());
             }
         }
-        if !unexplained.is_empty() {
+        if !unexplained.is_empty() && !partial {
             return Outcome::Review { unexplained };
         }
         evidence.outcome()
@@ -1450,7 +1465,7 @@ pub struct LabelledDescription {
 /// labels 1 / 0 / u (uncertain); quoted fields may hold commas and newlines (RFC 4180).
 pub fn read_labelled_descriptions(path: &std::path::Path) -> anyhow::Result<Vec<LabelledDescription>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let records = csv_records(&text);
+    let records = crate::csv::records(&text);
     let mut rows = records.into_iter();
     let header = rows.next().unwrap_or_default();
     let col = |name: &str| {
@@ -1488,38 +1503,6 @@ pub fn read_labelled_descriptions(path: &std::path::Path) -> anyhow::Result<Vec<
         });
     }
     Ok(out)
-}
-
-/// RFC 4180 records: fields separated by commas, quoted ones may hold commas, newlines
-/// and doubled quotes.
-fn csv_records(text: &str) -> Vec<Vec<String>> {
-    let mut records = Vec::new();
-    let (mut record, mut field) = (Vec::new(), String::new());
-    let mut chars = text.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') if field.is_empty() => quoted = true,
-            (false, ',') => record.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                record.push(std::mem::take(&mut field));
-                records.push(std::mem::take(&mut record));
-            }
-            (false, '\r') => {}
-            (false, c) => field.push(c),
-        }
-    }
-    if !field.is_empty() || !record.is_empty() {
-        record.push(field);
-        records.push(record);
-    }
-    records
 }
 
 /// The labeller on hand-labelled descriptions: how many it decides, per-class scores

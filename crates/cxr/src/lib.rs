@@ -13,6 +13,7 @@ use pipe_core::stage::{Kind, KindOf};
 pub mod charset;
 pub mod collect;
 pub mod convert;
+pub mod csv;
 pub mod dicom_scan;
 pub mod evaluate;
 pub mod examples;
@@ -22,6 +23,8 @@ pub mod label;
 pub mod matching;
 pub mod parse;
 pub mod pixels;
+pub mod qc;
+pub mod review;
 pub mod split;
 pub mod torch_check;
 pub mod train;
@@ -78,6 +81,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<label::Label>(PhantomData),
     &KindOf::<convert::Convert>(PhantomData),
     &KindOf::<split::Split>(PhantomData),
+    &KindOf::<qc::Qc>(PhantomData),
     &KindOf::<train::Train>(PhantomData),
     &KindOf::<evaluate::Evaluate>(PhantomData),
     &KindOf::<torch_check::TorchCheck>(PhantomData),

@@ -568,6 +568,23 @@ pub fn letterbox(img: &Gray, size: usize) -> Gray {
     }
 }
 
+/// An 8-bit greyscale PNG of `pixels` (row-major, `width`×`height`).
+pub fn png_gray(pixels: &[u8], width: usize, height: usize) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(
+        pixels.len() == width * height,
+        "{} pixels for {width}×{height}",
+        pixels.len()
+    );
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, u32::try_from(width)?, u32::try_from(height)?);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header()?;
+    w.write_image_data(pixels)?;
+    w.finish()?;
+    Ok(out)
+}
+
 /// An 8-bit (or 16-bit) PNG as grey values in [0, 1], resized to `size`×`size`
 /// (bilinear, [`resize`]) when it has another size.
 pub fn load_png(path: &Path, size: usize) -> anyhow::Result<Vec<f32>> {

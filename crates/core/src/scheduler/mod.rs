@@ -450,8 +450,28 @@ impl<'p> RunState<'p> {
         let name = &self.p.stages[i].name;
         match result {
             Ok(o) => {
-                if let Outcome::Ran { seconds, device, .. } = &o {
+                if let Outcome::Ran {
+                    seconds,
+                    device,
+                    counters,
+                    ..
+                } = &o
+                {
                     reporter.println(&format!("[{name}] done in {seconds:.1}s"));
+                    // By convention a `*_unused` counter counts what the user supplied
+                    // that matched nothing (an answer for an unknown image): say so.
+                    let table = self.p.stages[i]
+                        .prepared
+                        .outputs
+                        .first()
+                        .map_or(String::new(), |t| format!(".{t}"));
+                    for (counter, n) in counters.iter().filter(|(c, n)| c.ends_with("_unused") && **n > 0) {
+                        self.warnings.push(format!(
+                            "stage `{name}`: {counter}={n}: given but matching nothing; its log names them: \
+                             $(dirname $(pipe path {} {name}{table}))/log.txt",
+                            self.p.file.display()
+                        ));
+                    }
                     // Only a stage that ran can have run on the CPU instead.
                     if self.p.stages[i].resources.gpu > 0 && device == "cpu" {
                         self.warnings.push(format!(

@@ -111,7 +111,7 @@ pub fn escape(s: &str) -> String {
 
 /// A relative file name as a URL path: bytes other than unreserved ones and `/`
 /// percent-encoded (UTF-8), so any label survives in `src` and `href`.
-fn url(path: &str) -> String {
+pub fn url(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
