@@ -327,22 +327,36 @@ pub fn normalize_description(s: &str) -> String {
         .join("\n")
 }
 
+/// The resolutions file: CSV with `sop_instance_uid` and `report_id` (by header when it
+/// has one, else the first two fields; other columns, such as who answered, are kept
+/// out of the way); `#` lines are comments.
 fn load_resolutions(path: &std::path::Path) -> anyhow::Result<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read resolutions {}", path.display()))?;
     let mut out = HashMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || (n == 0 && line.starts_with("sop_instance_uid")) {
+    let (mut sop_at, mut report_at) = (0, 1);
+    for (n, record) in crate::csv::records(&text).iter().enumerate() {
+        let field = |i: usize| crate::csv::get(record, i);
+        if record.iter().all(|f| f.trim().is_empty()) || field(0).starts_with('#') {
             continue;
         }
-        let Some((sop, report)) = line.split_once(',') else {
+        if n == 0 && record.iter().any(|f| f.trim() == "sop_instance_uid") {
+            let at = |name: &str| record.iter().position(|f| f.trim() == name);
+            (sop_at, report_at) = match (at("sop_instance_uid"), at("report_id")) {
+                (Some(s), Some(r)) => (s, r),
+                _ => bail!("{}: the header names no `report_id` column", path.display()),
+            };
+            continue;
+        }
+        let (sop, report) = (field(sop_at), field(report_at));
+        if sop.is_empty() || report.is_empty() {
             bail!(
-                "{}:{}: expected `sop_instance_uid,report_id`, got {line:?}",
+                "{}: record {}: expected `sop_instance_uid,report_id`, got {:?}",
                 path.display(),
-                n + 1
+                n + 1,
+                record.join(",")
             );
-        };
-        out.insert(sop.trim().to_string(), report.trim().to_string());
+        }
+        out.insert(sop.to_string(), report.to_string());
     }
     Ok(out)
 }
@@ -527,4 +541,29 @@ pub fn match_all(
         images,
         unmatched_reports,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolutions_by_header_with_columns_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.csv");
+        std::fs::write(
+            &f,
+            "report_id,sop_instance_uid,who\n# a comment\nR1,1.1,\"dr A, dr B\"\n\nR2,1.2,\n",
+        )
+        .unwrap();
+        let r = load_resolutions(&f).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r["1.1"].as_str(), r["1.2"].as_str()), ("R1", "R2"));
+        // Without a header: the first two fields.
+        std::fs::write(&f, "1.3,R3\n").unwrap();
+        assert_eq!(load_resolutions(&f).unwrap()["1.3"], "R3");
+        std::fs::write(&f, "sop_instance_uid,report_id\n1.4\n").unwrap();
+        let e = load_resolutions(&f).unwrap_err().to_string();
+        assert!(e.contains("record 2: expected `sop_instance_uid,report_id`"), "{e}");
+    }
 }

@@ -266,31 +266,53 @@ pub fn write_match(review: &Path, dicom: &dyn Fn(&str) -> PathBuf, out: &Path) -
     })
 }
 
-/// A `sop_instance_uid,report_id` resolutions file as lines: sop → report, in order.
-fn read_pairs(path: &Path, key: &str, value: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    let t = Table::read(path)?;
-    let (k, _) = (t.column(key)?, t.column(value)?);
-    Ok(t.rows
+/// The key of a record: its `key` columns' values joined by `/`.
+fn key_of(record: &[String], columns: &[usize]) -> String {
+    columns
         .iter()
-        .filter(|(_, r)| !csv::get(r, 0).starts_with('#'))
-        .map(|(_, r)| {
-            (
-                csv::get(r, k).to_string(),
-                r.iter().map(|f| f.trim().to_string()).collect(),
-            )
-        })
-        .collect())
+        .map(|&c| csv::get(record, c))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
-/// Merge `answers` (key → full record) into the CSV at `path` with `header`: a key
-/// answered again replaces its line, a new one is appended.
-fn merge_into(path: &Path, header: &[&str], key: &str, answers: Vec<(String, Vec<String>)>) -> anyhow::Result<Applied> {
-    let mut lines = read_pairs(path, key, header[1])?;
+/// Merge `answers` (key → full record in `header`'s order) into the CSV at `path`,
+/// whose records are keyed by the `key` columns: a key answered again replaces its line,
+/// a new one is appended. The file keeps its lines, laid out in `header`'s order, with
+/// any column of its own that `header` lacks kept after them.
+fn merge_into(
+    path: &Path,
+    header: &[&str],
+    key: &[&str],
+    answers: Vec<(String, Vec<String>)>,
+) -> anyhow::Result<Applied> {
+    let mut columns: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut lines: Vec<(String, Vec<String>)> = Vec::new();
+    if path.exists() {
+        let t = Table::read(path)?;
+        let keys = key.iter().map(|k| t.column(k)).collect::<anyhow::Result<Vec<_>>>()?;
+        columns.extend(
+            t.header
+                .iter()
+                .filter(|h| !h.is_empty() && !header.contains(&h.as_str()))
+                .cloned(),
+        );
+        let at: Vec<Option<usize>> = columns.iter().map(|c| t.header.iter().position(|h| h == c)).collect();
+        lines = t
+            .rows
+            .iter()
+            .filter(|(_, r)| !csv::get(r, 0).starts_with('#'))
+            .map(|(_, r)| {
+                let laid_out = at
+                    .iter()
+                    .map(|i| i.map_or("", |i| csv::get(r, i)).to_string())
+                    .collect();
+                (key_of(r, &keys), laid_out)
+            })
+            .collect();
+    }
     let mut applied = Applied::default();
-    for (k, record) in answers {
+    for (k, mut record) in answers {
+        record.resize(columns.len(), String::new());
         match lines.iter_mut().find(|(existing, _)| *existing == k) {
             Some((_, old)) if *old == record => applied.unchanged += 1,
             Some((_, old)) => {
@@ -303,7 +325,7 @@ fn merge_into(path: &Path, header: &[&str], key: &str, answers: Vec<(String, Vec
             }
         }
     }
-    let mut text = csv::line(header);
+    let mut text = csv::line(&columns);
     for (_, r) in &lines {
         text.push_str(&csv::line(r));
     }
@@ -350,12 +372,7 @@ pub fn apply_match(answers: &Path, resolutions: &Path) -> anyhow::Result<Applied
         .into_iter()
         .map(|(s, (_, rep))| (s.clone(), vec![s, rep]))
         .collect();
-    let mut applied = merge_into(
-        resolutions,
-        &["sop_instance_uid", "report_id"],
-        "sop_instance_uid",
-        answers,
-    )?;
+    let mut applied = merge_into(resolutions, &RESOLUTIONS, &["sop_instance_uid"], answers)?;
     applied.unanswered = unanswered;
     Ok(applied)
 }
@@ -539,6 +556,9 @@ fn label_columns(t: &Table) -> anyhow::Result<[usize; 5]> {
     Ok(c)
 }
 
+/// The header of a resolutions file.
+const RESOLUTIONS: [&str; 2] = ["sop_instance_uid", "report_id"];
+
 /// The header of an overrides file.
 const OVERRIDES: [&str; 7] = [
     "description_hash",
@@ -574,7 +594,7 @@ pub fn apply_label(answers: &Path, overrides: &Path) -> anyhow::Result<Applied> 
             None => unanswered += 1,
         }
     }
-    let mut applied = merge_into(overrides, &OVERRIDES, "description_hash", out)?;
+    let mut applied = merge_into(overrides, &OVERRIDES, &["description_hash"], out)?;
     applied.unanswered = unanswered;
     Ok(applied)
 }
@@ -672,49 +692,11 @@ pub fn apply_qc(
         }
     }
     // Verdicts are keyed by round and image, so a round's sheet can be applied again.
-    let keyed: Vec<(String, Vec<String>)> = seen;
-    out.verdicts = {
-        let mut lines: Vec<(String, Vec<String>)> = if verdicts.exists() {
-            let v = Table::read(verdicts)?;
-            let (r, s) = (v.column("round")?, v.column("sop_instance_uid")?);
-            v.rows
-                .iter()
-                .map(|(_, rec)| (format!("{}/{}", csv::get(rec, r), csv::get(rec, s)), rec.clone()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut a = Applied {
-            unanswered: out.verdicts.unanswered,
-            ..Default::default()
-        };
-        for (k, rec) in keyed {
-            match lines.iter_mut().find(|(e, _)| *e == k) {
-                Some((_, old)) if *old == rec => a.unchanged += 1,
-                Some((_, old)) => {
-                    *old = rec;
-                    a.changed += 1;
-                }
-                None => {
-                    lines.push((k, rec));
-                    a.added += 1;
-                }
-            }
-        }
-        let mut text = csv::line(&VERDICT_COLUMNS);
-        for (_, r) in &lines {
-            text.push_str(&csv::line(r));
-        }
-        replace_file(verdicts, &text)?;
-        a
-    };
-    out.overrides = merge_into(overrides, &OVERRIDES, "description_hash", fixes)?;
-    out.resolutions = merge_into(
-        resolutions,
-        &["sop_instance_uid", "report_id"],
-        "sop_instance_uid",
-        reports,
-    )?;
+    let unanswered = out.verdicts.unanswered;
+    out.verdicts = merge_into(verdicts, &VERDICT_COLUMNS, &["round", "sop_instance_uid"], seen)?;
+    out.verdicts.unanswered = unanswered;
+    out.overrides = merge_into(overrides, &OVERRIDES, &["description_hash"], fixes)?;
+    out.resolutions = merge_into(resolutions, &RESOLUTIONS, &["sop_instance_uid"], reports)?;
     Ok(out)
 }
 
@@ -936,7 +918,11 @@ mod tests {
     fn match_answers_merge_into_resolutions() {
         let dir = tempfile::tempdir().unwrap();
         let (answers, resolutions) = (dir.path().join("match.csv"), dir.path().join("resolutions.csv"));
-        std::fs::write(&resolutions, "sop_instance_uid,report_id\n1.1,R0\n1.9,R9\n").unwrap();
+        std::fs::write(
+            &resolutions,
+            "report_id,sop_instance_uid,who\nR0,1.1,dr A\nR9,1.9,dr B\n",
+        )
+        .unwrap();
         std::fs::write(
             &answers,
             "choose,sop_instance_uid,report_id,description\nx,1.1,R1,\"a, b\"\n,1.1,R2,c\n,1.2,R3,d\n,1.2,R4,e\nX,1.3,R5,f\n",
@@ -952,9 +938,10 @@ mod tests {
                 unanswered: 1
             }
         );
+        // Laid out in the usual order, the file's own column kept.
         assert_eq!(
             std::fs::read_to_string(&resolutions).unwrap(),
-            "sop_instance_uid,report_id\n1.1,R1\n1.9,R9\n1.3,R5\n"
+            "sop_instance_uid,report_id,who\n1.1,R1,\n1.9,R9,dr B\n1.3,R5,\n"
         );
         // Applying again changes nothing.
         assert_eq!(apply_match(&answers, &resolutions).unwrap().unchanged, 2);
