@@ -1,14 +1,17 @@
-//! `matrix:` sweeps end to end on the CPU: a 2×2 train matrix on the synthetic
-//! hospital, evaluate fanning out with it, `pipe metrics` printing one line per variant
-//! with its intervals, one variant's param changed (rerunning that variant only), and
-//! `pipe metrics diff` between two cached results.
+//! `matrix:` sweeps end to end on the CPU: pipelines/demo-experiments.yaml (a 2×2
+//! train matrix) on a small synthetic hospital, evaluate fanning out with it, `pipe
+//! metrics` printing one line per variant with its intervals, one variant's param
+//! changed (rerunning that variant only), and `pipe metrics diff` between two cached
+//! results and between two pipelines.
 
 mod common;
 use common::*;
 
-const SWEEP: &str = "  train:\n    params: { architecture: tiny, batch_size: 32, epochs: 2, lr: 0.003, warmup_steps: 5, eval_every: 20 }\n    matrix:\n      loss: [bce, asl]\n      image_size: [32, 48]\n  evaluate:\n    params: { bootstrap: 100, gradcam: 1 }\n";
+/// Fewer epochs and replicates than the demo's, the demo's matrix as it is.
+const SMALLER: &str =
+    "  train:\n    params: { epochs: 2, eval_every: 20 }\n  evaluate:\n    params: { bootstrap: 100, gradcam: 1 }\n";
 
-const VARIANTS: [&str; 4] = ["bce-32", "bce-48", "asl-32", "asl-48"];
+const VARIANTS: [&str; 4] = ["bce-48", "bce-64", "asl-48", "asl-64"];
 
 #[test]
 fn a_two_by_two_matrix_runs_each_variant_and_metrics_shows_them() {
@@ -17,7 +20,20 @@ fn a_two_by_two_matrix_runs_each_variant_and_metrics_shows_them() {
     }
     let p = Project::new();
     synth(&p.path("hosp"), 120, 64);
-    phutho_on_hospital(&p, "m", 64, SWEEP);
+    phutho_on_hospital(&p, "m", 64, SMALLER);
+    // The shipped demo sweep, on this hospital: m.yaml extends it instead of phutho.yaml.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["demo.yaml", "demo-experiments.yaml"] {
+        p.write(
+            &format!("pipelines/{f}"),
+            &std::fs::read_to_string(repo.join("pipelines").join(f)).unwrap(),
+        );
+    }
+    let yaml = std::fs::read_to_string(p.path("pipelines/m.yaml")).unwrap();
+    p.write(
+        "pipelines/m.yaml",
+        &yaml.replace("extend: phutho.yaml", "extend: demo-experiments.yaml"),
+    );
 
     let r = p.pipe(&["run", "pipelines/m.yaml"]).ok();
     let mut want: Vec<String> = VARIANTS
@@ -61,31 +77,35 @@ fn a_two_by_two_matrix_runs_each_variant_and_metrics_shows_them() {
     assert!(cardiac.starts_with("cardiac, 95%"), "{cardiac}");
 
     // One variant's param (an include matching it): that variant reruns, no other.
-    let before = p
-        .pipe(&["path", "pipelines/m.yaml", "evaluate@asl-48.metrics"])
-        .ok()
-        .stdout;
-    let kept = p.path("asl-48-before.parquet");
-    std::fs::copy(before.trim(), &kept).unwrap();
+    let metrics_of = |v: &str| {
+        p.pipe(&["path", "pipelines/m.yaml", &format!("evaluate@{v}.metrics")])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let kept = p.path("asl-64-before.parquet");
+    std::fs::copy(metrics_of("asl-64"), &kept).unwrap();
     let yaml = std::fs::read_to_string(p.path("pipelines/m.yaml")).unwrap();
+    let train = "  train:\n    params: { epochs: 2, eval_every: 20 }\n";
+    assert!(yaml.contains(train), "{yaml}");
     p.write(
         "pipelines/m.yaml",
         &yaml.replace(
-            "      image_size: [32, 48]\n",
-            "      image_size: [32, 48]\n      include: [{ loss: asl, image_size: 48, lr: 0.01 }]\n",
+            train,
+            &format!(
+                "{train}    matrix:\n      loss: [bce, asl]\n      image_size: [48, 64]\n      include: [{{ loss: asl, image_size: 64, lr: 0.01 }}]\n"
+            ),
         ),
     );
     let r = p.pipe(&["run", "pipelines/m.yaml"]).ok();
-    assert_eq!(r.ran(), ["evaluate@asl-48", "train@asl-48"], "{}", r.stdout);
+    assert_eq!(r.ran(), ["evaluate@asl-64", "train@asl-64"], "{}", r.stdout);
     assert!(p.pipe(&["run", "pipelines/m.yaml"]).ok().ran().is_empty());
 
     // The two cached results of that variant, metric by metric.
-    let after = p
-        .pipe(&["path", "pipelines/m.yaml", "evaluate@asl-48.metrics"])
-        .ok()
-        .stdout;
+    let after = metrics_of("asl-64");
     let d = p
-        .pipe(&["metrics", "diff", &kept.to_string_lossy(), after.trim()])
+        .pipe(&["metrics", "diff", &kept.to_string_lossy(), &after])
         .ok()
         .stdout;
     assert!(d.contains("b − a"), "{d}");
