@@ -344,3 +344,30 @@ fn the_papers_pipeline_can_be_looked_at_before_its_data_exists() {
     );
     assert!(!p.path("cache/entries").exists(), "something ran");
 }
+
+/// Every pipeline shipped in pipelines/ validates (their data may be missing: that is a
+/// note, not an error), the paper's 7/3 setting included.
+#[test]
+fn every_shipped_pipeline_is_valid() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(repo.join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| f.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for f in files {
+        let out = std::process::Command::new(pipe_bin())
+            .arg("check")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
