@@ -154,9 +154,15 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     let kinds = registry();
+    // The engine's commands take stdout as they need it: a stage job (`pipe job`)
+    // writes progress events from several threads.
+    let cmd = match cmd {
+        Cmd::Engine(cmd) => return pipe_core::cli::dispatch(cmd, &kinds),
+        other => other,
+    };
     let mut out = std::io::stdout().lock();
     match cmd {
-        Cmd::Engine(cmd) => pipe_core::cli::dispatch(cmd, &kinds),
+        Cmd::Engine(_) => unreachable!("dispatched above"),
         Cmd::LabelEval {
             descriptions: Some(csv),
             root,

@@ -54,7 +54,14 @@ pub enum Cmd {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+        /// Where stages without their own `executor:` run: local or slurm (default: the
+        /// pipeline's `executor:`, else local). Keys do not depend on it.
+        #[arg(long, value_parser = ["local", "slurm"])]
+        executor: Option<String>,
     },
+    /// Run one stage job (what a Slurm job of `pipe run --executor slurm` executes).
+    #[command(hide = true)]
+    Job { file: PathBuf },
     /// Say for each stage whether it is fresh, or why it is stale.
     Status {
         /// The pipeline file (default: pipe.yaml here, or the only file in pipelines/).
@@ -188,6 +195,17 @@ pub fn load(file: &Path, kinds: &Registry) -> anyhow::Result<Pipeline> {
 
 /// Run one of the engine's commands.
 pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
+    // A stage job reports from the stage's threads: stdout must not be held here.
+    if let Cmd::Job { file } = &cmd {
+        crate::worker::run_job_file(file, |job, ctx| {
+            let kind = kinds
+                .get(&job.kind)
+                .with_context(|| format!("this pipe has no kind `{}`", job.kind))?;
+            kind.run(&job.params, ctx)?;
+            Ok(ctx.device.to_string())
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = std::io::stdout().lock();
     match cmd {
         Cmd::Run {
@@ -202,6 +220,7 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
             keep_going,
             no_wait,
             quiet,
+            executor,
         } => {
             let file = pipeline_file(file)?;
             let p = load(&file, kinds)?;
@@ -215,6 +234,7 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
                 keep_going,
                 wait: !no_wait,
                 gpus,
+                executor,
             };
             let reporter = Reporter::new(quiet);
             crate::interrupt::install();
@@ -226,6 +246,7 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Cmd::Job { .. } => unreachable!("run above"),
         Cmd::Status { file, json } => {
             let file = pipeline_file(file)?;
             let p = load(&file, kinds)?;

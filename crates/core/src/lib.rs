@@ -27,6 +27,7 @@ pub mod progress;
 pub mod registry;
 pub mod rng;
 pub mod scheduler;
+pub mod slurm;
 pub mod stage;
 pub mod table;
 pub mod worker;

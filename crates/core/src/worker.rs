@@ -153,6 +153,25 @@ pub fn run_in_worker(job: &Job, job_file: &Path, ctx: &Context) -> anyhow::Resul
     Ok(device)
 }
 
+/// Worker side: run the job in `job_file` with `run` (the kind's code; returns the
+/// device it used), reporting progress and, at the end, the counters and log as
+/// [`Event`]s on stdout. `pipe-torch run` and `pipe job` (a stage sent to Slurm) are
+/// this.
+pub fn run_job_file(job_file: &Path, run: impl FnOnce(&Job, &Context) -> anyhow::Result<String>) -> anyhow::Result<()> {
+    let text = std::fs::read(job_file).with_context(|| format!("cannot read job {}", job_file.display()))?;
+    let job: Job =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a job file", job_file.display()))?;
+    let ctx = context_for(&job);
+    let device = run(&job, &ctx)?;
+    Event::Done {
+        counters: ctx.counters.lock().unwrap().clone(),
+        log: ctx.log.lock().unwrap().clone(),
+        device,
+    }
+    .emit();
+    Ok(())
+}
+
 /// Worker side: build the context for a job file.
 pub fn context_for(job: &Job) -> Context {
     Context {

@@ -59,19 +59,9 @@ fn main() -> ExitCode {
 }
 
 fn run(job_file: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let text = std::fs::read(job_file).with_context(|| format!("cannot read job {job_file}"))?;
-    let job: pipe_core::worker::Job =
-        serde_json::from_slice(&text).with_context(|| format!("{job_file} is not a job file"))?;
-    let ctx = pipe_core::worker::context_for(&job);
-    let device = run_torch(&job.kind, &job.params, &ctx)?;
-    pipe_core::worker::Event::Done {
-        counters: ctx.counters.lock().unwrap().clone(),
-        log: ctx.log.lock().unwrap().clone(),
-        device,
-    }
-    .emit();
-    Ok(())
+    pipe_core::worker::run_job_file(std::path::Path::new(job_file), |job, ctx| {
+        run_torch(&job.kind, &job.params, ctx)
+    })
 }
 
 fn smoke() -> anyhow::Result<()> {

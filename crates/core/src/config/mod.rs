@@ -11,6 +11,8 @@
 //!     inputs: [match.pairs]
 //!     params: { keywords: stages/label/keywords.yaml }
 //!     resources: { cpu: 2, gpu: 0 }
+//!     executor: slurm       # optional; `local` (default) or `slurm`, per stage or file
+//!     slurm: { partition: gpu, time: "4:00:00", mem: 32G }
 //!   train:
 //!     kind: train
 //!     matrix: { loss: [bce, asl] }   # optional; variants train@bce, train@asl (matrix.rs)
@@ -51,6 +53,15 @@ impl std::fmt::Display for InputRef {
     }
 }
 
+/// Where a stage runs. Not part of its key: the same stage computes the same result
+/// wherever it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    /// Submitted to Slurm with these options (the pipeline's, overridden by the stage's).
+    Slurm(crate::slurm::Options),
+}
+
 /// One validated stage.
 pub struct StageSpec {
     pub name: String,
@@ -58,6 +69,11 @@ pub struct StageSpec {
     pub inputs: Vec<InputRef>,
     pub prepared: Prepared,
     pub resources: Resources,
+    /// The stage's own `executor:` (else the command line's, else the pipeline's).
+    pub backend: Option<Backend>,
+    /// The file's `slurm:` options overridden by the stage's: used whenever the stage
+    /// runs on Slurm (a stage's `slurm:` alone does not send it there).
+    pub slurm: crate::slurm::Options,
 }
 
 /// A validated pipeline.
@@ -76,6 +92,10 @@ pub struct Pipeline {
     sources: Vec<Locations>,
     /// Each matrix variant's stage as written (`train@bce` → `train`), for locations.
     origins: std::collections::HashMap<String, String>,
+    /// The file's `executor:` and `slurm:` (stages without their own use them).
+    pub backend: Backend,
+    /// The file's `slurm:` options, which a stage's `slurm:` overrides field by field.
+    pub slurm: crate::slurm::Options,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +105,8 @@ struct RawFile {
     root: Option<String>,
     cache: Option<String>,
     extend: Option<String>,
+    executor: Option<String>,
+    slurm: Option<crate::slurm::Options>,
     #[serde(default)]
     stages: IndexMap<String, RawStage>,
 }
@@ -97,6 +119,8 @@ struct RawStage {
     params: Option<serde_yaml::Value>,
     resources: Option<Resources>,
     matrix: Option<serde_yaml::Value>,
+    executor: Option<String>,
+    slurm: Option<crate::slurm::Options>,
 }
 
 /// A file of the `extend` chain, parsed.
@@ -249,6 +273,14 @@ impl Pipeline {
                         if s.matrix.is_some() {
                             m.matrix = s.matrix.clone();
                         }
+                        if s.executor.is_some() {
+                            m.executor = s.executor.clone();
+                        }
+                        match (&mut m.slurm, &s.slurm) {
+                            (Some(b), Some(t)) => *b = b.merged(t),
+                            (None, Some(t)) => m.slurm = Some(t.clone()),
+                            _ => {}
+                        }
                         match (&mut m.params, &s.params) {
                             (Some(b), Some(t)) => merge_yaml(b, t),
                             (None, Some(t)) => m.params = Some(t.clone()),
@@ -259,6 +291,15 @@ impl Pipeline {
             }
         }
 
+        // The file's executor: the nearest file that sets it; its slurm options merged
+        // base first.
+        let mut file_slurm = crate::slurm::Options::default();
+        for layer in chain.iter().rev() {
+            if let Some(o) = &layer.raw.slurm {
+                file_slurm = file_slurm.merged(o);
+            }
+        }
+        let file_executor = chain.iter().find_map(|l| l.raw.executor.clone());
         let mut p = Pipeline {
             name,
             file: file.to_path_buf(),
@@ -269,8 +310,14 @@ impl Pipeline {
             missing: Vec::new(),
             sources: chain.into_iter().map(|l| l.locations).collect(),
             origins: Default::default(),
+            backend: Backend::Local,
+            slurm: file_slurm,
         };
         let mut errors = Vec::new();
+        match p.backend_named(file_executor.as_deref(), &p.slurm.clone(), "executor") {
+            Ok(b) => p.backend = b.unwrap_or(Backend::Local),
+            Err(d) => errors.push(d),
+        }
         // Stage names as written are checked before matrix variants are named after them.
         let invalid: Vec<String> = merged.keys().filter(|n| !valid_stage_name(n)).cloned().collect();
         for name in &invalid {
@@ -368,12 +415,22 @@ impl Pipeline {
                 };
                 inputs.push((InputRef { stage, table }, at(&format!(".inputs[{i}]"))));
             }
+            let slurm = p.slurm.merged(raw.slurm.as_ref().unwrap_or(&Default::default()));
+            let backend = match p.backend_named(raw.executor.as_deref(), &slurm, &format!("stages.{name}.executor")) {
+                Ok(b) => b,
+                Err(d) => {
+                    errors.push(d);
+                    continue;
+                }
+            };
             p.stages.push(StageSpec {
                 name: name.clone(),
                 kind,
                 inputs: inputs.iter().map(|(i, _)| i.clone()).collect(),
                 resources: raw.resources.unwrap_or(prepared.resources),
                 prepared,
+                backend,
+                slurm,
             });
         }
 
@@ -535,6 +592,38 @@ impl Pipeline {
             }
         }
         errors
+    }
+
+    /// `executor:` as written (at `path`) → a backend with `slurm` options; `None` when
+    /// not written.
+    fn backend_named(
+        &self,
+        executor: Option<&str>,
+        slurm: &crate::slurm::Options,
+        path: &str,
+    ) -> Result<Option<Backend>, Diagnostic> {
+        match executor {
+            None => Ok(None),
+            Some("local") => Ok(Some(Backend::Local)),
+            Some("slurm") => Ok(Some(Backend::Slurm(slurm.clone()))),
+            Some(other) => Err(
+                Diagnostic::new(format!("executor `{other}` is not one of: local, slurm"))
+                    .at(self.value_at(path))
+                    .help("`local` runs stages on this machine; `slurm` submits them with sbatch"),
+            ),
+        }
+    }
+
+    /// Where stage `i` runs: its own `executor:`, else `cli` (`pipe run --executor`),
+    /// else the file's. Slurm options are the file's overridden by the stage's.
+    pub fn backend_of(&self, i: usize, cli: Option<&str>) -> Backend {
+        if let Some(b) = &self.stages[i].backend {
+            return b.clone();
+        }
+        match (cli, &self.backend) {
+            (Some("slurm"), _) | (None, Backend::Slurm(_)) => Backend::Slurm(self.stages[i].slurm.clone()),
+            _ => Backend::Local,
+        }
     }
 
     pub fn stage(&self, name: &str) -> Option<&StageSpec> {

@@ -107,7 +107,17 @@ fn intact_previous(store: &Store, key: &str, log: &mut Vec<String>) -> Option<Pa
     None
 }
 
+/// Where a stage runs, and as part of which run.
+pub(super) struct Place {
+    pub backend: crate::config::Backend,
+    /// Names the run's Slurm jobs (`pipe-<run>-<stage>`).
+    pub run_id: String,
+    /// GPUs to ask Slurm for.
+    pub gpus: usize,
+}
+
 /// Run one stage into a temporary directory and commit it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn execute(
     p: &Pipeline,
     i: usize,
@@ -116,6 +126,7 @@ pub(super) fn execute(
     threads: usize,
     device: Device,
     progress: crate::progress::Progress,
+    place: &Place,
 ) -> anyhow::Result<Outcome> {
     let s = &p.stages[i];
     let start = Instant::now();
@@ -158,7 +169,7 @@ pub(super) fn execute(
         unreadable: Mutex::new(Vec::new()),
     };
 
-    let result = run_kind(s, &work.key, &ctx);
+    let result = run_kind(p, s, &work.key, &ctx, place);
     let log_lines = std::mem::take(&mut *ctx.log.lock().unwrap());
     let log_text = if log_lines.is_empty() {
         String::new()
@@ -181,33 +192,64 @@ pub(super) fn execute(
     seal(p, s, work, store, &ctx, device_used, start)
 }
 
-/// Run the kind: on a thread of this process, or in the torch worker. Returns the
-/// device it actually ran on.
-fn run_kind(s: &crate::config::StageSpec, key: &str, ctx: &Context) -> anyhow::Result<String> {
+/// Run the kind: on a thread of this process, in the torch worker, or as a Slurm job
+/// of either. Returns the device it actually ran on.
+fn run_kind(
+    p: &Pipeline,
+    s: &crate::config::StageSpec,
+    key: &str,
+    ctx: &Context,
+    place: &Place,
+) -> anyhow::Result<String> {
     let out_dir = &ctx.out_dir;
-    match s.prepared.executor {
-        Executor::InProcess => s.kind.run(&s.prepared.params, ctx).map(|()| ctx.device.to_string()),
-        Executor::TorchWorker => {
-            let job = Job {
-                kind: s.kind.name().into(),
-                stage: s.name.clone(),
-                params: s.prepared.params.clone(),
-                root: ctx.root.clone(),
-                cache_dir: ctx.cache_dir.clone(),
-                out_dir: out_dir.clone(),
-                inputs: ctx.inputs.clone(),
-                previous: ctx.previous.clone(),
-                threads: ctx.threads,
-                device: ctx.device,
-                meta: ctx.meta.clone(),
-            };
-            let job_file = out_dir.with_file_name(format!("{key}.job.json"));
-            let r = run_in_worker(&job, &job_file, ctx);
-            // Whatever the outcome: a job file left behind is garbage for clean_tmp.
-            let _ = std::fs::remove_file(&job_file);
-            r
+    let job = || Job {
+        kind: s.kind.name().into(),
+        stage: s.name.clone(),
+        params: s.prepared.params.clone(),
+        root: ctx.root.clone(),
+        cache_dir: ctx.cache_dir.clone(),
+        out_dir: out_dir.clone(),
+        inputs: ctx.inputs.clone(),
+        previous: ctx.previous.clone(),
+        threads: ctx.threads,
+        device: ctx.device,
+        meta: ctx.meta.clone(),
+    };
+    // Beside the work directory: a file there is garbage for clean_tmp if left behind.
+    let job_file = out_dir.with_file_name(format!("{key}.job.json"));
+    let r = match (&place.backend, s.prepared.executor) {
+        (crate::config::Backend::Local, Executor::InProcess) => {
+            return s.kind.run(&s.prepared.params, ctx).map(|()| ctx.device.to_string());
         }
-    }
+        (crate::config::Backend::Local, Executor::TorchWorker) => run_in_worker(&job(), &job_file, ctx),
+        (crate::config::Backend::Slurm(options), executor) => {
+            let (program, command) = match executor {
+                Executor::TorchWorker => (crate::worker::worker_path()?, "run"),
+                Executor::InProcess => (
+                    std::env::current_exe().context("cannot find the running pipe executable")?,
+                    "job",
+                ),
+            };
+            crate::slurm::run_job(
+                &job(),
+                &job_file,
+                &crate::slurm::Program {
+                    path: program,
+                    command: command.into(),
+                },
+                &crate::slurm::Placement {
+                    run_id: place.run_id.clone(),
+                    workdir: p.root.clone(),
+                    cpus: ctx.threads,
+                    gpus: place.gpus,
+                    options: options.clone(),
+                },
+                ctx,
+            )
+        }
+    };
+    let _ = std::fs::remove_file(&job_file);
+    r
 }
 
 /// Commit the stage's work directory, if it is what its key claims: no file of a

@@ -16,7 +16,7 @@ use anyhow::bail;
 
 use crate::cache::fingerprint::Fingerprinter;
 use crate::cache::store::Store;
-use crate::config::Pipeline;
+use crate::config::{Backend, Pipeline};
 use crate::plan::{StagePlan, State, plan_with};
 use crate::progress::Reporter;
 use crate::stage::{Device, Resources};
@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub wait: bool,
     /// GPU slots (None = detect).
     pub gpus: Option<usize>,
+    /// `--executor`: where stages without their own `executor:` run.
+    pub executor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +203,7 @@ pub fn run(p: &Pipeline, opts: &RunOptions, reporter: &Reporter) -> anyhow::Resu
                                 start.cpu,
                                 start.device,
                                 start.progress.clone(),
+                                &start.place,
                             )
                         });
                         start.progress.finish();
@@ -249,6 +252,7 @@ struct Start {
     cpu: usize,
     device: Device,
     progress: crate::progress::Progress,
+    place: execute::Place,
 }
 
 /// CPU and GPU slots: a stage never runs with more than `--jobs` threads in use in all,
@@ -308,6 +312,9 @@ impl Slots {
 struct RunState<'p> {
     p: &'p Pipeline,
     keep_going: bool,
+    /// `--executor`, and this run's id (in every Slurm job's name).
+    executor: Option<String>,
+    run_id: String,
     selected: BTreeSet<usize>,
     forced: BTreeSet<usize>,
     plans: Vec<StagePlan>,
@@ -340,9 +347,19 @@ impl<'p> RunState<'p> {
                 }
             })
             .collect();
+        let run_id = format!(
+            "{:x}{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            std::process::id()
+        );
         Ok(RunState {
             p,
             keep_going: opts.keep_going,
+            executor: opts.executor.clone(),
+            run_id,
             forced_left: forced.clone(),
             selected,
             forced,
@@ -417,8 +434,14 @@ impl<'p> RunState<'p> {
                 self.outcomes[i] = Outcome::Skipped(plan.reason());
                 continue;
             };
-            let Some((cpu, gpu)) = slots.take(s.resources, self.running.is_empty()) else {
-                continue;
+            let backend = p.backend_of(i, self.executor.as_deref());
+            // A Slurm job takes no slot here: the cluster has its own.
+            let (cpu, gpu) = match &backend {
+                Backend::Local => match slots.take(s.resources, self.running.is_empty()) {
+                    Some(taken) => taken,
+                    None => continue,
+                },
+                Backend::Slurm(_) => (0, None),
             };
             self.pending.remove(&i);
             self.forced_left.remove(&i);
@@ -436,9 +459,24 @@ impl<'p> RunState<'p> {
                     parts: parts.clone(),
                     inputs: input_tables(p, i, &self.plans, store),
                 },
-                cpu,
-                device: gpu.map_or(Device::Cpu, Device::Cuda),
+                cpu: match &backend {
+                    Backend::Slurm(_) if s.resources.cpu == 0 => slots.jobs,
+                    Backend::Slurm(_) => s.resources.cpu,
+                    Backend::Local => cpu,
+                },
+                // Slurm gives the job its GPUs as cuda:0…; the worker falls back to
+                // the CPU where there is none.
+                device: match &backend {
+                    Backend::Slurm(_) if s.resources.gpu > 0 => Device::Cuda(0),
+                    Backend::Slurm(_) => Device::Cpu,
+                    Backend::Local => gpu.map_or(Device::Cpu, Device::Cuda),
+                },
                 progress: reporter.stage(&s.name),
+                place: execute::Place {
+                    backend,
+                    run_id: self.run_id.clone(),
+                    gpus: s.resources.gpu,
+                },
             });
         }
         starts
@@ -640,7 +678,13 @@ fn stop_on_signal(
     for l in lines {
         reporter.println(&l);
     }
-    // Exiting ends the stage threads; worker processes die with us (PR_SET_PDEATHSIG).
+    // Exiting ends the stage threads; worker processes die with us (PR_SET_PDEATHSIG);
+    // Slurm jobs do not, so they are cancelled.
+    match crate::slurm::cancel_all() {
+        Ok(0) => {}
+        Ok(n) => reporter.println(&format!("  cancelled {n} Slurm job(s) of this run")),
+        Err(e) => reporter.println(&format!("  could not cancel this run's Slurm jobs: {e:#}")),
+    }
     std::process::exit(crate::interrupt::exit_code())
 }
 

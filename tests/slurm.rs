@@ -1,0 +1,356 @@
+//! Stages on a real single-node Slurm (`make slurm-up`, which `scripts/slurm/up.sh`
+//! starts from Debian's slurm-wlm): pipe's client (jobs submitted with the arguments
+//! pipe builds, all of a run's jobs tracked with one query per round, every way a job
+//! ends read back as the message a user gets) and `pipe run --executor slurm` (the same
+//! tables as a local run, cancelled and out-of-memory jobs, Ctrl-C). Without a cluster
+//! the tests say so and pass, unless PIPE_REQUIRE_SLURM is set.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use pipe_core::slurm::{Options, State, Submit, Tracker, cancel};
+
+/// Whether a cluster answers; `SLURM_CONF` defaults to the one `make slurm-up` writes.
+fn cluster() -> bool {
+    // SAFETY: set before this test starts any thread or command (each test process
+    // sets the same values).
+    unsafe {
+        if std::env::var_os("SLURM_CONF").is_none() && Path::new("/tmp/pipe-slurm/etc/slurm.conf").is_file() {
+            std::env::set_var("SLURM_CONF", "/tmp/pipe-slurm/etc/slurm.conf");
+        }
+        // Ask the controller often: the jobs here take seconds.
+        std::env::set_var("PIPE_SLURM_POLL_MS", "300");
+    }
+    let up = pipe_core::slurm::available();
+    if !up {
+        assert!(
+            std::env::var_os("PIPE_REQUIRE_SLURM").is_none(),
+            "no Slurm cluster answers: start one with `make slurm-up`"
+        );
+        eprintln!("skipping: no Slurm cluster answers (`make slurm-up` starts one)");
+    }
+    up
+}
+
+fn job(dir: &Path, name: &str, body: &str, mem: &str) -> Submit {
+    let script = dir.join(format!("{name}.sh"));
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+    Submit {
+        name: format!("pipe-test-{name}"),
+        comment: "pipe-run=test".into(),
+        script,
+        output: dir.join(format!("{name}.out")),
+        error: dir.join(format!("{name}.err")),
+        workdir: dir.to_path_buf(),
+        cpus: 1,
+        gpus: 0,
+        options: Options {
+            mem: Some(mem.into()),
+            ..Default::default()
+        },
+    }
+}
+
+/// Poll every `period` until all jobs are terminal; returns the states and rounds.
+fn track(t: &mut Tracker, jobs: &[String], limit: Duration) -> (std::collections::BTreeMap<String, State>, u64) {
+    let start = Instant::now();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let s = t.poll(jobs).unwrap();
+        if s.values().all(State::is_terminal) {
+            return (s, rounds);
+        }
+        assert!(start.elapsed() < limit, "jobs not done after {limit:?}: {s:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn jobs_end_as_slurm_says_and_one_query_tracks_them_all() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let ok = job(dir.path(), "ok", "echo hello from $SLURM_JOB_ID", "100M")
+        .submit()
+        .unwrap();
+    let fail = job(dir.path(), "fail", "echo about to fail >&2; exit 3", "100M")
+        .submit()
+        .unwrap();
+    let oom = job(
+        dir.path(),
+        "oom",
+        "perl -e '$x = \"x\" x (300*1024*1024); sleep 30'",
+        "50M",
+    )
+    .submit()
+    .unwrap();
+    let long = job(dir.path(), "long", "sleep 300", "100M").submit().unwrap();
+    let jobs = vec![ok.clone(), fail.clone(), oom.clone(), long.clone()];
+    // Cancel the long one once it is known to Slurm.
+    let mut t = Tracker::default();
+    let _ = t.poll(&jobs).unwrap();
+    cancel(std::slice::from_ref(&long)).unwrap();
+    let (states, rounds) = track(&mut t, &jobs, Duration::from_secs(120));
+    eprintln!(
+        "{states:?} after {rounds} rounds, {} queries, accounting {:?}",
+        t.queries,
+        t.uses_accounting()
+    );
+    assert_eq!(states[&ok], State::Completed);
+    // sacct gives the exit code; without accounting squeue only says FAILED.
+    if t.uses_accounting() == Some(true) {
+        assert_eq!(
+            states[&fail],
+            State::Failed {
+                exit_code: 3,
+                signal: 0
+            }
+        );
+    } else {
+        assert!(matches!(states[&fail], State::Failed { .. }), "{states:?}");
+    }
+    assert_eq!(states[&long], State::Cancelled);
+    assert_eq!(states[&oom], State::OutOfMemory, "{states:?}");
+    // One query per round for all four jobs (sacct; squeue too while accounting lags).
+    assert!(
+        t.queries <= 2 * (rounds + 1),
+        "{} queries in {rounds} rounds",
+        t.queries
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("ok.out"))
+            .unwrap()
+            .contains(&format!("hello from {ok}"))
+    );
+    // The messages a user reads.
+    let m = states[&fail]
+        .message(&fail, "convert", &dir.path().join("fail.err"))
+        .unwrap();
+    assert!(m.contains("FAILED (exit code") && m.contains("about to fail"), "{m}");
+    let m = states[&oom]
+        .message(&oom, "convert", &dir.path().join("oom.err"))
+        .unwrap();
+    assert!(m.contains("stage `convert`") && m.contains("OUT_OF_MEMORY"), "{m}");
+    assert!(
+        states[&long]
+            .message(&long, "train", &dir.path().join("x"))
+            .unwrap()
+            .contains("cancelled")
+    );
+}
+
+/// Where accounting is off (sacct knows nothing), squeue tracks the jobs.
+#[test]
+fn squeue_tracks_jobs_without_accounting() {
+    if !cluster() {
+        return;
+    }
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let ok = job(dir.path(), "ok", "sleep 1", "100M").submit().unwrap();
+    let fail = job(dir.path(), "fail", "exit 2", "100M").submit().unwrap();
+    let mut t = Tracker::without_accounting();
+    let jobs = vec![ok.clone(), fail.clone()];
+    let (states, rounds) = track(&mut t, &jobs, Duration::from_secs(60));
+    assert_eq!(t.queries, rounds, "one squeue per round");
+    assert_eq!(states[&ok], State::Completed);
+    assert!(matches!(states[&fail], State::Failed { .. }), "{states:?}");
+}
+
+/// (stage, table) → (entry key, content BLAKE3) of every table in a cache.
+fn tables(cache: &Path) -> std::collections::BTreeMap<(String, String), (String, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(cache.join("entries")).unwrap() {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.unwrap().path().join("manifest.json")).unwrap()).unwrap();
+        for (file, f) in m["files"].as_object().unwrap() {
+            if file.ends_with(".parquet") {
+                out.insert(
+                    (m["stage"].as_str().unwrap().to_string(), file.clone()),
+                    (
+                        m["key"].as_str().unwrap().to_string(),
+                        f["blake3"].as_str().unwrap().to_string(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+const TINY: &str = "  train:\n    params: { architecture: tiny, image_size: 32, batch_size: 16, epochs: 1, eval_every: 100 }\n  evaluate:\n    params: { bootstrap: 50, gradcam: 1 }\n";
+
+/// The whole pipeline — in-process stages as `pipe job`, train and evaluate as
+/// `pipe-torch run` — on Slurm: every table byte-identical to a local run's, under the
+/// same keys; a rerun does nothing; switching back to local changes no key.
+#[test]
+fn the_pipeline_on_slurm_equals_a_local_run() {
+    if !cluster() || worker().is_none() {
+        return;
+    }
+    // One project, two caches: params (paths included) are the same, so are the keys.
+    let p = Project::new();
+    synth(&p.path("hosp"), 80, 32);
+    phutho_on_hospital(&p, "d", 32, TINY);
+    let yaml = std::fs::read_to_string(p.path("pipelines/d.yaml")).unwrap();
+    let on_slurm = yaml.replace("name: d\n", "name: s\n").replace(
+        &format!("cache: {}", p.path("cache").display()),
+        &format!("cache: {}", p.path("cache_slurm").display()),
+    );
+    assert_ne!(yaml, on_slurm);
+    p.write("pipelines/s.yaml", &on_slurm);
+    p.pipe(&["run", "pipelines/d.yaml"]).ok();
+    let t = Instant::now();
+    let r = p.pipe(&["run", "pipelines/s.yaml", "--executor", "slurm"]).ok();
+    eprintln!("on Slurm in {:.1} s\n{}", t.elapsed().as_secs_f64(), r.stdout);
+    assert!(r.ran().len() >= 10, "{}", r.stdout);
+    let log = std::fs::read_to_string(
+        Path::new(p.pipe(&["path", "pipelines/s.yaml", "train"]).ok().stdout.trim()).with_file_name("log.txt"),
+    )
+    .unwrap();
+    assert!(log.contains("Slurm job "), "{log}");
+    let (a, b) = (tables(&p.path("cache")), tables(&p.path("cache_slurm")));
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        // evaluate's tables hold only what is seeded, so they must agree too.
+        assert_eq!(b.get(k), Some(v), "{k:?} differs between local and Slurm");
+    }
+    assert!(
+        p.pipe(&["run", "pipelines/s.yaml", "--executor", "slurm"])
+            .ok()
+            .ran()
+            .is_empty()
+    );
+    assert!(
+        p.pipe(&["run", "pipelines/s.yaml"]).ok().ran().is_empty(),
+        "keys do not depend on the executor"
+    );
+}
+
+/// The squeue lines (`id name state`) of jobs whose name ends with `suffix`.
+fn jobs_named(suffix: &str) -> Vec<String> {
+    let out = std::process::Command::new("squeue")
+        .args(["--noheader", "-o", "%i %j %T"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|n| n.ends_with(suffix)))
+        .map(String::from)
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < limit, "{what}: not after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
+    if !cluster() {
+        return;
+    }
+    let p = Project::new();
+    p.write("slow", "");
+    p.write(
+        "pipelines/c.yaml",
+        &format!(
+            "root: ..\nexecutor: slurm\nstages:\n{}",
+            emit_stage("cancelme", "x", None, ", --slow-if, slow")
+        ),
+    );
+    let child = p
+        .command(&["run", "pipelines/c.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the job starts", Duration::from_secs(60), || {
+        p.path("slow.started").exists()
+    });
+    let jobs = jobs_named("-cancelme");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let id = jobs[0].split_whitespace().next().unwrap().to_string();
+    cancel(std::slice::from_ref(&id)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("stage `cancelme`: Slurm job {id} was cancelled")),
+        "{text}"
+    );
+    // Nothing of it was taken as a result: the next run builds it.
+    std::fs::remove_file(p.path("slow")).unwrap();
+    let r = p.pipe(&["run", "pipelines/c.yaml"]).ok();
+    assert_eq!(r.ran(), ["cancelme"], "{}", r.stdout);
+}
+
+#[test]
+fn a_job_over_its_memory_is_named_out_of_memory() {
+    if !cluster() {
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "pipelines/m.yaml",
+        "root: ..\nstages:\n  hog:\n    kind: command\n    executor: slurm\n    slurm: { mem: 50M }\n    params:\n      run: [python3, -c, \"import time; x = b'x' * (400 << 20); time.sleep(20)\"]\n      outputs: []\n",
+    );
+    let r = p.pipe(&["run", "pipelines/m.yaml"]);
+    let text = format!("{}{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 1, "{text}");
+    assert!(
+        text.contains("stage `hog`: Slurm job") && text.contains("OUT_OF_MEMORY"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ctrl_c_cancels_the_runs_jobs() {
+    if !cluster() {
+        return;
+    }
+    let p = Project::new();
+    p.write("slow", "");
+    p.write(
+        "pipelines/i.yaml",
+        &format!(
+            "root: ..\nexecutor: slurm\nstages:\n{}",
+            emit_stage("interruptme", "x", None, ", --slow-if, slow")
+        ),
+    );
+    let child = p
+        .command(&["run", "pipelines/i.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the job starts", Duration::from_secs(60), || {
+        p.path("slow.started").exists()
+    });
+    assert_eq!(jobs_named("-interruptme").len(), 1);
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    wait_for("the job is cancelled", Duration::from_secs(30), || {
+        jobs_named("-interruptme")
+            .iter()
+            .all(|l| !l.contains("RUNNING") && !l.contains("PENDING"))
+    });
+}
