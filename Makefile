@@ -18,7 +18,7 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 RELEASE := $(CARGO_TARGET_DIR)/release
 DEMO ?= pipelines/demo.yaml
 
-.PHONY: all venv system-deps test-deps build install run test bench lint clean-cache
+.PHONY: all venv system-deps test-deps build install run test bench lint clean-cache slurm-up slurm-down test-slurm
 
 all: build
 
@@ -78,6 +78,19 @@ test: venv test-deps
 	# One test thread: the optimiser tests compare LibTorch runs bit for bit, and with
 	# two test threads in one process they disagree now and then (3 in 10 runs).
 	cargo test -p pipe-torch -- --test-threads=1
+
+# A single-node Slurm cluster (Debian's slurm-wlm, munge, slurmdbd on MariaDB) for the
+# Slurm tests and for trying `pipe run --executor slurm`: scripts/slurm/README.md.
+slurm-up:
+	scripts/slurm/up.sh
+
+slurm-down:
+	scripts/slurm/down.sh
+
+# The Slurm tests alone (make test runs them too), against the cluster of slurm-up.
+test-slurm: venv
+	cargo build --workspace --bins
+	PIPE_REQUIRE_TORCH=1 PIPE_REQUIRE_SLURM=1 cargo test --test slurm
 
 bench: build
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r benches/requirements.txt

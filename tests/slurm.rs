@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use pipe_core::slurm::{Options, State, Submit, Tracker, cancel};
 
+/// One test at a time on the cluster: its one node has 2 CPUs, and a test waiting for
+/// its job to start must not wait behind another test's pipeline.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Whether a cluster answers; `SLURM_CONF` defaults to the one `make slurm-up` writes.
 fn cluster() -> bool {
     // SAFETY: set before this test starts any thread or command (each test process
@@ -71,6 +75,7 @@ fn track(t: &mut Tracker, jobs: &[String], limit: Duration) -> (std::collections
 
 #[test]
 fn jobs_end_as_slurm_says_and_one_query_tracks_them_all() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !cluster() {
         return;
     }
@@ -102,6 +107,10 @@ fn jobs_end_as_slurm_says_and_one_query_tracks_them_all() {
         t.uses_accounting()
     );
     assert_eq!(states[&ok], State::Completed);
+    // `make slurm-up` keeps accounting (sacct answers); PIPE_SLURM_ACCOUNTING=0 turns it
+    // off, and then squeue must track the jobs.
+    let accounting = std::env::var("PIPE_SLURM_ACCOUNTING").map_or(true, |v| v != "0");
+    assert_eq!(t.uses_accounting(), Some(accounting), "{states:?}");
     // sacct gives the exit code; without accounting squeue only says FAILED.
     if t.uses_accounting() == Some(true) {
         assert_eq!(
@@ -147,6 +156,7 @@ fn jobs_end_as_slurm_says_and_one_query_tracks_them_all() {
 /// Where accounting is off (sacct knows nothing), squeue tracks the jobs.
 #[test]
 fn squeue_tracks_jobs_without_accounting() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !cluster() {
         return;
     }
@@ -189,6 +199,7 @@ const TINY: &str = "  train:\n    params: { architecture: tiny, image_size: 32, 
 /// same keys; a rerun does nothing; switching back to local changes no key.
 #[test]
 fn the_pipeline_on_slurm_equals_a_local_run() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !cluster() || worker().is_none() {
         return;
     }
@@ -254,6 +265,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !cluster() {
         return;
     }
@@ -298,6 +310,7 @@ fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
 
 #[test]
 fn a_job_over_its_memory_is_named_out_of_memory() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !cluster() {
         return;
     }
@@ -317,6 +330,7 @@ fn a_job_over_its_memory_is_named_out_of_memory() {
 
 #[test]
 fn ctrl_c_cancels_the_runs_jobs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !cluster() {
         return;
     }
