@@ -18,7 +18,7 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 RELEASE := $(CARGO_TARGET_DIR)/release
 DEMO ?= pipelines/demo.yaml
 
-.PHONY: all venv system-deps test-deps build install run test bench lint clean-cache slurm-up slurm-down test-slurm
+.PHONY: all venv system-deps test-deps build install run test bench lint clean-cache slurm-up slurm-down test-slurm bench-slurm
 
 all: build
 
@@ -86,6 +86,10 @@ slurm-up:
 
 slurm-down:
 	scripts/slurm/down.sh
+
+# What running stages on Slurm costs (needs `make slurm-up`): benches/slurm.py.
+bench-slurm: build
+	$(VENV)/bin/python benches/slurm.py --pipe $(RELEASE)/pipe $(BENCH_ARGS)
 
 # The Slurm tests alone (make test runs them too), against the cluster of slurm-up.
 test-slurm: venv

@@ -263,19 +263,16 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !cluster() {
-        return;
-    }
+/// A project whose one stage, `stage`, runs on Slurm and stays in its job (emit.py's
+/// `--slow-if`) until the file `slow` is removed; `pipe run` started, its job running.
+fn slow_run(stage: &str) -> (Project, std::process::Child) {
     let p = Project::new();
     p.write("slow", "");
     p.write(
         "pipelines/c.yaml",
         &format!(
             "root: ..\nexecutor: slurm\nstages:\n{}",
-            emit_stage("cancelme", "x", None, ", --slow-if, slow")
+            emit_stage(stage, "x", None, ", --slow-if, slow")
         ),
     );
     let child = p
@@ -287,6 +284,16 @@ fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
     wait_for("the job starts", Duration::from_secs(60), || {
         p.path("slow.started").exists()
     });
+    (p, child)
+}
+
+#[test]
+fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !cluster() {
+        return;
+    }
+    let (p, child) = slow_run("cancelme");
     let jobs = jobs_named("-cancelme");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let id = jobs[0].split_whitespace().next().unwrap().to_string();
@@ -334,24 +341,7 @@ fn ctrl_c_cancels_the_runs_jobs() {
     if !cluster() {
         return;
     }
-    let p = Project::new();
-    p.write("slow", "");
-    p.write(
-        "pipelines/i.yaml",
-        &format!(
-            "root: ..\nexecutor: slurm\nstages:\n{}",
-            emit_stage("interruptme", "x", None, ", --slow-if, slow")
-        ),
-    );
-    let child = p
-        .command(&["run", "pipelines/i.yaml"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the job starts", Duration::from_secs(60), || {
-        p.path("slow.started").exists()
-    });
+    let (_project, child) = slow_run("interruptme");
     assert_eq!(jobs_named("-interruptme").len(), 1);
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };

@@ -654,6 +654,12 @@ fn print_report(
     for warning in &report.warnings {
         writeln!(out, "warning: {warning}")?;
     }
+    if let Some((jobs, queries)) = report.slurm {
+        writeln!(
+            out,
+            "slurm: {jobs} job(s) submitted, {queries} controller queries to track them"
+        )?;
+    }
     if fresh == considered && !dry_run {
         writeln!(out, "all {considered} stages are fresh; nothing to run")?;
     }

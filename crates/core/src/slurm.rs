@@ -396,6 +396,7 @@ struct Shared {
     states: BTreeMap<String, State>,
     last: Option<std::time::Instant>,
     tracker: Tracker,
+    submitted: u64,
 }
 
 fn shared() -> &'static std::sync::Mutex<Shared> {
@@ -424,9 +425,11 @@ fn state_of(job: &str) -> anyhow::Result<State> {
     Ok(g.states.get(job).cloned().unwrap_or(State::Pending(String::new())))
 }
 
-/// Controller queries sent by this process (for the benchmark).
-pub fn queries() -> u64 {
-    shared().lock().unwrap_or_else(|e| e.into_inner()).tracker.queries
+/// Jobs this process submitted and the controller queries it sent to track them;
+/// `None` when it submitted none.
+pub fn submitted_and_queries() -> Option<(u64, u64)> {
+    let g = shared().lock().unwrap_or_else(|e| e.into_inner());
+    (g.submitted > 0).then_some((g.submitted, g.tracker.queries))
 }
 
 /// Cancel every job this process submitted that has not ended (Ctrl-C); how many.
@@ -496,11 +499,11 @@ pub fn run_job(
     }
     .submit()
     .with_context(|| format!("stage `{}`", job.stage))?;
-    shared()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .jobs
-        .insert(id.clone());
+    {
+        let mut g = shared().lock().unwrap_or_else(|e| e.into_inner());
+        g.jobs.insert(id.clone());
+        g.submitted += 1;
+    }
     ctx.log(format!("Slurm job {id}"));
     ctx.progress.set_message(format!("Slurm job {id} submitted"));
 

@@ -70,6 +70,8 @@ pub enum Outcome {
 pub struct RunReport {
     pub outcomes: Vec<(String, Outcome)>,
     pub warnings: Vec<String>,
+    /// Slurm jobs this run submitted and the controller queries it sent to track them.
+    pub slurm: Option<(u64, u64)>,
 }
 
 impl RunReport {
@@ -576,6 +578,7 @@ impl<'p> RunState<'p> {
                 .zip(self.outcomes)
                 .collect(),
             warnings: self.warnings,
+            slurm: crate::slurm::submitted_and_queries(),
         }
     }
 }
