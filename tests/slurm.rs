@@ -297,6 +297,12 @@ fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
     let jobs = jobs_named("-cancelme");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     let id = jobs[0].split_whitespace().next().unwrap().to_string();
+    // pipe status knows where it runs.
+    let status = p.pipe(&["status", "pipelines/c.yaml"]).ok().stdout;
+    assert!(
+        status.contains("running  (pipe pid") && status.contains(&format!("Slurm job {id}")),
+        "{status}"
+    );
     cancel(std::slice::from_ref(&id)).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = format!(
@@ -333,6 +339,31 @@ fn a_job_over_its_memory_is_named_out_of_memory() {
         text.contains("stage `hog`: Slurm job") && text.contains("OUT_OF_MEMORY"),
         "{text}"
     );
+}
+
+/// `retries:` submits a job that ran out of memory again, with twice the memory.
+#[test]
+fn a_job_out_of_memory_is_retried_with_more() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !cluster() {
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "pipelines/m.yaml",
+        "root: ..\nstages:\n  grows:\n    kind: command\n    executor: slurm\n    slurm: { mem: 100M, retries: 1 }\n    params:\n      run: [python3, -c, \"import time; x = b'x' * (150 << 20); time.sleep(2)\"]\n      outputs: []\n",
+    );
+    let r = p.pipe(&["run", "pipelines/m.yaml"]).ok();
+    assert_eq!(r.ran(), ["grows"], "{}", r.stdout);
+    // The stage's one entry (it writes no table to `pipe path` to) holds its log.
+    let entry = std::fs::read_dir(p.path("cache/entries"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let log = std::fs::read_to_string(entry.join("log.txt")).unwrap();
+    assert!(log.contains("OutOfMemory; attempt 2 of 2 with mem 200M"), "{log}");
 }
 
 #[test]

@@ -283,11 +283,14 @@ pub fn dispatch(cmd: Cmd, kinds: &Registry) -> anyhow::Result<ExitCode> {
                     let (s, pl) = (&p.stages[i], &plans[i]);
                     match (&pl.state, &pl.key) {
                         (State::Fresh, Some(key)) => writeln!(out, "  {:w$}  fresh  {}", s.name, &key[..12])?,
-                        (_, key) if running(key) => writeln!(
+                        (_, Some(key)) if running(&pl.key) => writeln!(
                             out,
-                            "  {:w$}  running  (pipe pid {}, since {} was stale: {})",
+                            "  {:w$}  running  (pipe pid {}{}, since {} was stale: {})",
                             s.name,
                             run_pid.unwrap_or(0),
+                            crate::slurm::job_building(&store.tmp_dir(key))
+                                .map(|j| format!(", Slurm job {j}"))
+                                .unwrap_or_default(),
                             s.name,
                             pl.reason()
                         )?,

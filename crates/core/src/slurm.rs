@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 /// `slurm:` of a pipeline or a stage: where and how its jobs are submitted. None of it
 /// enters a cache key (where a result is computed does not change what it is).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Options {
     pub partition: Option<String>,
@@ -38,6 +38,10 @@ pub struct Options {
     /// Further sbatch arguments, as given.
     #[serde(default)]
     pub extra: Vec<String>,
+    /// Submit again after OUT_OF_MEMORY, TIMEOUT or NODE_FAIL, up to this many times.
+    pub retries: Option<u32>,
+    /// Each retry multiplies `mem` and `time` by this (default 2).
+    pub retry_scale: Option<f64>,
 }
 
 impl Options {
@@ -52,8 +56,71 @@ impl Options {
             mem: pick(&self.mem, &over.mem),
             gpus_flag: self.gpus_flag || over.gpus_flag,
             extra: self.extra.iter().chain(&over.extra).cloned().collect(),
+            retries: over.retries.or(self.retries),
+            retry_scale: over.retry_scale.or(self.retry_scale),
         }
     }
+
+    /// The options of the next attempt: `mem` and `time` times `retry_scale`. A value
+    /// that cannot be read is kept as it is.
+    pub fn scaled_for_retry(&self) -> Options {
+        let f = self.retry_scale.filter(|f| f.is_finite() && *f >= 1.0).unwrap_or(2.0);
+        Options {
+            mem: self
+                .mem
+                .as_deref()
+                .map(|m| scale_mem(m, f).unwrap_or_else(|| m.to_string())),
+            time: self
+                .time
+                .as_deref()
+                .map(|t| scale_time(t, f).unwrap_or_else(|| t.to_string())),
+            ..self.clone()
+        }
+    }
+}
+
+/// sbatch's `--mem` (`500`, `500M`, `16G`: megabytes without a unit) times `f`, in
+/// megabytes rounded up.
+pub fn scale_mem(mem: &str, f: f64) -> Option<String> {
+    let mem = mem.trim();
+    let (num, unit) = mem.split_at(mem.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(mem.len()));
+    let n: f64 = num.parse().ok()?;
+    let mb = n * match unit.to_ascii_uppercase().as_str() {
+        "" | "M" | "MB" => 1.0,
+        "K" | "KB" => 1.0 / 1024.0,
+        "G" | "GB" => 1024.0,
+        "T" | "TB" => 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(format!("{}M", (mb * f).ceil() as u64))
+}
+
+/// sbatch's `--time` (`minutes`, `minutes:seconds`, `hours:minutes:seconds`,
+/// `days-hours[:minutes[:seconds]]`) times `f`, as `days-hours:minutes:seconds`.
+pub fn scale_time(time: &str, f: f64) -> Option<String> {
+    let time = time.trim();
+    let (days, rest) = match time.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, time),
+    };
+    let parts: Vec<u64> = rest.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let seconds = days * 86_400
+        + match (time.contains('-'), parts.as_slice()) {
+            (true, [h]) => h * 3600,
+            (true, [h, m]) => h * 3600 + m * 60,
+            (_, [h, m, s]) => h * 3600 + m * 60 + s,
+            (false, [m]) => m * 60,
+            (false, [m, s]) => m * 60 + s,
+            _ => return None,
+        };
+    let t = (seconds as f64 * f).ceil() as u64;
+    Some(format!(
+        "{}-{:02}:{:02}:{:02}",
+        t / 86_400,
+        t % 86_400 / 3600,
+        t % 3600 / 60,
+        t % 60
+    ))
 }
 
 /// One job to submit.
@@ -432,6 +499,13 @@ pub fn submitted_and_queries() -> Option<(u64, u64)> {
     (g.submitted > 0).then_some((g.submitted, g.tracker.queries))
 }
 
+/// The Slurm job building the work directory `tmp_dir`, if one does (`pipe status`).
+pub fn job_building(tmp_dir: &Path) -> Option<String> {
+    let name = format!("{}.slurm.id", tmp_dir.file_name()?.to_string_lossy());
+    let id = std::fs::read_to_string(tmp_dir.with_file_name(name)).ok()?;
+    Some(id.trim().to_string()).filter(|i| !i.is_empty())
+}
+
 /// Cancel every job this process submitted that has not ended (Ctrl-C); how many.
 pub fn cancel_all() -> anyhow::Result<usize> {
     let jobs: Vec<String> = shared()
@@ -486,30 +560,8 @@ pub fn run_job(
             quote(&job_file.display().to_string())
         ),
     )?;
-    let id = Submit {
-        name: format!("pipe-{}-{}", place.run_id, job.stage),
-        comment: format!("pipe-run={}", place.run_id),
-        script: script.clone(),
-        output: output.clone(),
-        error: error.clone(),
-        workdir: place.workdir.clone(),
-        cpus: place.cpus,
-        gpus: place.gpus,
-        options: place.options.clone(),
-    }
-    .submit()
-    .with_context(|| format!("stage `{}`", job.stage))?;
-    {
-        let mut g = shared().lock().unwrap_or_else(|e| e.into_inner());
-        g.jobs.insert(id.clone());
-        g.submitted += 1;
-    }
-    ctx.log(format!("Slurm job {id}"));
-    ctx.progress.set_message(format!("Slurm job {id} submitted"));
-
-    let mut read = 0usize;
-    let mut done: Option<(BTreeMap<String, u64>, Vec<String>, String)> = None;
-    // Whole lines of the job's output not read yet (it is rewritten only by appending).
+    // Whole lines of the job's output not read yet (appended to while it runs; a new
+    // attempt starts it again).
     let events = |read: &mut usize, done: &mut Option<_>| {
         let Ok(bytes) = std::fs::read(&output) else { return };
         let start = (*read).min(bytes.len());
@@ -528,37 +580,84 @@ pub fn run_job(
             }
         }
     };
-    let mut last_shown = String::new();
-    let state = loop {
-        if let Some(why) = crate::interrupt::received() {
-            let _ = cancel(std::slice::from_ref(&id));
-            forget(&id);
-            bail!("stage `{}`: {why}; its Slurm job {id} was cancelled", job.stage);
+    let retries = place.options.retries.unwrap_or(0);
+    let mut options = place.options.clone();
+    let mut attempt = 0;
+    let (id, state, done) = loop {
+        let mut read = 0usize;
+        let mut done: Option<(BTreeMap<String, u64>, Vec<String>, String)> = None;
+        let id = Submit {
+            name: format!("pipe-{}-{}", place.run_id, job.stage),
+            comment: format!("pipe-run={}", place.run_id),
+            script: script.clone(),
+            output: output.clone(),
+            error: error.clone(),
+            workdir: place.workdir.clone(),
+            cpus: place.cpus,
+            gpus: place.gpus,
+            options: options.clone(),
         }
-        events(&mut read, &mut done);
-        let state = match state_of(&id) {
-            Ok(s) => s,
-            Err(e) => {
+        .submit()
+        .with_context(|| format!("stage `{}`", job.stage))?;
+        {
+            let mut g = shared().lock().unwrap_or_else(|e| e.into_inner());
+            g.jobs.insert(id.clone());
+            g.submitted += 1;
+        }
+        // For `pipe status`: which job builds this work directory.
+        let _ = std::fs::write(base.with_extension("slurm.id"), &id);
+        ctx.log(format!("Slurm job {id}"));
+        ctx.progress.set_message(format!("Slurm job {id} submitted"));
+
+        let mut last_shown = String::new();
+        let state = loop {
+            if let Some(why) = crate::interrupt::received() {
+                let _ = cancel(std::slice::from_ref(&id));
                 forget(&id);
-                return Err(e.context(format!("stage `{}`: cannot ask Slurm about job {id}", job.stage)));
+                bail!("stage `{}`: {why}; its Slurm job {id} was cancelled", job.stage);
             }
+            events(&mut read, &mut done);
+            let state = match state_of(&id) {
+                Ok(s) => s,
+                Err(e) => {
+                    forget(&id);
+                    return Err(e.context(format!("stage `{}`: cannot ask Slurm about job {id}", job.stage)));
+                }
+            };
+            if state.is_terminal() {
+                break state;
+            }
+            let shown = match &state {
+                State::Pending(r) if !r.is_empty() && r != "None" => format!("Slurm job {id} queued ({r})"),
+                State::Pending(_) => format!("Slurm job {id} queued"),
+                _ => format!("Slurm job {id} running"),
+            };
+            if shown != last_shown && done.is_none() {
+                ctx.progress.set_message(shown.clone());
+                last_shown = shown;
+            }
+            std::thread::sleep(period() / 4);
         };
-        if state.is_terminal() {
-            break state;
+        forget(&id);
+        events(&mut read, &mut done);
+
+        // Out of memory, out of time, a lost node: worth another try, with more.
+        if attempt < retries && matches!(state, State::OutOfMemory | State::Timeout | State::NodeFail) {
+            attempt += 1;
+            options = options.scaled_for_retry();
+            let line = format!(
+                "Slurm job {id} ended {state:?}; attempt {} of {} with mem {} and time {}",
+                attempt + 1,
+                retries + 1,
+                options.mem.as_deref().unwrap_or("(the cluster's default)"),
+                options.time.as_deref().unwrap_or("(the cluster's default)")
+            );
+            ctx.log(line.clone());
+            ctx.progress.set_message(line);
+            continue;
         }
-        let shown = match &state {
-            State::Pending(r) if !r.is_empty() && r != "None" => format!("Slurm job {id} queued ({r})"),
-            State::Pending(_) => format!("Slurm job {id} queued"),
-            _ => format!("Slurm job {id} running"),
-        };
-        if shown != last_shown && done.is_none() {
-            ctx.progress.set_message(shown.clone());
-            last_shown = shown;
-        }
-        std::thread::sleep(period() / 4);
+        break (id, state, done);
     };
-    forget(&id);
-    events(&mut read, &mut done);
     for l in std::fs::read_to_string(&error).unwrap_or_default().lines() {
         ctx.log(l.to_string());
     }
@@ -643,6 +742,31 @@ mod tests {
             (Some("gpu"), Some("lab"))
         );
         assert_eq!(m.extra, ["-v", "--exclusive"]);
+    }
+
+    #[test]
+    fn retries_ask_for_more_memory_and_time() {
+        assert_eq!(scale_mem("100M", 2.0).as_deref(), Some("200M"));
+        assert_eq!(scale_mem("16G", 1.5).as_deref(), Some("24576M"));
+        assert_eq!(scale_mem("500", 2.0).as_deref(), Some("1000M"));
+        assert_eq!(scale_mem("lots", 2.0), None);
+        assert_eq!(scale_time("30", 2.0).as_deref(), Some("0-01:00:00"));
+        assert_eq!(scale_time("2:00:00", 2.0).as_deref(), Some("0-04:00:00"));
+        assert_eq!(scale_time("1-12", 2.0).as_deref(), Some("3-00:00:00"));
+        assert_eq!(scale_time("10:30", 2.0).as_deref(), Some("0-00:21:00"));
+        assert_eq!(scale_time("soon", 2.0), None);
+        let o = Options {
+            mem: Some("100M".into()),
+            time: Some("soon".into()),
+            retries: Some(2),
+            ..Default::default()
+        };
+        let next = o.scaled_for_retry();
+        assert_eq!(
+            (next.mem.as_deref(), next.time.as_deref()),
+            (Some("200M"), Some("soon"))
+        );
+        assert_eq!(next.retries, Some(2));
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl std::fmt::Display for InputRef {
 
 /// Where a stage runs. Not part of its key: the same stage computes the same result
 /// wherever it runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Backend {
     Local,
     /// Submitted to Slurm with these options (the pipeline's, overridden by the stage's).
