@@ -17,6 +17,24 @@ use pipe_core::slurm::{Options, State, Submit, Tracker, cancel};
 /// its job to start must not wait behind another test's pipeline.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The cluster to oneself, or `None` (the test passes) when none answers.
+fn on_cluster() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    cluster().then_some(one)
+}
+
+/// A project whose one stage `name` runs `python` on Slurm with these `slurm:` options.
+fn python_stage(name: &str, slurm: &str, python: &str) -> Project {
+    let p = Project::new();
+    p.write(
+        "pipelines/m.yaml",
+        &format!(
+            "root: ..\nstages:\n  {name}:\n    kind: command\n    executor: slurm\n    slurm: {slurm}\n    params:\n      run: [python3, -c, \"{python}\"]\n      outputs: []\n"
+        ),
+    );
+    p
+}
+
 /// Whether a cluster answers; `SLURM_CONF` defaults to the one `make slurm-up` writes.
 fn cluster() -> bool {
     // SAFETY: set before this test starts any thread or command (each test process
@@ -75,10 +93,7 @@ fn track(t: &mut Tracker, jobs: &[String], limit: Duration) -> (std::collections
 
 #[test]
 fn jobs_end_as_slurm_says_and_one_query_tracks_them_all() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !cluster() {
-        return;
-    }
+    let Some(_one) = on_cluster() else { return };
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let ok = job(dir.path(), "ok", "echo hello from $SLURM_JOB_ID", "100M")
         .submit()
@@ -156,10 +171,7 @@ fn jobs_end_as_slurm_says_and_one_query_tracks_them_all() {
 /// Where accounting is off (sacct knows nothing), squeue tracks the jobs.
 #[test]
 fn squeue_tracks_jobs_without_accounting() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !cluster() {
-        return;
-    }
+    let Some(_one) = on_cluster() else { return };
     let dir = tempfile::tempdir_in("/tmp").unwrap();
     let ok = job(dir.path(), "ok", "sleep 1", "100M").submit().unwrap();
     let fail = job(dir.path(), "fail", "exit 2", "100M").submit().unwrap();
@@ -199,8 +211,8 @@ const TINY: &str = "  train:\n    params: { architecture: tiny, image_size: 32, 
 /// same keys; a rerun does nothing; switching back to local changes no key.
 #[test]
 fn the_pipeline_on_slurm_equals_a_local_run() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !cluster() || worker().is_none() {
+    let Some(_one) = on_cluster() else { return };
+    if worker().is_none() {
         return;
     }
     // One project, two caches: params (paths included) are the same, so are the keys.
@@ -289,10 +301,7 @@ fn slow_run(stage: &str) -> (Project, std::process::Child) {
 
 #[test]
 fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !cluster() {
-        return;
-    }
+    let Some(_one) = on_cluster() else { return };
     let (p, child) = slow_run("cancelme");
     let jobs = jobs_named("-cancelme");
     assert_eq!(jobs.len(), 1, "{jobs:?}");
@@ -323,14 +332,11 @@ fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
 
 #[test]
 fn a_job_over_its_memory_is_named_out_of_memory() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !cluster() {
-        return;
-    }
-    let p = Project::new();
-    p.write(
-        "pipelines/m.yaml",
-        "root: ..\nstages:\n  hog:\n    kind: command\n    executor: slurm\n    slurm: { mem: 50M }\n    params:\n      run: [python3, -c, \"import time; x = b'x' * (400 << 20); time.sleep(20)\"]\n      outputs: []\n",
+    let Some(_one) = on_cluster() else { return };
+    let p = python_stage(
+        "hog",
+        "{ mem: 50M }",
+        "import time; x = b'x' * (400 << 20); time.sleep(20)",
     );
     let r = p.pipe(&["run", "pipelines/m.yaml"]);
     let text = format!("{}{}", r.stdout, r.stderr);
@@ -344,14 +350,11 @@ fn a_job_over_its_memory_is_named_out_of_memory() {
 /// `retries:` submits a job that ran out of memory again, with twice the memory.
 #[test]
 fn a_job_out_of_memory_is_retried_with_more() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !cluster() {
-        return;
-    }
-    let p = Project::new();
-    p.write(
-        "pipelines/m.yaml",
-        "root: ..\nstages:\n  grows:\n    kind: command\n    executor: slurm\n    slurm: { mem: 100M, retries: 1 }\n    params:\n      run: [python3, -c, \"import time; x = b'x' * (150 << 20); time.sleep(2)\"]\n      outputs: []\n",
+    let Some(_one) = on_cluster() else { return };
+    let p = python_stage(
+        "grows",
+        "{ mem: 100M, retries: 1 }",
+        "import time; x = b'x' * (150 << 20); time.sleep(2)",
     );
     let r = p.pipe(&["run", "pipelines/m.yaml"]).ok();
     assert_eq!(r.ran(), ["grows"], "{}", r.stdout);
@@ -368,10 +371,7 @@ fn a_job_out_of_memory_is_retried_with_more() {
 
 #[test]
 fn ctrl_c_cancels_the_runs_jobs() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !cluster() {
-        return;
-    }
+    let Some(_one) = on_cluster() else { return };
     let (_project, child) = slow_run("interruptme");
     assert_eq!(jobs_named("-interruptme").len(), 1);
     // SAFETY: a signal to our own child.
