@@ -183,27 +183,6 @@ fn squeue_tracks_jobs_without_accounting() {
     assert!(matches!(states[&fail], State::Failed { .. }), "{states:?}");
 }
 
-/// (stage, table) → (entry key, content BLAKE3) of every table in a cache.
-fn tables(cache: &Path) -> std::collections::BTreeMap<(String, String), (String, String)> {
-    let mut out = std::collections::BTreeMap::new();
-    for e in std::fs::read_dir(cache.join("entries")).unwrap() {
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(e.unwrap().path().join("manifest.json")).unwrap()).unwrap();
-        for (file, f) in m["files"].as_object().unwrap() {
-            if file.ends_with(".parquet") {
-                out.insert(
-                    (m["stage"].as_str().unwrap().to_string(), file.clone()),
-                    (
-                        m["key"].as_str().unwrap().to_string(),
-                        f["blake3"].as_str().unwrap().to_string(),
-                    ),
-                );
-            }
-        }
-    }
-    out
-}
-
 const TINY: &str = "  train:\n    params: { architecture: tiny, image_size: 32, batch_size: 16, epochs: 1, eval_every: 100 }\n  evaluate:\n    params: { bootstrap: 50, gradcam: 1 }\n";
 
 /// The whole pipeline — in-process stages as `pipe job`, train and evaluate as
@@ -388,4 +367,15 @@ fn ctrl_c_cancels_the_runs_jobs() {
             .iter()
             .all(|l| !l.contains("RUNNING") && !l.contains("PENDING"))
     });
+}
+
+/// Collect and convert with `shards: 4`, each one Slurm array job: the tables and images
+/// of an unsharded local run, and a month of new files is all they read and decode.
+#[test]
+fn sharded_stages_on_slurm_equal_unsharded() {
+    let Some(_one) = on_cluster() else { return };
+    let runs = sharded_equals_unsharded(4, &["--executor", "slurm"]);
+    for r in &runs {
+        assert!(r.stdout.contains("slurm: "), "{}", r.stdout);
+    }
 }

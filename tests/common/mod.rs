@@ -311,3 +311,175 @@ document.getElementById('f').addEventListener('load', function () {
     );
     serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"))
 }
+
+/// (stage, table) → (entry key, content BLAKE3) of every table in a cache.
+pub fn tables(cache: &Path) -> std::collections::BTreeMap<(String, String), (String, String)> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(cache.join("entries")).unwrap() {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.unwrap().path().join("manifest.json")).unwrap()).unwrap();
+        for (file, f) in m["files"].as_object().unwrap() {
+            if file.ends_with(".parquet") {
+                out.insert(
+                    (m["stage"].as_str().unwrap().to_string(), file.clone()),
+                    (
+                        m["key"].as_str().unwrap().to_string(),
+                        f["blake3"].as_str().unwrap().to_string(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Every file of the entry that holds `table` of a pipeline, with its BLAKE3, as the
+/// manifest lists them.
+pub fn entry_files(p: &Project, pipeline: &str, table: &str) -> std::collections::BTreeMap<String, String> {
+    let path = PathBuf::from(p.pipe(&["path", pipeline, table]).ok().stdout.trim());
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path.with_file_name("manifest.json")).unwrap()).unwrap();
+    m["files"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v["blake3"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// `collect` and `convert` in `shards` shards (with `args` added to `pipe run`, e.g.
+/// `--executor slurm`) against the same stages unsharded, on a 120-study hospital with
+/// a resent copy of its first DICOM file (last in walk order: its `duplicate_of` crosses
+/// shards) and a month of PACS files held back: every table and image byte-identical
+/// under the same keys; the held-back month, added, is all that collect reads and that
+/// convert decodes; a rerun does nothing. Returns the sharded runs' outputs.
+pub fn sharded_equals_unsharded(shards: usize, args: &[&str]) -> Vec<Run> {
+    let p = Project::new();
+    let hosp = p.path("hosp");
+    synth(&hosp, 120, 32);
+    let mut dicoms: Vec<PathBuf> = walk_files(&hosp.join("pacs"));
+    dicoms.sort();
+    std::fs::create_dir_all(hosp.join("pacs/zz-resend")).unwrap();
+    std::fs::copy(&dicoms[0], hosp.join("pacs/zz-resend/copy.dcm")).unwrap();
+    let mut months: Vec<PathBuf> = std::fs::read_dir(hosp.join("pacs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|d| d.file_name().unwrap().to_string_lossy().starts_with("20"))
+        .collect();
+    months.sort();
+    let month = months.last().unwrap().clone();
+    let held = walk_files(&month).len();
+    std::fs::rename(&month, p.path("held")).unwrap();
+
+    phutho_on_hospital(&p, "d", 32, "");
+    let yaml = std::fs::read_to_string(p.path("pipelines/d.yaml")).unwrap();
+    let sharded = yaml
+        .replace("name: d\n", "name: s\n")
+        .replace(
+            &format!("cache: {}", p.path("cache").display()),
+            &format!("cache: {}", p.path("cache_s").display()),
+        )
+        .replace("  collect:\n", &format!("  collect:\n    shards: {shards}\n"))
+        .replace("  convert:\n", &format!("  convert:\n    shards: {shards}\n"));
+    assert_eq!(sharded.matches("shards:").count(), 2);
+    p.write("pipelines/s.yaml", &sharded);
+
+    let run = |file: &str, extra: &[&str]| {
+        let mut a = vec!["run", file, "--until", "convert"];
+        a.extend(extra);
+        p.pipe(&a).ok()
+    };
+    let same = |when: &str| {
+        let (a, b) = (tables(&p.path("cache")), tables(&p.path("cache_s")));
+        assert!(a.len() >= 8, "{a:?}");
+        assert_eq!(a, b, "{when}: sharded tables differ from unsharded ones");
+        // Every file but the log (which says how it ran).
+        let files = |f: &str| {
+            let mut m = entry_files(&p, f, "convert.images");
+            m.remove("log.txt");
+            m
+        };
+        let (a, b) = (files("pipelines/d.yaml"), files("pipelines/s.yaml"));
+        let differ: Vec<&String> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).collect();
+        assert!(
+            a.len() > 10 && differ.is_empty(),
+            "{when}: convert's files differ: {differ:?}"
+        );
+    };
+    let mut out = Vec::new();
+    let d = run("pipelines/d.yaml", &[]);
+    let s = run("pipelines/s.yaml", args);
+    assert!(s.ran().contains(&"collect".to_string()) && s.ran().contains(&"convert".to_string()));
+    assert_eq!(counters(&s, "collect")["duplicate_instances"], 1, "{}", s.stdout);
+    assert_eq!(counters(&d, "collect")["duplicate_instances"], 1);
+    let log = |table: &str| {
+        std::fs::read_to_string(
+            PathBuf::from(p.pipe(&["path", "pipelines/s.yaml", table]).ok().stdout.trim()).with_file_name("log.txt"),
+        )
+        .unwrap()
+    };
+    let collect_log = log("collect.dicoms");
+    assert!(
+        collect_log.contains(&format!("shard {}: PACS: ", shards - 1)),
+        "{collect_log}"
+    );
+    assert!(log("convert.images").contains(&format!("{shards} shards merged")));
+    same("first run");
+    out.push(s);
+
+    // The held-back month arrives: only its files are read and decoded.
+    std::fs::rename(p.path("held"), &month).unwrap();
+    run("pipelines/d.yaml", &[]);
+    let s = run("pipelines/s.yaml", args);
+    let c = counters(&s, "collect");
+    assert_eq!(c["files_read"], held as u64, "{}", s.stdout);
+    let images = pipe_core::table::read_batch(&PathBuf::from(
+        p.pipe(&["path", "pipelines/s.yaml", "convert.images"])
+            .ok()
+            .stdout
+            .trim(),
+    ))
+    .unwrap();
+    let paths = pipe_core::table::str_col(&images, "dicom_path").unwrap();
+    let month_name = format!("/{}/", month.file_name().unwrap().to_string_lossy());
+    let new = (0..images.num_rows())
+        .filter(|&i| paths.value(i).contains(&month_name))
+        .count() as u64;
+    let c = counters(&s, "convert");
+    assert!(new > 0);
+    assert_eq!(
+        (c["images_decoded"], c["images_reused"]),
+        (new, images.num_rows() as u64 - new),
+        "{}",
+        s.stdout
+    );
+    same("after new files");
+    out.push(s);
+    let again = run("pipelines/s.yaml", args);
+    assert!(again.ran().is_empty(), "{}", again.stdout);
+    let left: Vec<String> = std::fs::read_dir(p.path("cache_s/tmp"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !left.iter().any(|n| n.ends_with(".shards")),
+        "shard directories left: {left:?}"
+    );
+    out
+}
+
+/// Files under a directory, recursively.
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

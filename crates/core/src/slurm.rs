@@ -293,12 +293,40 @@ pub fn parse_sacct(text: &str) -> BTreeMap<String, State> {
         if f.len() < 3 || f[0].contains('.') {
             continue; // steps (`123.batch`) when -X was not honoured
         }
-        out.insert(
-            f[0].to_string(),
-            State::parse(f[1], f[2], f.get(3).copied().unwrap_or("")),
-        );
+        let state = State::parse(f[1], f[2], f.get(3).copied().unwrap_or(""));
+        for id in array_tasks(f[0]) {
+            out.insert(id, state.clone());
+        }
     }
     out
+}
+
+/// The task ids a line of sacct or squeue stands for: the tasks of an array not
+/// started yet share one line (`123_[0-3,7%2]`: tasks 0 to 3 and 7, 2 at a time).
+pub fn array_tasks(id: &str) -> Vec<String> {
+    let Some((base, rest)) = id.split_once("_[") else {
+        return vec![id.to_string()];
+    };
+    let list = rest.trim_end_matches(']');
+    let list = list.split('%').next().unwrap_or("");
+    let mut out = Vec::new();
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (Ok(a), Ok(b)) = (a.trim().parse::<u64>(), b.trim().parse::<u64>()) else {
+            continue;
+        };
+        // A range past any array pipe submits is not expanded into a huge list.
+        out.extend((a..=b.min(a + 100_000)).map(|i| format!("{base}_{i}")));
+    }
+    out
+}
+
+/// The job ids to ask about: an array task is asked about by its array's id.
+fn base_ids(jobs: &[String]) -> String {
+    let mut ids: Vec<&str> = jobs.iter().map(|j| j.split('_').next().unwrap_or(j)).collect();
+    ids.sort();
+    ids.dedup();
+    ids.join(",")
 }
 
 /// `squeue --noheader -t all -o '%i|%T|%r'` output. squeue has no exit code: a FAILED
@@ -311,10 +339,10 @@ pub fn parse_squeue(text: &str) -> BTreeMap<String, State> {
             continue;
         }
         let exit = if f[1] == "FAILED" { "1:0" } else { "0:0" };
-        out.insert(
-            f[0].to_string(),
-            State::parse(f[1], exit, f.get(2).copied().unwrap_or("")),
-        );
+        let state = State::parse(f[1], exit, f.get(2).copied().unwrap_or(""));
+        for id in array_tasks(f[0]) {
+            out.insert(id, state.clone());
+        }
     }
     out
 }
@@ -353,7 +381,7 @@ impl Tracker {
         if jobs.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let list = jobs.join(",");
+        let list = base_ids(jobs);
         if self.accounting != Some(false) {
             self.queries += 1;
             let out = Command::new("sacct")
@@ -530,10 +558,39 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// One job, or one task of an array, as [`run_job`] follows it.
+struct Task {
+    /// The shard it runs (`None`: a plain job).
+    index: Option<usize>,
+    output: PathBuf,
+    error: PathBuf,
+    /// Slurm's id for it (`123`, or `123_4` for an array task).
+    id: String,
+    /// Bytes of its output read so far.
+    read: usize,
+    /// Its progress total, counters, log, device and unreadable files from `Done`.
+    total: u64,
+    done: Option<Done>,
+    state: Option<State>,
+}
+
+type Done = (BTreeMap<String, u64>, Vec<String>, String, Vec<(PathBuf, String)>);
+
+impl Task {
+    fn name(&self) -> String {
+        match self.index {
+            Some(i) => format!("shard {i}"),
+            None => "job".into(),
+        }
+    }
+}
+
 /// Run `job` as a Slurm job and wait for it: its progress events are read from the
 /// job's output as it runs, its counters and log from the `Done` event at its end. A
 /// job that does not complete is an error with its state, cause and log tail; Ctrl-C
-/// cancels it. Returns the device the stage ran on.
+/// cancels it. A job of shards (`job.shards`) is one array job, a task per shard, each
+/// with its own output; progress adds up, and a retry resubmits only the tasks that
+/// ran out of memory or time. Returns the device the stage ran on.
 pub fn run_job(
     job: &crate::worker::Job,
     job_file: &Path,
@@ -544,11 +601,7 @@ pub fn run_job(
     use crate::worker::Event;
     std::fs::write(job_file, serde_json::to_vec_pretty(job)?)?;
     let base = job_file.with_extension("");
-    let (script, output, error) = (
-        base.with_extension("slurm.sh"),
-        base.with_extension("slurm.out"),
-        base.with_extension("slurm.err"),
-    );
+    let script = base.with_extension("slurm.sh");
     std::fs::write(
         &script,
         format!(
@@ -560,22 +613,53 @@ pub fn run_job(
             quote(&job_file.display().to_string())
         ),
     )?;
-    // Whole lines of the job's output not read yet (appended to while it runs; a new
+    let file = |index: Option<usize>, ext: &str| match index {
+        Some(i) => base.with_extension(format!("slurm.{i}.{ext}")),
+        None => base.with_extension(format!("slurm.{ext}")),
+    };
+    let mut tasks: Vec<Task> = match job.shards {
+        None => vec![None],
+        Some(n) => (0..n).map(Some).collect(),
+    }
+    .into_iter()
+    .map(|index| Task {
+        index,
+        output: file(index, "out"),
+        error: file(index, "err"),
+        id: String::new(),
+        read: 0,
+        total: 0,
+        done: None,
+        state: None,
+    })
+    .collect();
+    let array = job.shards.is_some();
+    // Whole lines of a task's output not read yet (appended to while it runs; a new
     // attempt starts it again).
-    let events = |read: &mut usize, done: &mut Option<_>| {
-        let Ok(bytes) = std::fs::read(&output) else { return };
-        let start = (*read).min(bytes.len());
+    let events = |t: &mut Task, totals: &mut u64| {
+        let Ok(bytes) = std::fs::read(&t.output) else { return };
+        let start = t.read.min(bytes.len());
         let Some(end) = bytes[start..].iter().rposition(|&b| b == b'\n') else {
             return;
         };
         let new = &bytes[start..start + end + 1];
-        *read = start + end + 1;
+        t.read = start + end + 1;
         for line in String::from_utf8_lossy(new).lines() {
             match serde_json::from_str::<Event>(line) {
-                Ok(Event::Total(n)) => ctx.progress.set_total(n),
+                Ok(Event::Total(n)) => {
+                    *totals = *totals - t.total + n;
+                    t.total = n;
+                    ctx.progress.set_total(*totals);
+                }
                 Ok(Event::Inc(n)) => ctx.progress.inc(n),
-                Ok(Event::Message(m)) => ctx.progress.set_message(m),
-                Ok(Event::Done { counters, log, device }) => *done = Some((counters, log, device)),
+                Ok(Event::Message(m)) if !array => ctx.progress.set_message(m),
+                Ok(Event::Message(_)) => {}
+                Ok(Event::Done {
+                    counters,
+                    log,
+                    device,
+                    unreadable,
+                }) => t.done = Some((counters, log, device, unreadable)),
                 Err(_) => ctx.log(line.to_string()),
             }
         }
@@ -583,70 +667,146 @@ pub fn run_job(
     let retries = place.options.retries.unwrap_or(0);
     let mut options = place.options.clone();
     let mut attempt = 0;
-    let (id, state, done) = loop {
-        let mut read = 0usize;
-        let mut done: Option<(BTreeMap<String, u64>, Vec<String>, String)> = None;
+    let mut totals = 0u64;
+    // Positions in `tasks` of the ones to submit in this attempt.
+    let mut todo: Vec<usize> = (0..tasks.len()).collect();
+    loop {
+        let indices: Vec<String> = todo
+            .iter()
+            .filter_map(|&k| tasks[k].index)
+            .map(|i| i.to_string())
+            .collect();
+        let mut extra = options.extra.clone();
+        if array {
+            extra.insert(0, format!("--array={}", indices.join(",")));
+        }
         let id = Submit {
             name: format!("pipe-{}-{}", place.run_id, job.stage),
             comment: format!("pipe-run={}", place.run_id),
             script: script.clone(),
-            output: output.clone(),
-            error: error.clone(),
+            output: if array {
+                base.with_extension("slurm.%a.out")
+            } else {
+                file(None, "out")
+            },
+            error: if array {
+                base.with_extension("slurm.%a.err")
+            } else {
+                file(None, "err")
+            },
             workdir: place.workdir.clone(),
             cpus: place.cpus,
             gpus: place.gpus,
-            options: options.clone(),
+            options: Options {
+                extra,
+                ..options.clone()
+            },
         }
         .submit()
         .with_context(|| format!("stage `{}`", job.stage))?;
+        for &k in &todo {
+            let t = &mut tasks[k];
+            t.id = match t.index {
+                Some(i) => format!("{id}_{i}"),
+                None => id.clone(),
+            };
+            t.read = 0;
+            t.done = None;
+            t.state = None;
+            totals -= t.total;
+            t.total = 0;
+        }
         {
             let mut g = shared().lock().unwrap_or_else(|e| e.into_inner());
-            g.jobs.insert(id.clone());
+            g.jobs.extend(todo.iter().map(|&k| tasks[k].id.clone()));
             g.submitted += 1;
         }
         // For `pipe status`: which job builds this work directory.
         let _ = std::fs::write(base.with_extension("slurm.id"), &id);
-        ctx.log(format!("Slurm job {id}"));
-        ctx.progress.set_message(format!("Slurm job {id} submitted"));
+        let what = if array {
+            format!("Slurm array job {id} ({} shards)", todo.len())
+        } else {
+            format!("Slurm job {id}")
+        };
+        ctx.log(what.clone());
+        ctx.progress.set_message(format!("{what} submitted"));
 
         let mut last_shown = String::new();
-        let state = loop {
+        loop {
             if let Some(why) = crate::interrupt::received() {
-                let _ = cancel(std::slice::from_ref(&id));
-                forget(&id);
-                bail!("stage `{}`: {why}; its Slurm job {id} was cancelled", job.stage);
+                let ids: Vec<String> = todo.iter().map(|&k| tasks[k].id.clone()).collect();
+                let _ = cancel(&ids);
+                ids.iter().for_each(|i| forget(i));
+                bail!("stage `{}`: {why}; its {what} was cancelled", job.stage);
             }
-            events(&mut read, &mut done);
-            let state = match state_of(&id) {
-                Ok(s) => s,
-                Err(e) => {
-                    forget(&id);
-                    return Err(e.context(format!("stage `{}`: cannot ask Slurm about job {id}", job.stage)));
+            let (mut queued, mut running, mut ended) = (0, 0, 0);
+            let mut why_queued = String::new();
+            for &k in &todo {
+                let t = &mut tasks[k];
+                if t.state.is_some() {
+                    ended += 1;
+                    continue;
                 }
-            };
-            if state.is_terminal() {
-                break state;
+                events(t, &mut totals);
+                let state = match state_of(&t.id) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        todo.iter().for_each(|&k| forget(&tasks[k].id));
+                        return Err(e.context(format!("stage `{}`: cannot ask Slurm about {what}", job.stage)));
+                    }
+                };
+                match &state {
+                    State::Pending(r) => {
+                        queued += 1;
+                        if !r.is_empty() && r != "None" {
+                            why_queued = format!(" ({r})");
+                        }
+                    }
+                    State::Running => running += 1,
+                    _ => {
+                        ended += 1;
+                        forget(&t.id);
+                        events(t, &mut totals);
+                        t.state = Some(state);
+                    }
+                }
             }
-            let shown = match &state {
-                State::Pending(r) if !r.is_empty() && r != "None" => format!("Slurm job {id} queued ({r})"),
-                State::Pending(_) => format!("Slurm job {id} queued"),
-                _ => format!("Slurm job {id} running"),
+            if ended == todo.len() {
+                break;
+            }
+            let shown = if array {
+                format!("{what}: {queued} queued{why_queued}, {running} running, {ended} ended")
+            } else if queued > 0 {
+                format!("{what} queued{why_queued}")
+            } else {
+                format!("{what} running")
             };
-            if shown != last_shown && done.is_none() {
+            if shown != last_shown && (array || tasks[0].done.is_none()) {
                 ctx.progress.set_message(shown.clone());
                 last_shown = shown;
             }
             std::thread::sleep(period() / 4);
-        };
-        forget(&id);
-        events(&mut read, &mut done);
+        }
 
         // Out of memory, out of time, a lost node: worth another try, with more.
-        if attempt < retries && matches!(state, State::OutOfMemory | State::Timeout | State::NodeFail) {
+        let retry: Vec<usize> = todo
+            .iter()
+            .copied()
+            .filter(|&k| {
+                matches!(
+                    tasks[k].state,
+                    Some(State::OutOfMemory | State::Timeout | State::NodeFail)
+                )
+            })
+            .collect();
+        let failed = todo.iter().filter(|&&k| !ended_well(&tasks[k])).count();
+        if attempt < retries && !retry.is_empty() && retry.len() == failed {
             attempt += 1;
             options = options.scaled_for_retry();
             let line = format!(
-                "Slurm job {id} ended {state:?}; attempt {} of {} with mem {} and time {}",
+                "{what}: {} ended {:?}; attempt {} of {} with mem {} and time {}",
+                retry.iter().map(|&k| tasks[k].name()).collect::<Vec<_>>().join(", "),
+                tasks[retry[0]].state.as_ref().expect("ended"),
                 attempt + 1,
                 retries + 1,
                 options.mem.as_deref().unwrap_or("(the cluster's default)"),
@@ -654,35 +814,61 @@ pub fn run_job(
             );
             ctx.log(line.clone());
             ctx.progress.set_message(line);
+            todo = retry;
             continue;
         }
-        break (id, state, done);
-    };
-    for l in std::fs::read_to_string(&error).unwrap_or_default().lines() {
-        ctx.log(l.to_string());
+        break;
     }
-    match (&state, done) {
-        (State::Completed | State::Gone, Some((counters, log, device))) => {
-            for (k, v) in counters {
-                ctx.count(&k, v);
-            }
-            for l in log {
-                ctx.log(l);
-            }
-            Ok(device)
+    let mut device = None;
+    let mut failures = Vec::new();
+    for t in &mut tasks {
+        let prefix = |l: &str| match t.index {
+            Some(i) => format!("shard {i}: {l}"),
+            None => l.to_string(),
+        };
+        for l in std::fs::read_to_string(&t.error).unwrap_or_default().lines() {
+            ctx.log(prefix(l));
         }
-        (State::Completed, None) => bail!(
-            "stage `{}`: Slurm job {id} completed without a result in {}",
-            job.stage,
-            output.display()
-        ),
-        (state, _) => bail!(
-            "{}",
-            state
-                .message(&id, &job.stage, &error)
-                .unwrap_or_else(|| format!("stage `{}`: Slurm job {id} ended {state:?}", job.stage))
+        let state = t.state.clone().expect("every task ended");
+        match (&state, t.done.take()) {
+            (State::Completed | State::Gone, Some((counters, log, d, unreadable))) => {
+                for (k, v) in counters {
+                    ctx.count(&k, v);
+                }
+                for l in log {
+                    ctx.log(prefix(&l));
+                }
+                for (f, why) in unreadable {
+                    ctx.unreadable(&f, &why);
+                }
+                device.get_or_insert(d);
+            }
+            (State::Completed, None) => failures.push(format!(
+                "stage `{}`: Slurm job {} completed without a result in {}",
+                job.stage,
+                t.id,
+                t.output.display()
+            )),
+            (state, _) => failures.push(
+                state
+                    .message(&t.id, &job.stage, &t.error)
+                    .unwrap_or_else(|| format!("stage `{}`: Slurm job {} ended {state:?}", job.stage, t.id)),
+            ),
+        }
+    }
+    match failures.first() {
+        None => Ok(device.unwrap_or_else(|| job.device.to_string())),
+        Some(first) if failures.len() == 1 => bail!("{first}"),
+        Some(first) => bail!(
+            "{first}\n({} more of its shards failed too; see the stage log)",
+            failures.len() - 1
         ),
     }
+}
+
+/// Whether a task completed with its result.
+fn ended_well(t: &Task) -> bool {
+    matches!(t.state, Some(State::Completed | State::Gone)) && t.done.is_some()
 }
 
 #[cfg(test)]
@@ -802,6 +988,15 @@ mod tests {
                 signal: 0
             }
         );
+        // Array tasks: started ones have their own line, the others share one.
+        let a =
+            parse_sacct("30_0|COMPLETED|0:0|None\n30_1|RUNNING|0:0|None\n30_[2-3,5%2]|PENDING|0:0|JobArrayTaskLimit\n");
+        assert_eq!(a.len(), 5);
+        assert_eq!(a["30_0"], State::Completed);
+        assert_eq!(a["30_5"], State::Pending("JobArrayTaskLimit".into()));
+        assert!(!a.contains_key("30_4"));
+        assert_eq!(parse_squeue("31_[0-1]|PENDING|Priority\n").len(), 2);
+        assert_eq!(base_ids(&["30_1".into(), "30_0".into(), "29".into()]), "29,30");
         let log = std::env::temp_dir().join("pipe-slurm-test-no-such-log");
         assert_eq!(s["11"].message("11", "train", &log), None);
         let m = s["14"].message("14", "convert", &log).unwrap();

@@ -71,6 +71,11 @@ pub trait Stage: Send + Sync + 'static {
     /// Whether an interrupted run may leave its work directory for the next attempt to
     /// resume from (training checkpoints); other kinds always start from an empty one.
     const RESUMABLE: bool = false;
+    /// Whether the stage may run as `shards: N`: N runs, each given a [`Shard`] in its
+    /// context and doing only that slice of its work into its own directory, combined
+    /// by [`Stage::merge`]. A kind that says yes promises the merged result is the one
+    /// an unsharded run writes, byte for byte.
+    const SHARDABLE: bool = false;
 
     /// Problems of params that parsed, one per line, each starting `field: ` so that
     /// the error points at that key (a range, a name from a list, two fields that
@@ -110,6 +115,86 @@ pub trait Stage: Send + Sync + 'static {
     }
 
     fn run(params: &Self::Params, ctx: &Context) -> anyhow::Result<()>;
+
+    /// Combine the shards' results (in shard order) into `ctx.out_dir`. The default
+    /// suits a kind whose shards write contiguous slices of its rows: each table is the
+    /// concatenation of the shards' tables, and their other files move over.
+    fn merge(params: &Self::Params, ctx: &Context, shards: &[PathBuf]) -> anyhow::Result<()> {
+        merge_shards(ctx, &Self::outputs(params), shards, &mut |_, batch| Ok(batch))
+    }
+}
+
+/// Which slice of a sharded stage's work a run does: shard `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// This shard's contiguous slice of `len` items in their order: the slices of all
+    /// shards, in shard order, are the items in order, each once.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        let at = |i: usize| (len as u128 * i as u128 / self.count.max(1) as u128) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
+/// The common merge of shards: every table in `tables` concatenated in shard order
+/// (each batch through `fix`, given the table's name), every other file of the shards'
+/// directories moved to the same place in `ctx.out_dir`. Two shards may hold the same
+/// file (content-named images) only with the same bytes.
+pub fn merge_shards(
+    ctx: &Context,
+    tables: &[String],
+    shards: &[PathBuf],
+    fix: &mut dyn FnMut(&str, arrow::array::RecordBatch) -> anyhow::Result<arrow::array::RecordBatch>,
+) -> anyhow::Result<()> {
+    let table_files: Vec<String> = tables.iter().map(|t| format!("{t}.parquet")).collect();
+    for (t, file) in tables.iter().zip(&table_files) {
+        let sources: Vec<PathBuf> = shards.iter().map(|d| d.join(file)).collect();
+        crate::table::concat_tables(&ctx.output_path(t), &ctx.meta.for_table(t), &sources, &mut |b| {
+            fix(t, b)
+        })
+        .with_context(|| format!("merging table `{t}` of the shards"))?;
+    }
+    for shard in shards {
+        move_files(shard, &ctx.out_dir, &table_files)?;
+    }
+    Ok(())
+}
+
+/// Move the files under `from` to the same relative paths under `to`, except the
+/// top-level `skip` names.
+fn move_files(from: &Path, to: &Path, skip: &[String]) -> anyhow::Result<()> {
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let dir = from.join(&rel);
+        for e in std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let e = e?;
+            let name = rel.join(e.file_name());
+            if rel.as_os_str().is_empty() && skip.iter().any(|s| e.file_name() == s.as_str()) {
+                continue;
+            }
+            if e.file_type()?.is_dir() {
+                dirs.push(name);
+                continue;
+            }
+            let dst = to.join(&name);
+            if dst.exists() {
+                if std::fs::read(e.path())? != std::fs::read(&dst)? {
+                    bail!("two shards wrote {} with different content", name.display());
+                }
+                continue;
+            }
+            if let Some(parent) = dst.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(e.path(), &dst)
+                .with_context(|| format!("cannot move {} to {}", e.path().display(), dst.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// An input stage as validation sees it.
@@ -148,6 +233,8 @@ pub trait Kind: Send + Sync {
     fn version(&self) -> u32;
     fn about(&self) -> &'static str;
     fn resumable(&self) -> bool;
+    fn shardable(&self) -> bool;
+    fn merge(&self, params: &serde_json::Value, ctx: &Context, shards: &[PathBuf]) -> anyhow::Result<()>;
     /// JSON Schema of the params (types, defaults, doc comments), for `pipe kinds`.
     fn params_schema(&self) -> serde_json::Value;
     fn prepare(&self, params: &serde_yaml::Value) -> Result<Prepared, Vec<ParamsError>>;
@@ -169,6 +256,14 @@ impl<S: Stage> Kind for KindOf<S> {
     }
     fn resumable(&self) -> bool {
         S::RESUMABLE
+    }
+    fn shardable(&self) -> bool {
+        S::SHARDABLE
+    }
+    fn merge(&self, params: &serde_json::Value, ctx: &Context, shards: &[PathBuf]) -> anyhow::Result<()> {
+        let typed: S::Params = serde_json::from_value(params.clone())
+            .with_context(|| format!("params of stage `{}` no longer fit kind `{}`", ctx.stage, S::KIND))?;
+        S::merge(&typed, ctx, shards)
     }
     fn params_schema(&self) -> serde_json::Value {
         schemars::schema_for!(S::Params).to_value()
@@ -269,6 +364,8 @@ pub struct Context {
     /// The entry of this stage's previous result in this pipeline, for stages that
     /// reuse per-file work (collect, convert).
     pub previous: Option<PathBuf>,
+    /// The slice of the work this run does, for a stage run as `shards: N`.
+    pub shard: Option<Shard>,
     pub threads: usize,
     pub device: Device,
     pub progress: Progress,
@@ -404,5 +501,28 @@ fn field_error(line: &str, params: &serde_yaml::Value) -> ParamsError {
     ParamsError {
         path: String::new(),
         message: line.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    /// The shards' slices, in order, are every item once, in order, and as even as
+    /// can be.
+    #[test]
+    fn shard_slices_cover_every_item_once() {
+        for len in [0, 1, 2, 3, 7, 100, 4097] {
+            for count in 1..=9 {
+                let ranges: Vec<_> = (0..count).map(|index| Shard { index, count }.range(len)).collect();
+                let items: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+                assert_eq!(items, (0..len).collect::<Vec<_>>(), "{len} in {count}");
+                let sizes: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
+                assert!(
+                    sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                    "{sizes:?}"
+                );
+            }
+        }
     }
 }

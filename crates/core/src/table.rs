@@ -187,12 +187,21 @@ pub fn arrow_type(name: &str) -> anyhow::Result<DataType> {
     })
 }
 
+/// Rows handed to arrow's writer at a time. The writer's pages and row groups depend on
+/// the batches it is given, so batches are re-cut to this size: a table's bytes then
+/// depend only on its rows, and the shards of a stage, concatenated, give the very
+/// bytes an unsharded run writes.
+pub const WRITE_ROWS: usize = 8192;
+
 /// Writes one table: checked batches, zstd, metadata, fsync on finish.
 pub struct TableWriter {
     path: PathBuf,
     schema: TableSchema,
     inner: ArrowWriter<File>,
     rows: u64,
+    /// Rows not yet handed to `inner` (fewer than [`WRITE_ROWS`] between writes).
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
 }
 
 fn writer_properties(meta: &TableMeta) -> WriterProperties {
@@ -217,6 +226,8 @@ impl TableWriter {
             schema: schema.clone(),
             inner,
             rows: 0,
+            pending: Vec::new(),
+            pending_rows: 0,
         })
     }
 
@@ -227,10 +238,26 @@ impl TableWriter {
         // Re-wrap with the declared schema so nullability flags match the declaration.
         let batch = RecordBatch::try_new(self.schema.arrow(), batch.columns().to_vec())?;
         self.rows += batch.num_rows() as u64;
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.pending_rows += batch.num_rows();
+        self.pending.push(batch);
+        while self.pending_rows >= WRITE_ROWS {
+            let all = arrow::compute::concat_batches(&self.schema.arrow(), &self.pending)?;
+            self.write_slice(&all.slice(0, WRITE_ROWS))?;
+            let rest = all.slice(WRITE_ROWS, all.num_rows() - WRITE_ROWS);
+            self.pending_rows = rest.num_rows();
+            self.pending = vec![rest];
+        }
+        Ok(())
+    }
+
+    fn write_slice(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
         // A full disk shows here: the error names the file.
         let path = &self.path;
         self.inner
-            .write(&batch)
+            .write(batch)
             .with_context(|| format!("cannot write {}", path.display()))?;
         if self.inner.memory_size() > ROW_GROUP_MEMORY {
             self.inner
@@ -241,7 +268,12 @@ impl TableWriter {
     }
 
     /// Flush, close and fsync; returns the number of rows written.
-    pub fn finish(self) -> anyhow::Result<u64> {
+    pub fn finish(mut self) -> anyhow::Result<u64> {
+        if self.pending_rows > 0 {
+            let all = arrow::compute::concat_batches(&self.schema.arrow(), &self.pending)?;
+            self.pending.clear();
+            self.write_slice(&all)?;
+        }
         let path = self.path;
         let file = self
             .inner
@@ -265,6 +297,55 @@ pub fn write_table(
         w.write(b)?;
     }
     w.finish()
+}
+
+/// Write `table` as the concatenation of the same table of several results (the
+/// shards of a stage), in order, streaming; `fix` may rewrite each batch (a column
+/// that depends on all rows, such as collect's `duplicate_of`). The columns are those
+/// of the first source. Returns the rows written.
+pub fn concat_tables(
+    dst: &Path,
+    meta: &TableMeta,
+    sources: &[PathBuf],
+    fix: &mut dyn FnMut(RecordBatch) -> anyhow::Result<RecordBatch>,
+) -> anyhow::Result<u64> {
+    let Some(first) = sources.first() else {
+        bail!("no tables to concatenate into {}", dst.display());
+    };
+    let open = |path: &Path| -> anyhow::Result<_> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("{} is not a readable Parquet file", path.display()))
+    };
+    let schema = schema_of(open(first)?.schema(), &meta.table).with_context(|| format!("{}", first.display()))?;
+    let mut w = TableWriter::create(dst, &schema, meta)?;
+    for src in sources {
+        for batch in open(src)?.build()? {
+            let batch = batch.with_context(|| format!("reading {}", src.display()))?;
+            w.write(&fix(batch)?)?;
+        }
+    }
+    w.finish()
+}
+
+/// The declaration of a table as a file holds it (its names, types and nullability).
+fn schema_of(arrow_schema: &Schema, table: &str) -> anyhow::Result<TableSchema> {
+    Ok(TableSchema {
+        table: table.to_string(),
+        description: String::new(),
+        columns: arrow_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                Ok(ColumnDef {
+                    name: f.name().clone(),
+                    data_type: type_name(f.data_type())?,
+                    nullable: f.is_nullable(),
+                    description: String::new(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    })
 }
 
 /// Read a whole table into memory.
@@ -535,4 +616,60 @@ pub fn to_datetime(micros: i64) -> chrono::NaiveDateTime {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|d| d.naive_utc())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> TableSchema {
+        TableSchema::parse(
+            "test",
+            "table: t\ncolumns:\n  - { name: path, type: utf8 }\n  - { name: size, type: int64, nullable: true }\n",
+        )
+        .unwrap()
+    }
+
+    fn rows(from: usize, to: usize) -> RecordBatch {
+        let mut b = TableBuilder::new(&schema());
+        for i in from..to {
+            b.str("path", Some(&format!("pacs/{i:06}/{}.dcm", i * 7919 % 1000)))
+                .i64("size", (i % 5 != 0).then_some(i as i64 * 31));
+        }
+        b.finish().unwrap()
+    }
+
+    /// A table's bytes depend on its rows only: however they were batched, and when
+    /// written as shards and concatenated.
+    #[test]
+    fn bytes_depend_on_rows_not_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = TableMeta {
+            table: "t".into(),
+            ..Default::default()
+        };
+        let n = 3 * WRITE_ROWS + 123;
+        let whole = dir.path().join("whole.parquet");
+        write_table(&whole, &schema(), &meta, &[rows(0, n)]).unwrap();
+        let cuts = [0, 1, 9000, 9050, 20000, n];
+        let pieces: Vec<RecordBatch> = cuts.windows(2).map(|w| rows(w[0], w[1])).collect();
+        let batched = dir.path().join("batched.parquet");
+        write_table(&batched, &schema(), &meta, &pieces).unwrap();
+        let bytes = std::fs::read(&whole).unwrap();
+        assert_eq!(bytes, std::fs::read(&batched).unwrap());
+
+        let shards: Vec<PathBuf> = [0, 5000, 5001, n]
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                let p = dir.path().join(format!("shard{i}.parquet"));
+                write_table(&p, &schema(), &meta, &[rows(w[0], w[1])]).unwrap();
+                p
+            })
+            .collect();
+        let merged = dir.path().join("merged.parquet");
+        let written = concat_tables(&merged, &meta, &shards, &mut |b| Ok(b)).unwrap();
+        assert_eq!(written, n as u64);
+        assert_eq!(bytes, std::fs::read(&merged).unwrap());
+    }
 }

@@ -35,6 +35,10 @@ pub struct Job {
     pub threads: usize,
     pub device: Device,
     pub meta: TableMeta,
+    /// A task of a Slurm array over this many shards: it runs shard
+    /// `$SLURM_ARRAY_TASK_ID`, into `out_dir/<index>`.
+    #[serde(default)]
+    pub shards: Option<usize>,
 }
 
 /// One line of the worker's stdout.
@@ -49,6 +53,10 @@ pub enum Event {
         counters: BTreeMap<String, u64>,
         log: Vec<String>,
         device: String,
+        /// Files of a referenced tree it could not read ([`Context::unreadable`]): the
+        /// submitting process must not seal the result.
+        #[serde(default)]
+        unreadable: Vec<(PathBuf, String)>,
     },
 }
 
@@ -110,12 +118,16 @@ pub fn run_in_worker(job: &Job, job_file: &Path, ctx: &Context) -> anyhow::Resul
                 counters,
                 log,
                 device: d,
+                unreadable,
             }) => {
                 for (k, v) in counters {
                     ctx.count(&k, v);
                 }
                 for l in log {
                     ctx.log(l);
+                }
+                for (f, why) in unreadable {
+                    ctx.unreadable(&f, &why);
                 }
                 device = d;
             }
@@ -161,26 +173,47 @@ pub fn run_job_file(job_file: &Path, run: impl FnOnce(&Job, &Context) -> anyhow:
     let text = std::fs::read(job_file).with_context(|| format!("cannot read job {}", job_file.display()))?;
     let job: Job =
         serde_json::from_slice(&text).with_context(|| format!("{} is not a job file", job_file.display()))?;
-    let ctx = context_for(&job);
+    let ctx = context_for(&job)?;
     let device = run(&job, &ctx)?;
     Event::Done {
         counters: ctx.counters.lock().unwrap().clone(),
         log: ctx.log.lock().unwrap().clone(),
         device,
+        unreadable: ctx.unreadable.lock().unwrap().clone(),
     }
     .emit();
     Ok(())
 }
 
-/// Worker side: build the context for a job file.
-pub fn context_for(job: &Job) -> Context {
-    Context {
+/// Worker side: build the context for a job file (for a task of a sharded stage's
+/// array, its shard and that shard's directory).
+pub fn context_for(job: &Job) -> anyhow::Result<Context> {
+    let (shard, out_dir) = match job.shards {
+        None => (None, job.out_dir.clone()),
+        Some(count) => {
+            let index: usize = std::env::var("SLURM_ARRAY_TASK_ID")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|i| *i < count)
+                .with_context(|| {
+                    format!(
+                        "stage `{}` runs in {count} shards, but SLURM_ARRAY_TASK_ID does not name one",
+                        job.stage
+                    )
+                })?;
+            let dir = job.out_dir.join(index.to_string());
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            (Some(crate::stage::Shard { index, count }), dir)
+        }
+    };
+    Ok(Context {
         stage: job.stage.clone(),
         root: job.root.clone(),
         cache_dir: job.cache_dir.clone(),
-        out_dir: job.out_dir.clone(),
+        out_dir,
         inputs: job.inputs.clone(),
         previous: job.previous.clone(),
+        shard,
         threads: job.threads,
         device: job.device,
         progress: Progress::with_sink(&job.stage, |u| {
@@ -195,5 +228,5 @@ pub fn context_for(job: &Job) -> Context {
         counters: Mutex::new(BTreeMap::new()),
         log: Mutex::new(Vec::new()),
         unreadable: Mutex::new(Vec::new()),
-    }
+    })
 }

@@ -8,6 +8,9 @@
 //! path and BLAKE3 are unchanged keeps its row without being opened; hashes of
 //! unchanged files come from the stat cache, so a new night of PACS files costs work
 //! proportional to the new files (counters `files_read` / `files_reused`).
+//!
+//! With `shards: N`, each shard reads a contiguous slice of each tree's files in walk
+//! order, and the merge gives the rows an unsharded run writes (see [`Slice`]).
 
 use std::path::Path;
 
@@ -78,9 +81,58 @@ impl Stage for Collect {
         Resources { cpu: p.threads, gpu: 0 }
     }
 
+    // A shard reads the headers of a contiguous slice of each tree's files in walk
+    // order; the merge concatenates the slices and marks `duplicate_of` across them.
+    const SHARDABLE: bool = true;
+
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
         dicoms(p, ctx)?;
         his_files(p, ctx)
+    }
+
+    fn merge(p: &Params, ctx: &Context, shards: &[std::path::PathBuf]) -> anyhow::Result<()> {
+        let mut first_copies = FirstCopies::default();
+        pipe_core::stage::merge_shards(ctx, &Self::outputs(p), shards, &mut |table, batch| {
+            if table == "dicoms" {
+                first_copies.mark(batch)
+            } else {
+                Ok(batch)
+            }
+        })?;
+        ctx.count("duplicate_instances", first_copies.duplicates);
+        Ok(())
+    }
+}
+
+/// The files of a tree this run handles, as the walk hands them over in chunks: all
+/// of them, or a shard's contiguous slice (counted by a first walk, which the stat
+/// cache makes a walk of names and stats only).
+struct Slice {
+    range: std::ops::Range<usize>,
+    seen: usize,
+}
+
+impl Slice {
+    fn of(ctx: &Context, tree: &str) -> anyhow::Result<Option<Slice>> {
+        let Some(shard) = ctx.shard else { return Ok(None) };
+        let mut files = 0;
+        ctx.scan_tree(tree, &mut |chunk, _| {
+            files += chunk.len();
+            Ok(())
+        })?;
+        Ok(Some(Slice {
+            range: shard.range(files),
+            seen: 0,
+        }))
+    }
+
+    /// The part of the next chunk inside the slice.
+    fn take<'a>(this: &mut Option<Slice>, chunk: &'a [FileHash]) -> &'a [FileHash] {
+        let Some(s) = this else { return chunk };
+        let lo = s.range.start.saturating_sub(s.seen).min(chunk.len());
+        let hi = s.range.end.saturating_sub(s.seen).min(chunk.len());
+        s.seen += chunk.len();
+        &chunk[lo..hi]
     }
 }
 
@@ -96,7 +148,9 @@ fn join(root: &str, rel: &str) -> String {
 fn his_files(p: &Params, ctx: &Context) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut his_files = ctx.writer("his_files", &his_schema())?;
+    let mut slice = Slice::of(ctx, &p.his)?;
     ctx.scan_tree(&p.his, &mut |chunk, _| {
+        let chunk = Slice::take(&mut slice, chunk);
         let mut rows = TableBuilder::new(&his_schema());
         for f in chunk {
             // Unreadable: no content hash (parse rejects it; read again next time).
@@ -130,7 +184,10 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
     // In chunks, in the tree's (sorted) order, as the scan hands them over: memory
     // stays bounded by the chunk, and an incremental run writes exactly the rows a
     // fresh run would, in the same order.
+    let mut slice = Slice::of(ctx, &p.pacs)?;
     ctx.scan_tree(&p.pacs, &mut |chunk, expected| {
+        let chunk = Slice::take(&mut slice, chunk);
+        let expected = slice.as_ref().map_or(expected, |s| s.range.len() as u64);
         ctx.progress.set_total(expected.max(reused + read + chunk.len() as u64));
         let mut sources = Vec::with_capacity(chunk.len());
         let mut fresh: Vec<(String, &FileHash)> = Vec::new();
@@ -244,7 +301,10 @@ fn dicoms(p: &Params, ctx: &Context) -> anyhow::Result<()> {
     ));
     ctx.count("files_reused", reused);
     ctx.count("files_read", read);
-    ctx.count("duplicate_instances", first_copies.duplicates);
+    if ctx.shard.is_none() {
+        // Sharded, duplicates across shards are for the merge to count.
+        ctx.count("duplicate_instances", first_copies.duplicates);
+    }
     Ok(())
 }
 

@@ -14,6 +14,9 @@
 //! hard-linked from the previous entry instead of decoded, and a reject keeps its row
 //! (counters `images_decoded`, `images_reused`, `images_rejected`). Hashing reads each
 //! DICOM once per run; only new or changed files are decoded.
+//!
+//! With `shards: N` each shard converts a contiguous slice of the SOP instances (in
+//! UID order) and the merge concatenates them: the same tables and images.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -115,6 +118,9 @@ impl Stage for Convert {
     // whose file meta dicom_scan repairs (no group length, long AE, implicit data set)
     const VERSION: u32 = 3;
     const ABOUT: &'static str = "decode matched DICOM files into square 8-bit PNG/JPEG images for training";
+    // A shard converts a contiguous slice of the SOP instances in UID order, the order
+    // of the tables: the default merge concatenates them and moves the images over.
+    const SHARDABLE: bool = true;
 
     fn reads(_: &Params) -> Vec<&'static str> {
         vec!["pairs"]
@@ -150,6 +156,10 @@ impl Stage for Convert {
                 .or_default()
                 .entry(paths.value(i))
                 .or_insert(hash);
+        }
+        if let Some(shard) = ctx.shard {
+            let range = shard.range(by_uid.len());
+            by_uid = by_uid.into_iter().skip(range.start).take(range.len()).collect();
         }
         let files: usize = by_uid.values().map(BTreeMap::len).sum();
         ctx.progress.set_total(files as u64);

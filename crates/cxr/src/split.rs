@@ -687,6 +687,7 @@ mod tests {
             out_dir: out.clone(),
             inputs: vec![input("labels", &labels_path), input("images", &images_path)],
             previous: None,
+            shard: None,
             threads: 1,
             device: pipe_core::stage::Device::Cpu,
             progress: pipe_core::progress::Progress::hidden(),

@@ -511,7 +511,15 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(path: &Path) -> anyhow::Result<AtomicFile> {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique across processes of several hosts sharing the cache (Slurm jobs), whose
+        // process ids may be the same.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{nanos}-{n}", std::process::id()));
         let f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(AtomicFile {
             path: path.to_path_buf(),

@@ -74,6 +74,9 @@ pub struct StageSpec {
     /// The file's `slurm:` options overridden by the stage's: used whenever the stage
     /// runs on Slurm (a stage's `slurm:` alone does not send it there).
     pub slurm: crate::slurm::Options,
+    /// `shards:`: how many slices the stage's work is cut into (1: not sharded). On
+    /// Slurm, one array task each; locally, one after another. Not part of its key.
+    pub shards: usize,
 }
 
 /// A validated pipeline.
@@ -121,6 +124,7 @@ struct RawStage {
     matrix: Option<serde_yaml::Value>,
     executor: Option<String>,
     slurm: Option<crate::slurm::Options>,
+    shards: Option<usize>,
 }
 
 /// A file of the `extend` chain, parsed.
@@ -276,6 +280,9 @@ impl Pipeline {
                         if s.executor.is_some() {
                             m.executor = s.executor.clone();
                         }
+                        if s.shards.is_some() {
+                            m.shards = s.shards;
+                        }
                         match (&mut m.slurm, &s.slurm) {
                             (Some(b), Some(t)) => *b = b.merged(t),
                             (None, Some(t)) => m.slurm = Some(t.clone()),
@@ -423,6 +430,20 @@ impl Pipeline {
                     continue;
                 }
             };
+            let shards = raw.shards.unwrap_or(1);
+            if shards == 0 || (shards > 1 && !kind.shardable()) {
+                let can: Vec<&str> = kinds.iter().filter(|k| k.shardable()).map(|k| k.name()).collect();
+                errors.push(
+                    Diagnostic::new(if shards == 0 {
+                        "shards must be at least 1".to_string()
+                    } else {
+                        format!("stage `{name}` (kind `{}`) cannot run in shards", kind.name())
+                    })
+                    .at(p.value_at(&format!("stages.{name}.shards")))
+                    .help(format!("kinds that can: {}", can.join(", "))),
+                );
+                continue;
+            }
             p.stages.push(StageSpec {
                 name: name.clone(),
                 kind,
@@ -431,6 +452,7 @@ impl Pipeline {
                 prepared,
                 backend,
                 slurm,
+                shards,
             });
         }
 

@@ -160,6 +160,7 @@ pub(super) fn execute(
         out_dir: out_dir.clone(),
         inputs,
         previous,
+        shard: None,
         threads,
         device,
         progress,
@@ -169,7 +170,11 @@ pub(super) fn execute(
         unreadable: Mutex::new(Vec::new()),
     };
 
-    let result = run_kind(p, s, &work.key, &ctx, place);
+    let result = if s.shards > 1 {
+        run_shards(p, s, &work.key, &ctx, place)
+    } else {
+        run_kind(p, s, &work.key, &ctx, place, None)
+    };
     let log_lines = std::mem::take(&mut *ctx.log.lock().unwrap());
     let log_text = if log_lines.is_empty() {
         String::new()
@@ -192,31 +197,105 @@ pub(super) fn execute(
     seal(p, s, work, store, &ctx, device_used, start)
 }
 
-/// Run the kind: on a thread of this process, in the torch worker, or as a Slurm job
-/// of either. Returns the device it actually ran on.
-fn run_kind(
+/// Run a stage of `shards: N`: each shard into its own directory beside the work
+/// directory (`tmp/<key>.shards/<i>`: garbage for the next run if this one dies) —
+/// on Slurm as one array job, locally one after another —, then the kind's merge into
+/// the work directory. Counters add up; log lines say their shard.
+fn run_shards(
     p: &Pipeline,
     s: &crate::config::StageSpec,
     key: &str,
     ctx: &Context,
     place: &Place,
 ) -> anyhow::Result<String> {
-    let out_dir = &ctx.out_dir;
+    let n = s.shards;
+    let dir = ctx.out_dir.with_file_name(format!("{key}.shards"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    let dirs: Vec<PathBuf> = (0..n).map(|i| dir.join(i.to_string())).collect();
+    let device = match &place.backend {
+        crate::config::Backend::Slurm(_) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            run_kind(p, s, key, ctx, place, Some((n, &dir)))?
+        }
+        crate::config::Backend::Local => {
+            let mut device = ctx.device.to_string();
+            for (index, shard_dir) in dirs.iter().enumerate() {
+                std::fs::create_dir_all(shard_dir).with_context(|| format!("cannot create {}", shard_dir.display()))?;
+                ctx.progress.set_message(format!("shard {} of {n}", index + 1));
+                let shard = Context {
+                    stage: ctx.stage.clone(),
+                    root: ctx.root.clone(),
+                    cache_dir: ctx.cache_dir.clone(),
+                    out_dir: shard_dir.clone(),
+                    inputs: ctx.inputs.clone(),
+                    previous: ctx.previous.clone(),
+                    shard: Some(crate::stage::Shard { index, count: n }),
+                    threads: ctx.threads,
+                    device: ctx.device,
+                    progress: ctx.progress.clone(),
+                    meta: ctx.meta.clone(),
+                    counters: Mutex::new(BTreeMap::new()),
+                    log: Mutex::new(Vec::new()),
+                    unreadable: Mutex::new(Vec::new()),
+                };
+                let r = run_kind(p, s, key, &shard, place, None);
+                for (k, v) in shard.counters.into_inner().unwrap() {
+                    ctx.count(&k, v);
+                }
+                for l in shard.log.into_inner().unwrap() {
+                    ctx.log(format!("shard {index}: {l}"));
+                }
+                for (f, why) in shard.unreadable.into_inner().unwrap() {
+                    ctx.unreadable(&f, &why);
+                }
+                device = r?;
+            }
+            device
+        }
+    };
+    ctx.progress.set_message(format!("merging {n} shards"));
+    let t = std::time::Instant::now();
+    s.kind
+        .merge(&s.prepared.params, ctx, &dirs)
+        .with_context(|| format!("stage `{}`: cannot merge its {n} shards", s.name))?;
+    ctx.log(format!(
+        "{n} shards merged in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(device)
+}
+
+/// Run the kind: on a thread of this process, in the torch worker, or as a Slurm job
+/// of either (`array`: all shards as one Slurm array, each into its folder of the
+/// given directory). Returns the device it actually ran on.
+fn run_kind(
+    p: &Pipeline,
+    s: &crate::config::StageSpec,
+    key: &str,
+    ctx: &Context,
+    place: &Place,
+    array: Option<(usize, &std::path::Path)>,
+) -> anyhow::Result<String> {
+    let out_dir = array.map_or(ctx.out_dir.as_path(), |(_, d)| d);
     let job = || Job {
         kind: s.kind.name().into(),
         stage: s.name.clone(),
         params: s.prepared.params.clone(),
         root: ctx.root.clone(),
         cache_dir: ctx.cache_dir.clone(),
-        out_dir: out_dir.clone(),
+        out_dir: out_dir.to_path_buf(),
         inputs: ctx.inputs.clone(),
         previous: ctx.previous.clone(),
         threads: ctx.threads,
         device: ctx.device,
         meta: ctx.meta.clone(),
+        shards: array.map(|(n, _)| n),
     };
     // Beside the work directory: a file there is garbage for clean_tmp if left behind.
-    let job_file = out_dir.with_file_name(format!("{key}.job.json"));
+    let job_file = ctx.out_dir.with_file_name(format!("{key}.job.json"));
     let r = match (&place.backend, s.prepared.executor) {
         (crate::config::Backend::Local, Executor::InProcess) => {
             return s.kind.run(&s.prepared.params, ctx).map(|()| ctx.device.to_string());

@@ -1131,6 +1131,7 @@ mod tests {
                 },
             ],
             previous: None,
+            shard: None,
             threads: 2,
             device: pipe_core::stage::Device::Cpu,
             progress: pipe_core::progress::Progress::hidden(),
