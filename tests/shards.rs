@@ -7,8 +7,9 @@ use common::*;
 
 #[test]
 fn sharded_collect_and_convert_equal_unsharded_and_reuse_per_file() {
-    let runs = sharded_equals_unsharded(3, &[]);
+    let (runs, log) = sharded_equals_unsharded(3, &[]);
     assert_eq!(runs.len(), 2);
+    assert!(!log.contains("Slurm"), "{log}");
 }
 
 /// A kind that cannot split its work refuses `shards:` at validation, at the key.

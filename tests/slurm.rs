@@ -374,8 +374,13 @@ fn ctrl_c_cancels_the_runs_jobs() {
 #[test]
 fn sharded_stages_on_slurm_equal_unsharded() {
     let Some(_one) = on_cluster() else { return };
-    let runs = sharded_equals_unsharded(4, &["--executor", "slurm"]);
+    let (runs, log) = sharded_equals_unsharded(4, &["--executor", "slurm"]);
     for r in &runs {
-        assert!(r.stdout.contains("slurm: "), "{}", r.stdout);
+        // collect and convert: 4 array tasks each; each stage's line names its array job.
+        assert!(r.stdout.contains("; 8 shards ran as array tasks"), "{}", r.stdout);
+        let line = r.stdout.lines().find(|l| l.contains("✓ convert")).unwrap();
+        assert!(line.contains("(Slurm array job ") && line.contains("queued "), "{line}");
     }
+    assert!(log.contains("Slurm array job ") && log.contains("(4 shards)"), "{log}");
+    eprintln!("{log}");
 }

@@ -352,8 +352,9 @@ pub fn entry_files(p: &Project, pipeline: &str, table: &str) -> std::collections
 /// a resent copy of its first DICOM file (last in walk order: its `duplicate_of` crosses
 /// shards) and a month of PACS files held back: every table and image byte-identical
 /// under the same keys; the held-back month, added, is all that collect reads and that
-/// convert decodes; a rerun does nothing. Returns the sharded runs' outputs.
-pub fn sharded_equals_unsharded(shards: usize, args: &[&str]) -> Vec<Run> {
+/// convert decodes; a rerun does nothing. Returns the sharded runs' outputs and the
+/// first sharded collect's log.
+pub fn sharded_equals_unsharded(shards: usize, args: &[&str]) -> (Vec<Run>, String) {
     let p = Project::new();
     let hosp = p.path("hosp");
     synth(&hosp, 120, 32);
@@ -467,7 +468,7 @@ pub fn sharded_equals_unsharded(shards: usize, args: &[&str]) -> Vec<Run> {
         !left.iter().any(|n| n.ends_with(".shards")),
         "shard directories left: {left:?}"
     );
-    out
+    (out, collect_log)
 }
 
 /// Files under a directory, recursively.

@@ -657,10 +657,15 @@ fn print_report(
     for warning in &report.warnings {
         writeln!(out, "warning: {warning}")?;
     }
-    if let Some((jobs, queries)) = report.slurm {
+    if let Some((jobs, queries, tasks)) = report.slurm {
+        let tasks = if tasks > 0 {
+            format!("; {tasks} shards ran as array tasks")
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "slurm: {jobs} job(s) submitted, {queries} controller queries to track them"
+            "slurm: {jobs} job(s) submitted, {queries} controller queries to track them{tasks}"
         )?;
     }
     if fresh == considered && !dry_run {

@@ -492,6 +492,8 @@ struct Shared {
     last: Option<std::time::Instant>,
     tracker: Tracker,
     submitted: u64,
+    /// Tasks of the array jobs among them.
+    array_tasks: u64,
 }
 
 fn shared() -> &'static std::sync::Mutex<Shared> {
@@ -520,11 +522,11 @@ fn state_of(job: &str) -> anyhow::Result<State> {
     Ok(g.states.get(job).cloned().unwrap_or(State::Pending(String::new())))
 }
 
-/// Jobs this process submitted and the controller queries it sent to track them;
-/// `None` when it submitted none.
-pub fn submitted_and_queries() -> Option<(u64, u64)> {
+/// Jobs this process submitted, the controller queries it sent to track them and the
+/// tasks of its array jobs; `None` when it submitted none.
+pub fn submitted_and_queries() -> Option<(u64, u64, u64)> {
     let g = shared().lock().unwrap_or_else(|e| e.into_inner());
-    (g.submitted > 0).then_some((g.submitted, g.tracker.queries))
+    (g.submitted > 0).then_some((g.submitted, g.tracker.queries, g.array_tasks))
 }
 
 /// The Slurm job building the work directory `tmp_dir`, if one does (`pipe status`).
@@ -572,6 +574,9 @@ struct Task {
     total: u64,
     done: Option<Done>,
     state: Option<State>,
+    /// When it was first seen running, and seen ended (as the polls saw it).
+    started: Option<std::time::Instant>,
+    ended: Option<std::time::Instant>,
 }
 
 type Done = (BTreeMap<String, u64>, Vec<String>, String, Vec<(PathBuf, String)>);
@@ -631,6 +636,8 @@ pub fn run_job(
         total: 0,
         done: None,
         state: None,
+        started: None,
+        ended: None,
     })
     .collect();
     let array = job.shards.is_some();
@@ -670,7 +677,7 @@ pub fn run_job(
     let mut totals = 0u64;
     // Positions in `tasks` of the ones to submit in this attempt.
     let mut todo: Vec<usize> = (0..tasks.len()).collect();
-    loop {
+    let (what, submitted_at) = loop {
         let indices: Vec<String> = todo
             .iter()
             .filter_map(|&k| tasks[k].index)
@@ -713,6 +720,8 @@ pub fn run_job(
             t.read = 0;
             t.done = None;
             t.state = None;
+            t.started = None;
+            t.ended = None;
             totals -= t.total;
             t.total = 0;
         }
@@ -720,9 +729,13 @@ pub fn run_job(
             let mut g = shared().lock().unwrap_or_else(|e| e.into_inner());
             g.jobs.extend(todo.iter().map(|&k| tasks[k].id.clone()));
             g.submitted += 1;
+            if array {
+                g.array_tasks += todo.len() as u64;
+            }
         }
         // For `pipe status`: which job builds this work directory.
         let _ = std::fs::write(base.with_extension("slurm.id"), &id);
+        let submitted_at = std::time::Instant::now();
         let what = if array {
             format!("Slurm array job {id} ({} shards)", todo.len())
         } else {
@@ -762,9 +775,15 @@ pub fn run_job(
                             why_queued = format!(" ({r})");
                         }
                     }
-                    State::Running => running += 1,
+                    State::Running => {
+                        running += 1;
+                        t.started.get_or_insert_with(std::time::Instant::now);
+                    }
                     _ => {
                         ended += 1;
+                        let now = std::time::Instant::now();
+                        t.started.get_or_insert(now);
+                        t.ended = Some(now);
                         forget(&t.id);
                         events(t, &mut totals);
                         t.state = Some(state);
@@ -817,8 +836,8 @@ pub fn run_job(
             todo = retry;
             continue;
         }
-        break;
-    }
+        break (what, submitted_at);
+    };
     let mut device = None;
     let mut failures = Vec::new();
     for t in &mut tasks {
@@ -856,8 +875,24 @@ pub fn run_job(
             ),
         }
     }
+    // Queued: from submission to the first task seen running; ran: from then to the
+    // last task seen ended (of the last attempt; as precise as the polls).
+    let first = tasks.iter().filter_map(|t| t.started).min();
+    let last = tasks.iter().filter_map(|t| t.ended).max();
+    let timing = match (first, last) {
+        (Some(a), Some(b)) => format!(
+            ": queued {:.1}s, ran {:.1}s",
+            a.saturating_duration_since(submitted_at).as_secs_f64(),
+            b.saturating_duration_since(a).as_secs_f64()
+        ),
+        _ => String::new(),
+    };
+    ctx.log(format!("{what}{timing}"));
     match failures.first() {
-        None => Ok(device.unwrap_or_else(|| job.device.to_string())),
+        None => Ok(format!(
+            "{} ({what}{timing})",
+            device.unwrap_or_else(|| job.device.to_string())
+        )),
         Some(first) if failures.len() == 1 => bail!("{first}"),
         Some(first) => bail!(
             "{first}\n({} more of its shards failed too; see the stage log)",

@@ -70,8 +70,9 @@ pub enum Outcome {
 pub struct RunReport {
     pub outcomes: Vec<(String, Outcome)>,
     pub warnings: Vec<String>,
-    /// Slurm jobs this run submitted and the controller queries it sent to track them.
-    pub slurm: Option<(u64, u64)>,
+    /// Slurm jobs this run submitted, the controller queries it sent to track them, and
+    /// the shards among them that ran as array tasks.
+    pub slurm: Option<(u64, u64, u64)>,
 }
 
 impl RunReport {
