@@ -384,3 +384,66 @@ fn sharded_stages_on_slurm_equal_unsharded() {
     assert!(log.contains("Slurm array job ") && log.contains("(4 shards)"), "{log}");
     eprintln!("{log}");
 }
+
+/// One shard of an array cancelled (the array held until then, so it cannot finish
+/// first): the stage fails naming that shard, nothing is committed, and the next run
+/// builds the stage whole, equal to an unsharded run.
+#[test]
+fn a_cancelled_shard_fails_its_stage_and_the_next_run_completes() {
+    let Some(_one) = on_cluster() else { return };
+    let p = Project::new();
+    synth(&p.path("hosp"), 40, 32);
+    let yaml = |name: &str, shards: usize, slurm: &str| {
+        format!(
+            "name: {name}\nroot: ..\ncache: cache_{name}\nstages:\n  collect:\n    kind: collect\n    shards: {shards}\n    executor: slurm\n    slurm: {slurm}\n    params: {{ pacs: hosp/pacs, his: hosp/his }}\n"
+        )
+    };
+    p.write("pipelines/h.yaml", &yaml("h", 3, "{ extra: [--hold] }"));
+    let child = p
+        .command(&["run", "pipelines/h.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut array = String::new();
+    wait_for("the array is queued", Duration::from_secs(60), || {
+        array = jobs_named("-collect")
+            .first()
+            .map(|l| l.split('_').next().unwrap().to_string())
+            .unwrap_or_default();
+        !array.is_empty()
+    });
+    cancel(&[format!("{array}_1")]).unwrap();
+    let released = std::process::Command::new("scontrol")
+        .args(["release", &array])
+        .status()
+        .unwrap();
+    assert!(released.success());
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        // Cancelled while pending, a task leaves no record: pipe can only say so.
+        text.contains(&format!(
+            "stage `collect`: Slurm job {array}_1 (shard 1 of 3) left the queue before it was seen running"
+        )) && text.contains("cancelled while pending?"),
+        "{text}"
+    );
+    assert!(!p.path("cache_h/entries").exists() || std::fs::read_dir(p.path("cache_h/entries")).unwrap().count() == 0);
+
+    // Without the hold (Slurm options are not in the key), the next run completes.
+    p.write("pipelines/h.yaml", &yaml("h", 3, "{}"));
+    let r = p.pipe(&["run", "pipelines/h.yaml"]).ok();
+    assert_eq!(r.ran(), ["collect"], "{}", r.stdout);
+    p.write(
+        "pipelines/u.yaml",
+        &yaml("u", 1, "{}").replace("    executor: slurm\n", ""),
+    );
+    p.pipe(&["run", "pipelines/u.yaml"]).ok();
+    let strip = |m: std::collections::BTreeMap<(String, String), (String, String)>| m.into_values().collect::<Vec<_>>();
+    assert_eq!(strip(tables(&p.path("cache_h"))), strip(tables(&p.path("cache_u"))));
+}

@@ -582,6 +582,14 @@ struct Task {
 type Done = (BTreeMap<String, u64>, Vec<String>, String, Vec<(PathBuf, String)>);
 
 impl Task {
+    /// `123_4 (shard 4 of 8)`, or the job id.
+    fn called(&self, shards: Option<usize>) -> String {
+        match self.index {
+            Some(i) => format!("{} (shard {i} of {})", self.id, shards.unwrap_or(0)),
+            None => self.id.clone(),
+        }
+    }
+
     fn name(&self) -> String {
         match self.index {
             Some(i) => format!("shard {i}"),
@@ -781,9 +789,7 @@ pub fn run_job(
                     }
                     _ => {
                         ended += 1;
-                        let now = std::time::Instant::now();
-                        t.started.get_or_insert(now);
-                        t.ended = Some(now);
+                        t.ended = Some(std::time::Instant::now());
                         forget(&t.id);
                         events(t, &mut totals);
                         t.state = Some(state);
@@ -862,6 +868,12 @@ pub fn run_job(
                 }
                 device.get_or_insert(d);
             }
+            // A task cancelled before it started leaves no record in sacct or squeue.
+            (State::Gone, None) if t.started.is_none() => failures.push(format!(
+                "stage `{}`: Slurm job {} left the queue before it was seen running, and Slurm keeps no record of it (cancelled while pending?)",
+                job.stage,
+                t.called(job.shards)
+            )),
             (State::Completed, None) => failures.push(format!(
                 "stage `{}`: Slurm job {} completed without a result in {}",
                 job.stage,
@@ -870,15 +882,15 @@ pub fn run_job(
             )),
             (state, _) => failures.push(
                 state
-                    .message(&t.id, &job.stage, &t.error)
+                    .message(&t.called(job.shards), &job.stage, &t.error)
                     .unwrap_or_else(|| format!("stage `{}`: Slurm job {} ended {state:?}", job.stage, t.id)),
             ),
         }
     }
     // Queued: from submission to the first task seen running; ran: from then to the
     // last task seen ended (of the last attempt; as precise as the polls).
-    let first = tasks.iter().filter_map(|t| t.started).min();
     let last = tasks.iter().filter_map(|t| t.ended).max();
+    let first = tasks.iter().filter_map(|t| t.started).min().or(last);
     let timing = match (first, last) {
         (Some(a), Some(b)) => format!(
             ": queued {:.1}s, ran {:.1}s",
