@@ -9,7 +9,13 @@
    it sent (`slurm: … controller queries`), reported per minute, beside what polling
    each job on its own (one query per job per round) would have sent.
 
+3. Shards: collect and convert of a synthetic hospital (`--shard-studies`, 256-px
+   DICOMs converted to 128 px) unsharded on this machine, then with `shards: 4` on
+   Slurm (each stage one array job of 4 tasks, two running at a time on the 2-CPU
+   node): the stages' wall times and what merging the shards took.
+
 usage: python benches/slurm.py --pipe PATH/TO/pipe [--chain 10] [--wide 20] [--poll-ms 2000]
+       [--shard-studies 2000]
 Needs SLURM_CONF (default /tmp/pipe-slurm/etc/slurm.conf, written by `make slurm-up`).
 """
 import argparse
@@ -27,6 +33,7 @@ ap.add_argument("--chain", type=int, default=10)
 ap.add_argument("--wide", type=int, default=20)
 ap.add_argument("--seconds", type=int, default=3, help="how long each wide stage works")
 ap.add_argument("--poll-ms", type=int, default=2000)
+ap.add_argument("--shard-studies", type=int, default=2000)
 a = ap.parse_args()
 
 os.environ.setdefault("SLURM_CONF", "/tmp/pipe-slurm/etc/slurm.conf")
@@ -55,6 +62,14 @@ def run(name, *extra):
         sys.exit(f"pipe run {name} failed:\n{r.stdout}\n{r.stderr}")
     m = re.search(r"slurm: (\d+) job\(s\) submitted, (\d+) controller queries", r.stdout)
     return wall, (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def stage_seconds(name, *extra):
+    """Run, and give each stage's `ran in` seconds from the summary."""
+    r = subprocess.run([a.pipe, "run", f"pipelines/{name}.yaml", *extra], cwd=work, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"pipe run {name} failed:\n{r.stdout}\n{r.stderr}")
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"✓ (\S+)\s+ran in ([\d.]+)s", r.stdout)}
 
 
 def chain(cache):
@@ -88,4 +103,29 @@ naive = jobs * rounds
 print(f"{a.wide} concurrent jobs of {a.seconds} s: {wall:.1f} s, {queries} controller queries "
       f"= {queries / (wall / 60):.1f} per minute; polling each job alone: about {naive:.0f} "
       f"= {naive / (wall / 60):.0f} per minute")
+hosp = os.path.join(work, "hosp")
+subprocess.run([a.pipe, "synth", "--out", hosp, "--studies", str(a.shard_studies), "--seed", "11", "--size", "256"],
+               check=True, capture_output=True)
+with open(os.path.join(repo, "pipelines/phutho.yaml")) as f:
+    phutho = f.read().replace("root: ..", f"root: {repo}").replace("name: phutho", "name: phutho\ncache: cache_unused")
+with open(os.path.join(work, "pipelines/phutho.yaml"), "w") as f:
+    f.write(phutho)
+for name, shards in [("unsharded", 1), ("sharded", 4)]:
+    with open(os.path.join(work, "pipelines", f"{name}.yaml"), "w") as f:
+        f.write(f"name: {name}\nextend: phutho.yaml\ncache: {work}/cache_{name}\nstages:\n"
+                f"  collect:\n    shards: {shards}\n    params: {{ pacs: {hosp}/pacs, his: {hosp}/his }}\n"
+                f"  match:\n    params: {{ resolutions: {hosp}/truth/resolutions.csv }}\n"
+                f"  convert:\n    shards: {shards}\n    params: {{ size: 128 }}\n")
+local = stage_seconds("unsharded", "--until", "convert")
+sharded = stage_seconds("sharded", "--until", "convert", "--executor", "slurm")
+merged = []
+for stage, table in [("collect", "collect.dicoms"), ("convert", "convert.images")]:
+    log = subprocess.run([a.pipe, "path", "pipelines/sharded.yaml", table], cwd=work, capture_output=True, text=True).stdout.strip()
+    text = open(os.path.join(os.path.dirname(log), "log.txt")).read() if log else ""
+    m = re.search(r"4 shards merged in ([\d.]+) ms", text)
+    merged.append(f"{stage} {m.group(1) if m else '?'} ms")
+files = sum(len(fs) for _, _, fs in os.walk(os.path.join(hosp, "pacs")))
+print(f"shards, {files} DICOM files of {a.shard_studies} studies: collect {local.get('collect', 0):.2f} s here, "
+      f"{sharded.get('collect', 0):.2f} s as 4 shards on Slurm; convert {local.get('convert', 0):.2f} s here, "
+      f"{sharded.get('convert', 0):.2f} s as 4 shards on Slurm; merging: {', '.join(merged)}")
 shutil.rmtree(work, ignore_errors=True)
