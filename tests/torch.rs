@@ -159,6 +159,20 @@ fn filter_runs_a_torchscript_model_on_the_pixels() {
         }
     }
     assert!(compared > 50, "{compared} compared");
+
+    // In 3 shards (each scoring whole batches of 8 in the worker): the same tables.
+    let yaml = std::fs::read_to_string(p.path("pipelines/m.yaml")).unwrap();
+    p.write(
+        "pipelines/s.yaml",
+        &yaml
+            .replace("name: m\n", "name: s\ncache: cache_s\n")
+            .replace("    kind: filter\n", "    kind: filter\n    shards: 3\n"),
+    );
+    let r = p.pipe(&["run", "pipelines/s.yaml"]).ok();
+    assert_eq!(r.ran(), ["collect", "filter"]);
+    let (a, b) = (tables(&p.path("cache")), tables(&p.path("cache_s")));
+    assert_eq!(a.len(), 5);
+    assert_eq!(a, b, "filter in shards differs");
 }
 
 /// The worker finds LibTorch by itself (an rpath to the torch it was built against):

@@ -138,6 +138,14 @@ impl Shard {
         let at = |i: usize| (len as u128 * i as u128 / self.count.max(1) as u128) as usize;
         at(self.index)..at(self.index + 1)
     }
+
+    /// This shard's slice of `len` items cut only at multiples of `unit` (a batch):
+    /// work done in batches is then batched as an unsharded run batches it.
+    pub fn range_in_units(&self, len: usize, unit: usize) -> std::ops::Range<usize> {
+        let unit = unit.max(1);
+        let units = self.range(len.div_ceil(unit));
+        (units.start * unit).min(len)..(units.end * unit).min(len)
+    }
 }
 
 /// The common merge of shards: every table in `tables` concatenated in shard order
@@ -522,6 +530,14 @@ mod tests {
                     sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
                     "{sizes:?}"
                 );
+                let batched: Vec<usize> = (0..count)
+                    .flat_map(|index| Shard { index, count }.range_in_units(len, 8))
+                    .collect();
+                assert_eq!(batched, (0..len).collect::<Vec<_>>(), "{len} in {count} by 8");
+                for index in 0..count {
+                    let r = Shard { index, count }.range_in_units(len, 8);
+                    assert!(r.start % 8 == 0 && (r.end % 8 == 0 || r.end == len), "{r:?}");
+                }
             }
         }
     }

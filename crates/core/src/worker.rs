@@ -39,6 +39,9 @@ pub struct Job {
     /// `$SLURM_ARRAY_TASK_ID`, into `out_dir/<index>`.
     #[serde(default)]
     pub shards: Option<usize>,
+    /// The shard this job runs, given outright (a shard of a local run in the worker).
+    #[serde(default)]
+    pub shard: Option<crate::stage::Shard>,
 }
 
 /// One line of the worker's stdout.
@@ -189,7 +192,7 @@ pub fn run_job_file(job_file: &Path, run: impl FnOnce(&Job, &Context) -> anyhow:
 /// array, its shard and that shard's directory).
 pub fn context_for(job: &Job) -> anyhow::Result<Context> {
     let (shard, out_dir) = match job.shards {
-        None => (None, job.out_dir.clone()),
+        None => (job.shard, job.out_dir.clone()),
         Some(count) => {
             let index: usize = std::env::var("SLURM_ARRAY_TASK_ID")
                 .ok()

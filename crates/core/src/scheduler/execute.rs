@@ -293,6 +293,7 @@ fn run_kind(
         device: ctx.device,
         meta: ctx.meta.clone(),
         shards: array.map(|(n, _)| n),
+        shard: ctx.shard,
     };
     // Beside the work directory: a file there is garbage for clean_tmp if left behind.
     let job_file = ctx.out_dir.with_file_name(format!("{key}.job.json"));

@@ -106,6 +106,8 @@ impl Stage for Filter {
     const KIND: &'static str = "filter";
     const VERSION: u32 = 1;
     const ABOUT: &'static str = "keep PA chest radiographs (DICOM tag rules or a TorchScript model)";
+    // A shard scores a contiguous slice of `dicoms` (see `shard_of`).
+    const SHARDABLE: bool = true;
 
     fn reads(_: &Params) -> Vec<&'static str> {
         vec!["dicoms"]
@@ -142,7 +144,7 @@ impl Stage for Filter {
     fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
         anyhow::ensure!(p.method == Method::Tags, "method `model` runs in the pipe-torch worker");
         anyhow::ensure!(p.model.is_none(), "params.model is only used with `method: model`");
-        let dicoms = read_batch(ctx.input("dicoms")?)?;
+        let dicoms = shard_of(ctx, read_batch(ctx.input("dicoms")?)?, 1);
         let (m, b, v) = (
             str_col(&dicoms, "modality")?,
             str_col(&dicoms, "body_part")?,
@@ -213,6 +215,20 @@ pub fn tag_score(p: &Params, modality: Option<&str>, body_part: Option<&str>, vi
         }
     }
     (score, reasons.join("; "))
+}
+
+/// The rows of `dicoms` this run scores: all, or a shard's slice cut at multiples of
+/// `batch` (the model's batches are then the batches of an unsharded run, and so are
+/// its scores). `kept` and `dropped` keep the order of `dicoms`, so the shards'
+/// tables, concatenated, are an unsharded run's.
+pub fn shard_of(ctx: &Context, dicoms: RecordBatch, batch: usize) -> RecordBatch {
+    match ctx.shard {
+        None => dicoms,
+        Some(shard) => {
+            let r = shard.range_in_units(dicoms.num_rows(), batch);
+            dicoms.slice(r.start, r.len())
+        }
+    }
 }
 
 /// Write `kept` and `dropped` from `dicoms` and a (score, reason) per row.

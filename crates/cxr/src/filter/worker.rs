@@ -25,7 +25,7 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     let mut model = CModule::load_on_device(&model_path, device)
         .with_context(|| format!("cannot load TorchScript model {}", model_path.display()))?;
     model.set_eval();
-    let dicoms = read_batch(ctx.input("dicoms")?)?;
+    let dicoms = pipe_cxr::filter::shard_of(ctx, read_batch(ctx.input("dicoms")?)?, p.batch_size.max(1));
     let paths = str_col(&dicoms, "path")?;
     let n = dicoms.num_rows();
     let size = p.input_size.max(1) as usize;
