@@ -18,14 +18,14 @@ fn shards_on_a_kind_that_cannot_is_refused() {
     let p = Project::new();
     p.write(
         "pipelines/x.yaml",
-        "root: ..\nstages:\n  split:\n    kind: split\n    shards: 2\n    inputs: [a]\n  a:\n    kind: command\n    params: { run: [true], outputs: [] }\n",
+        "root: ..\nstages:\n  split:\n    kind: split\n    shards: 2\n    inputs: [a]\n  a:\n    kind: command\n    params: { run: [\"true\"], outputs: [] }\n",
     );
     let r = p.pipe(&["check", "pipelines/x.yaml"]);
     assert_ne!(r.code, 0);
     assert!(
         r.stderr.contains("cannot run in shards")
             && r.stderr.contains("x.yaml:5:13")
-            && r.stderr.contains("collect, convert"),
+            && r.stderr.contains("kinds that can: collect, filter, convert"),
         "{}",
         r.stderr
     );

@@ -536,7 +536,10 @@ mod tests {
                 assert_eq!(batched, (0..len).collect::<Vec<_>>(), "{len} in {count} by 8");
                 for index in 0..count {
                     let r = Shard { index, count }.range_in_units(len, 8);
-                    assert!(r.start % 8 == 0 && (r.end % 8 == 0 || r.end == len), "{r:?}");
+                    assert!(
+                        r.start.is_multiple_of(8) && (r.end.is_multiple_of(8) || r.end == len),
+                        "{r:?}"
+                    );
                 }
             }
         }
