@@ -246,6 +246,17 @@ fn jobs_named(suffix: &str) -> Vec<String> {
         .collect()
 }
 
+/// Exit code and stdout + stderr of a `pipe run` started with piped output.
+fn ended(child: std::process::Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let t = Instant::now();
     while !done() {
@@ -292,13 +303,8 @@ fn a_cancelled_job_fails_its_stage_and_the_next_run_completes() {
         "{status}"
     );
     cancel(std::slice::from_ref(&id)).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = ended(child);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains(&format!("stage `cancelme`: Slurm job {id} was cancelled")),
         "{text}"
@@ -355,13 +361,8 @@ fn ctrl_c_cancels_the_runs_jobs() {
     assert_eq!(jobs_named("-interruptme").len(), 1);
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(130), "{text}");
+    let (code, text) = ended(child);
+    assert_eq!(code, Some(130), "{text}");
     wait_for("the job is cancelled", Duration::from_secs(30), || {
         jobs_named("-interruptme")
             .iter()
@@ -419,13 +420,8 @@ fn a_cancelled_shard_fails_its_stage_and_the_next_run_completes() {
         .status()
         .unwrap();
     assert!(released.success());
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = ended(child);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         // Cancelled while pending, a task leaves no record: pipe can only say so.
         text.contains(&format!(

@@ -317,7 +317,8 @@ pub fn concat_tables(
         ParquetRecordBatchReaderBuilder::try_new(file)
             .with_context(|| format!("{} is not a readable Parquet file", path.display()))
     };
-    let schema = schema_of(open(first)?.schema(), &meta.table).with_context(|| format!("{}", first.display()))?;
+    let schema =
+        schema_of(open(first)?.schema(), &meta.table, false).with_context(|| format!("{}", first.display()))?;
     let mut w = TableWriter::create(dst, &schema, meta)?;
     for src in sources {
         for batch in open(src)?.build()? {
@@ -328,8 +329,9 @@ pub fn concat_tables(
     w.finish()
 }
 
-/// The declaration of a table as a file holds it (its names, types and nullability).
-fn schema_of(arrow_schema: &Schema, table: &str) -> anyhow::Result<TableSchema> {
+/// The declaration of a table as a file holds it: its names, types and nullability
+/// (or every column nullable, for a file another program wrote).
+fn schema_of(arrow_schema: &Schema, table: &str, all_nullable: bool) -> anyhow::Result<TableSchema> {
     Ok(TableSchema {
         table: table.to_string(),
         description: String::new(),
@@ -340,7 +342,7 @@ fn schema_of(arrow_schema: &Schema, table: &str) -> anyhow::Result<TableSchema> 
                 Ok(ColumnDef {
                     name: f.name().clone(),
                     data_type: type_name(f.data_type())?,
-                    nullable: f.is_nullable(),
+                    nullable: all_nullable || f.is_nullable(),
                     description: String::new(),
                 })
             })
@@ -384,23 +386,7 @@ pub fn adopt(src: &Path, dst: &Path, schema: Option<&TableSchema>, meta: &TableM
     let (arrow_schema, batches) = read_table(src)?;
     let declared = match schema {
         Some(s) => s.clone(),
-        None => TableSchema {
-            table: meta.table.clone(),
-            description: String::new(),
-            columns: arrow_schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    Ok(ColumnDef {
-                        name: f.name().clone(),
-                        data_type: type_name(f.data_type())?,
-                        nullable: true,
-                        description: String::new(),
-                    })
-                })
-                .collect::<anyhow::Result<_>>()
-                .with_context(|| format!("{}", src.display()))?,
-        },
+        None => schema_of(&arrow_schema, &meta.table, true).with_context(|| format!("{}", src.display()))?,
     };
     // Other writers pick their own widths (pyarrow's large_string, tz-aware timestamps):
     // cast to the declared types so every pipe table reads the same way.
