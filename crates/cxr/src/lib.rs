@@ -26,6 +26,7 @@ pub mod pixels;
 pub mod qc;
 pub mod review;
 pub mod split;
+pub mod sql;
 pub mod torch_check;
 pub mod train;
 
@@ -82,6 +83,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<convert::Convert>(PhantomData),
     &KindOf::<split::Split>(PhantomData),
     &KindOf::<qc::Qc>(PhantomData),
+    &KindOf::<sql::Sql>(PhantomData),
     &KindOf::<train::Train>(PhantomData),
     &KindOf::<evaluate::Evaluate>(PhantomData),
     &KindOf::<torch_check::TorchCheck>(PhantomData),
@@ -97,6 +99,7 @@ mod tests {
         match kind {
             "collect" => "pacs: data/pacs\nhis: data/his",
             "command" => "run: [\"true\"]\noutputs: [out]",
+            "sql" => "query: SELECT 1 AS x",
             "filter" => "method: tags",
             _ => "{}",
         }

@@ -1,0 +1,200 @@
+//! `sql`: a SQL query over the input tables, its result a cached table — the
+//! dataframe work a user would otherwise script (keep the frontal PA images of an
+//! import, join labels with the split, count positives per part), as one stage.
+//!
+//! The query runs in polars' SQLContext. Each input table is a table of the query
+//! under its own name (`labels`) and under `<stage>_<table>` (`label_labels`), which is
+//! the only name of a table that two inputs give. SQL returns rows in no particular
+//! order unless the query says, and a cached table must be the same bytes every time:
+//! so the result is sorted by all its columns (`sort: true`, the default), or, for a
+//! query with its own ORDER BY, kept in that order (`sort: false`). The table goes
+//! through the common write path (`adopt`): zstd, pipe's metadata, every column
+//! nullable (a query's result has no declaration in `schemas/`).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, anyhow};
+use polars::prelude::*;
+use polars::sql::SQLContext;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use pipe_core::stage::{Context, Stage};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The query (polars SQL: SELECT, JOIN, WHERE, GROUP BY, CASE, window functions…).
+    pub query: String,
+    /// Name of the table it writes.
+    #[serde(default = "default_output")]
+    pub output: String,
+    /// Sort the result by all its columns, so that the same rows are the same bytes on
+    /// every run; `false` keeps the order of the query's own ORDER BY.
+    #[serde(default = "yes")]
+    pub sort: bool,
+}
+
+fn default_output() -> String {
+    "result".into()
+}
+fn yes() -> bool {
+    true
+}
+
+pub struct Sql;
+
+impl Stage for Sql {
+    type Params = Params;
+    const KIND: &'static str = "sql";
+    const VERSION: u32 = 1;
+    const ABOUT: &'static str = "run a SQL query (polars) over the input tables and cache its result as a table";
+
+    fn check(p: &Params) -> Vec<String> {
+        let mut problems = Vec::new();
+        if p.query.trim().is_empty() {
+            problems.push("query: is empty".to_string());
+        }
+        if p.output.is_empty() || !p.output.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            problems.push(format!(
+                "output: `{}` is not a table name (letters, digits and _)",
+                p.output
+            ));
+        }
+        if p.sort && orders_rows(&p.query) {
+            problems.push(
+                "query: orders its rows (ORDER BY), and `sort: true` would sort them again by every column; set `sort: false` to keep the query's order"
+                    .to_string(),
+            );
+        }
+        problems
+    }
+
+    fn outputs(p: &Params) -> Vec<String> {
+        vec![p.output.clone()]
+    }
+
+    fn run(p: &Params, ctx: &Context) -> anyhow::Result<()> {
+        let mut sql = SQLContext::new();
+        // Every input as `<stage>_<table>`; as `<table>` too where one input gives it.
+        let mut by_table: BTreeMap<&str, Vec<(String, LazyFrame)>> = BTreeMap::new();
+        let mut names = Vec::new();
+        for input in &ctx.inputs {
+            let file =
+                std::fs::File::open(&input.path).with_context(|| format!("cannot open {}", input.path.display()))?;
+            let frame = ParquetReader::new(file)
+                .finish()
+                .map_err(|e| anyhow!("cannot read {}: {e}", input.path.display()))?
+                .lazy();
+            let qualified = format!("{}_{}", name_part(&input.stage), input.table);
+            sql.register(&qualified, frame.clone());
+            names.push(qualified.clone());
+            by_table.entry(&input.table).or_default().push((qualified, frame));
+        }
+        for (table, given) in by_table {
+            match given.as_slice() {
+                [(_, frame)] => {
+                    sql.register(table, frame.clone());
+                    names.push(table.to_string());
+                }
+                _ => names.push(format!(
+                    "{table} (given twice: use {})",
+                    given.iter().map(|(q, _)| q.as_str()).collect::<Vec<_>>().join(" or ")
+                )),
+            }
+        }
+        names.sort();
+        let frame = sql
+            .execute(&p.query)
+            .map_err(|e| anyhow!("query: {e}\nthe query's tables: {}", names.join(", ")))?;
+        let frame = if p.sort {
+            let columns: Vec<PlSmallStr> = frame
+                .clone()
+                .collect_schema()
+                .map_err(|e| anyhow!("query: {e}"))?
+                .iter_names()
+                .cloned()
+                .collect();
+            frame.sort(columns, SortMultipleOptions::default().with_maintain_order(true))
+        } else {
+            frame
+        };
+        let mut result = frame.collect().map_err(|e| anyhow!("query: {e}"))?;
+        ctx.count("rows", result.height() as u64);
+
+        // polars writes it; the common path rewrites it with pipe's properties.
+        let raw = ctx.out_dir.join(format!(".{}.polars.parquet", p.output));
+        let file = std::fs::File::create(&raw).with_context(|| format!("cannot create {}", raw.display()))?;
+        ParquetWriter::new(file)
+            .finish(&mut result)
+            .map_err(|e| anyhow!("cannot write {}: {e}", raw.display()))?;
+        let meta = ctx.meta.for_table(&p.output);
+        // (adopt removes the file it rewrote)
+        pipe_core::table::adopt(&raw, &ctx.output_path(&p.output), None, &meta)?;
+        if result.height() == 0 {
+            ctx.log("the query returned no rows");
+        }
+        Ok(())
+    }
+}
+
+/// A stage name as part of a SQL table name (`match@v1` → `match_v1`).
+fn name_part(stage: &str) -> String {
+    stage
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// Whether the query has an ORDER BY outside its string literals and comments.
+fn orders_rows(query: &str) -> bool {
+    let mut words = String::new();
+    let mut chars = query.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                for d in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+                words.push(' ');
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+                words.push(' ');
+            }
+            c => words.push(c.to_ascii_uppercase()),
+        }
+    }
+    let tokens: Vec<&str> = words
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|t| !t.is_empty())
+        .collect();
+    tokens.windows(2).any(|w| w == ["ORDER", "BY"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_by_is_found_outside_literals_and_comments() {
+        assert!(orders_rows("select * from t order  by a"));
+        assert!(orders_rows("SELECT *\nFROM t\nORDER\nBY a DESC"));
+        assert!(!orders_rows("select 'order by' as x from t"));
+        assert!(!orders_rows("select * from t -- order by a\nwhere b"));
+        assert!(!orders_rows("select border, bye from t"));
+        let p = Params {
+            query: "select * from t order by a".into(),
+            output: "result".into(),
+            sort: true,
+        };
+        assert!(Sql::check(&p)[0].contains("set `sort: false`"));
+        assert!(Sql::check(&Params { sort: false, ..p }).is_empty());
+    }
+}
