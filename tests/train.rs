@@ -314,3 +314,57 @@ fn the_paper_architectures_train_and_evaluate_on_the_cpu() {
         assert_eq!(cams, 2, "{arch}: {cams} Grad-CAM pictures");
     }
 }
+
+/// U-Ignore end to end: a labels table whose uncertain labels are flipped (a `sql`
+/// stage) trains, under `uncertain: ignore`, to the very same weights as the original
+/// — the masked labels have no say — while as labelled the weights differ. Under
+/// `ones_lsr` the uncertain labels are counted and drawn, and the run says so.
+#[test]
+fn uncertain_labels_under_u_ignore_have_no_say() {
+    if worker().is_none() {
+        return;
+    }
+    let p = Project::new();
+    synth(&p.path("hosp"), 150, 32);
+    let labels = ["chest_wall", "pleura", "parenchyma", "cardiac", "abnormal"];
+    let flipped: Vec<String> = labels
+        .iter()
+        .map(|l| format!("CASE WHEN {l}_uncertain THEN NOT {l} ELSE {l} END AS {l}"))
+        .chain(labels.iter().map(|l| format!("{l}_uncertain")))
+        .collect();
+    let train = |name: &str, labels: &str, policy: &str| {
+        format!(
+            "  {name}:\n    kind: train\n    inputs: [split.split, {labels}, convert.images]\n    params: {{ architecture: tiny, image_size: 32, batch_size: 16, epochs: 2, eval_every: 100, workers: 1, uncertain: {policy} }}\n"
+        )
+    };
+    let extra = format!(
+        "  flipped:\n    kind: sql\n    inputs: [label.labels]\n    params:\n      output: labels\n      query: \"SELECT sop_instance_uid, patient_id, {} FROM labels\"\n{}{}{}{}{}",
+        flipped.join(", "),
+        train("ignore_a", "label.labels", "ignore"),
+        train("ignore_b", "flipped.labels", "ignore"),
+        train("labelled_a", "label.labels", "as_labelled"),
+        train("labelled_b", "flipped.labels", "as_labelled"),
+        train("lsr", "label.labels", "ones_lsr"),
+    );
+    phutho_on_hospital(&p, "u", 32, &extra);
+    let mut args = vec!["run", "pipelines/u.yaml"];
+    for t in ["ignore_a", "ignore_b", "labelled_a", "labelled_b", "lsr"] {
+        args.extend(["--until", t]);
+    }
+    let r = p.pipe(&args).ok();
+    let uncertain = counters(&r, "ignore_a")["uncertain_train_labels"];
+    assert!(uncertain > 0, "{}", r.stdout);
+    assert_eq!(counters(&r, "lsr")["uncertain_train_labels"], uncertain);
+    let weights = |t: &str| std::fs::read(entry(&p, "pipelines/u.yaml", t).join("last.safetensors")).unwrap();
+    assert_eq!(
+        weights("ignore_a"),
+        weights("ignore_b"),
+        "U-Ignore: flipped uncertain labels changed the weights"
+    );
+    assert_ne!(
+        weights("labelled_a"),
+        weights("labelled_b"),
+        "as labelled, the flip must matter"
+    );
+    assert!(log_of(&entry(&p, "pipelines/u.yaml", "lsr")).contains("policies chest_wall: OnesLsr"));
+}

@@ -190,6 +190,7 @@ fn png_examples(dir: &std::path::Path, classes: usize) -> anyhow::Result<Vec<Exa
             patient_id: i.to_string(),
             image,
             targets: vec![0.0; classes],
+            uncertain: vec![false; classes],
         })
         .collect())
 }

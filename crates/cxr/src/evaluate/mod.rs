@@ -1147,6 +1147,7 @@ mod tests {
                 patient_id: format!("P{i}"),
                 image: format!("img/{i}.png").into(),
                 targets: vec![f32::from(i % 2 == 0), f32::from(i < 3)],
+                uncertain: vec![false; 2],
             })
             .collect();
         let probs = vec![vec![0.9, 0.2, 0.7, 0.6, 0.8, 0.1], vec![0.8, 0.7, 0.4, 0.3, 0.55, 0.2]];

@@ -471,6 +471,7 @@ mod tests {
                         patient_id: format!("P{i}"),
                         image,
                         targets: vec![(i % 2) as f32, u8::from(i % 3 == 0) as f32],
+                        uncertain: vec![false; 2],
                     }
                 })
                 .collect(),

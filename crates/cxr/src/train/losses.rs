@@ -9,7 +9,7 @@
 
 use tch::{Reduction, Tensor};
 
-/// A multi-label loss. Build with the constructors ([`Loss::bce`], [`Loss::asymmetric`],
+/// A multi-label loss; a NaN target is left out (masked: U-Ignore). Build with the constructors ([`Loss::bce`], [`Loss::asymmetric`],
 /// [`Loss::distribution_balanced`], …) and check with [`Loss::validate`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Loss {
@@ -216,8 +216,24 @@ impl Loss {
         );
         let kind = logits.kind();
         let y = targets.to_device(logits.device()).to_kind(kind);
+        // A NaN target (an uncertain label under U-Ignore) is out of the loss: it counts
+        // neither in the sum nor in the mean, and its logit gets no gradient. Without one,
+        // the computation is exactly the unmasked one.
+        let nan = y.isnan();
+        let masked = nan.any().int64_value(&[]) != 0;
+        let (y, mask) = if masked {
+            (y.nan_to_num(0.0, None, None), Some(nan.logical_not().to_kind(kind)))
+        } else {
+            (y, None)
+        };
         match self {
-            Loss::Bce => logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean),
+            Loss::Bce => match &mask {
+                None => logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::Mean),
+                Some(m) => {
+                    let each = logits.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::None);
+                    (each * m).sum(kind) / m.sum(kind).clamp_min(1.0)
+                }
+            },
             Loss::Asymmetric {
                 gamma_pos,
                 gamma_neg,
@@ -232,6 +248,10 @@ impl Loss {
                 }
                 let anti = 1.0 - &y;
                 let loss = &y * xs_pos.clamp_min(*eps).log() + &anti * xs_neg.clamp_min(*eps).log();
+                let loss = match &mask {
+                    Some(m) => loss * m,
+                    None => loss,
+                };
                 let loss = if *gamma_pos > 0.0 || *gamma_neg > 0.0 {
                     let w = tch::no_grad(|| {
                         let pt = &xs_pos * &y + &xs_neg * &anti;
@@ -274,7 +294,13 @@ impl Loss {
                     tch::no_grad(|| -((freq.full_like(*num_samples) / &freq) - 1.0).log() * *init_bias / *neg_scale);
                 let z = logits + bias.unsqueeze(0);
                 let z = &z * &anti * *neg_scale + &z * &y;
-                z.binary_cross_entropy_with_logits(&y, Some(&weight), None, Reduction::Mean)
+                match &mask {
+                    None => z.binary_cross_entropy_with_logits(&y, Some(&weight), None, Reduction::Mean),
+                    Some(m) => {
+                        let each = z.binary_cross_entropy_with_logits(&y, Some(&(weight * m)), None, Reduction::None);
+                        each.sum(kind) / m.sum(kind).clamp_min(1.0)
+                    }
+                }
             }
         }
     }
@@ -593,6 +619,86 @@ json.dump(out, sys.stdout)
                 assert!(g.iter().all(|v| v.is_finite()), "{loss:?} {kind:?}: gradient {g:?}");
                 assert!(g.iter().any(|v| *v != 0.0), "{loss:?} {kind:?}: zero gradient");
             }
+        }
+    }
+
+    /// Uncertain labels under each policy (Pham et al.; U-Ignore as Haghpanah's masked
+    /// loss), against the loss computed by hand in f64: BCE of each element
+    /// −[y·log σ(x) + (1−y)·log(1−σ(x))], averaged over the elements that count.
+    #[test]
+    fn uncertainty_policies_match_a_hand_computed_loss() {
+        let logits = [1.5, -0.5, 0.25, -2.0, 3.0, 0.0];
+        // Two images × three labels; positions 1 and 5 are uncertain.
+        let certain = [1.0, f64::NAN, 0.0, 0.0, 1.0, f64::NAN];
+        let bce = |x: f64, y: f64| {
+            let p = 1.0 / (1.0 + (-x).exp());
+            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+        };
+        let by_hand = |fill: &dyn Fn(usize) -> Option<f64>| {
+            let (mut sum, mut n) = (0.0, 0.0);
+            for (i, (&x, &y)) in logits.iter().zip(&certain).enumerate() {
+                let y = if y.is_nan() { fill(i) } else { Some(y) };
+                if let Some(y) = y {
+                    sum += bce(x, y);
+                    n += 1.0;
+                }
+            }
+            sum / n
+        };
+        let ours = |fill: &dyn Fn(usize) -> Option<f64>| {
+            let t: Vec<f64> = certain
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| if y.is_nan() { fill(i).unwrap_or(f64::NAN) } else { y })
+                .collect();
+            let x = Tensor::from_slice(&logits).reshape([2, 3]).set_requires_grad(true);
+            let y = Tensor::from_slice(&t).reshape([2, 3]);
+            let l = Loss::bce().compute(&x, &y);
+            l.backward();
+            let g = Vec::<f64>::try_from(&x.grad().reshape([-1])).unwrap();
+            (l.double_value(&[]), g)
+        };
+        // U-Ignore, U-Ones, U-Zeros, and LSR draws (any value in the range is a target).
+        let cases: [(&str, &dyn Fn(usize) -> Option<f64>); 5] = [
+            ("ignore", &|_| None),
+            ("ones", &|_| Some(1.0)),
+            ("zeros", &|_| Some(0.0)),
+            ("ones_lsr", &|i| Some(if i == 1 { 0.61 } else { 0.83 })),
+            ("zeros_lsr", &|i| Some(if i == 1 { 0.05 } else { 0.27 })),
+        ];
+        for (name, fill) in cases {
+            let (l, g) = ours(fill);
+            let expect = by_hand(fill);
+            assert!((l - expect).abs() < 1e-6, "{name}: {l} vs {expect} by hand");
+            if name == "ignore" {
+                assert_eq!((g[1], g[5]), (0.0, 0.0), "masked labels get no gradient");
+                assert!(g.iter().enumerate().all(|(i, v)| i == 1 || i == 5 || *v != 0.0));
+                // By hand: 4 elements count, not 6.
+                let four: f64 = [(1.5, 1.0), (0.25, 0.0), (-2.0, 0.0), (3.0, 1.0)]
+                    .iter()
+                    .map(|&(x, y)| bce(x, y))
+                    .sum::<f64>()
+                    / 4.0;
+                assert!((l - four).abs() < 1e-12);
+            }
+        }
+        // ASL and DBL leave a masked element out too: its gradient is zero.
+        for loss in [
+            Loss::asymmetric(),
+            Loss::distribution_balanced(vec![3.0, 2.0, 1.0], 6.0),
+        ] {
+            let run = |t: [f64; 6]| {
+                let x = Tensor::from_slice(&logits).reshape([2, 3]).set_requires_grad(true);
+                let l = loss.compute(&x, &Tensor::from_slice(&t).reshape([2, 3]));
+                l.backward();
+                (
+                    l.double_value(&[]),
+                    Vec::<f64>::try_from(&x.grad().reshape([-1])).unwrap(),
+                )
+            };
+            let (l, g) = run(certain);
+            assert!(l.is_finite() && g.iter().all(|v| v.is_finite()), "{loss:?}");
+            assert_eq!((g[1], g[5]), (0.0, 0.0), "{loss:?}");
         }
     }
 

@@ -126,6 +126,72 @@ pub struct Params {
     /// Automatic mixed precision (float16 autocast) on CUDA; ignored on the CPU.
     #[serde(default)]
     pub mixed_precision: bool,
+    /// What an uncertain label trains as (Pham et al.): `as_labelled` (the labels
+    /// table's value: the label stage's `uncertain:` decided), `ignore` (U-Ignore: out of
+    /// the loss, Haghpanah's masked loss), `ones`, `zeros`, `ones_lsr`, `zeros_lsr` (a
+    /// value drawn uniformly from `lsr_ones` / `lsr_zeros`, fixed per image and label by
+    /// the seed). An image's label is uncertain where `<label>_uncertain` is true, or
+    /// where an integer label column holds −1 (CheXpert). Validation keeps the labels.
+    #[serde(default)]
+    pub uncertain: Policy,
+    /// Another policy for some labels (`{ cardiac: ones }`).
+    #[serde(default)]
+    pub uncertain_by_label: std::collections::BTreeMap<String, Policy>,
+    /// The range of `ones_lsr` (Pham et al.: [0.55, 0.85]).
+    #[serde(default = "d_lsr_ones")]
+    pub lsr_ones: [f64; 2],
+    /// The range of `zeros_lsr` (Pham et al.: [0, 0.3]).
+    #[serde(default = "d_lsr_zeros")]
+    pub lsr_zeros: [f64; 2],
+}
+
+/// What an uncertain label trains as (see [`Params::uncertain`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    #[default]
+    AsLabelled,
+    Ignore,
+    Ones,
+    Zeros,
+    OnesLsr,
+    ZerosLsr,
+}
+
+fn d_lsr_ones() -> [f64; 2] {
+    [0.55, 0.85]
+}
+fn d_lsr_zeros() -> [f64; 2] {
+    [0.0, 0.3]
+}
+
+impl Params {
+    /// The policy of label `label`.
+    pub fn policy_of(&self, label: &str) -> Policy {
+        self.uncertain_by_label.get(label).copied().unwrap_or(self.uncertain)
+    }
+
+    /// The training target of an uncertain label under `policy`: NaN (left out of the
+    /// loss) for `ignore`; a draw from the LSR range, fixed for (seed, image, label).
+    pub fn uncertain_target(&self, policy: Policy, labelled: f32, sop_instance_uid: &str, label: usize) -> f32 {
+        let draw = |[lo, hi]: [f64; 2]| {
+            let image = u64::from_le_bytes(
+                blake3::hash(sop_instance_uid.as_bytes()).as_bytes()[..8]
+                    .try_into()
+                    .expect("8 bytes"),
+            );
+            let mut rng = pipe_core::rng::Rng::for_item(self.seed ^ image, 0x6c73_72, label as u64);
+            (lo + (hi - lo) * rng.f64()) as f32
+        };
+        match policy {
+            Policy::AsLabelled => labelled,
+            Policy::Ignore => f32::NAN,
+            Policy::Ones => 1.0,
+            Policy::Zeros => 0.0,
+            Policy::OnesLsr => draw(self.lsr_ones),
+            Policy::ZerosLsr => draw(self.lsr_zeros),
+        }
+    }
 }
 
 fn d_prefetch() -> usize {
@@ -219,6 +285,21 @@ impl Params {
         }
         if self.pretrained.as_deref() == Some("") {
             errors.push("pretrained: empty path".into());
+        }
+        for l in self.uncertain_by_label.keys() {
+            if !self.labels.contains(l) {
+                errors.push(format!(
+                    "uncertain_by_label: `{l}` is not one of the labels ({})",
+                    self.labels.join(", ")
+                ));
+            }
+        }
+        for (name, [lo, hi]) in [("lsr_ones", self.lsr_ones), ("lsr_zeros", self.lsr_zeros)] {
+            if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+                errors.push(format!(
+                    "{name}: must be [low, high] with 0 ≤ low ≤ high ≤ 1, got [{lo}, {hi}]"
+                ));
+            }
         }
         errors
     }
@@ -337,6 +418,60 @@ mod tests {
         KindOf::<Train>(std::marker::PhantomData)
             .prepare(&serde_yaml::from_str(yaml).unwrap())
             .map_err(|mut all| all.remove(0))
+    }
+
+    /// Pham et al.'s policies: U-Ignore is NaN (masked), U-Ones 1, U-Zeros 0, and the
+    /// LSR variants draw uniformly from their ranges, the same value for an image and
+    /// label on every run and epoch, different across images and labels.
+    #[test]
+    fn uncertainty_policies_give_their_targets() {
+        let p: Params = serde_json::from_value(serde_json::json!({
+            "uncertain": "ones_lsr",
+            "uncertain_by_label": { "cardiac": "ignore", "pleura": "zeros_lsr", "abnormal": "zeros" },
+            "seed": 7
+        }))
+        .unwrap();
+        assert!(p.check().is_empty(), "{:?}", p.check());
+        assert_eq!(p.policy_of("cardiac"), Policy::Ignore);
+        assert_eq!(p.policy_of("chest_wall"), Policy::OnesLsr);
+        assert!(p.uncertain_target(Policy::Ignore, 1.0, "1.2.3", 0).is_nan());
+        assert_eq!(p.uncertain_target(Policy::Ones, 0.0, "1.2.3", 0), 1.0);
+        assert_eq!(p.uncertain_target(Policy::Zeros, 1.0, "1.2.3", 0), 0.0);
+        assert_eq!(p.uncertain_target(Policy::AsLabelled, 1.0, "1.2.3", 0), 1.0);
+        for (policy, [lo, hi], mean) in [
+            (Policy::OnesLsr, [0.55, 0.85], 0.70),
+            (Policy::ZerosLsr, [0.0, 0.3], 0.15),
+        ] {
+            let draws: Vec<f32> = (0..4000)
+                .map(|i| p.uncertain_target(policy, 0.0, &format!("1.2.{i}"), i % 5))
+                .collect();
+            assert!(
+                draws.iter().all(|&d| (lo as f32..=hi as f32).contains(&d)),
+                "{policy:?}"
+            );
+            let m = draws.iter().map(|&d| d as f64).sum::<f64>() / draws.len() as f64;
+            assert!((m - mean).abs() < 0.01, "{policy:?}: mean {m}");
+            assert_eq!(
+                draws[17],
+                p.uncertain_target(policy, 0.0, "1.2.17", 2),
+                "same image and label, same draw"
+            );
+        }
+        assert_ne!(
+            p.uncertain_target(Policy::OnesLsr, 0.0, "1.2.3", 0),
+            p.uncertain_target(Policy::OnesLsr, 0.0, "1.2.3", 1)
+        );
+        let bad: Params = serde_json::from_value(serde_json::json!({
+            "uncertain_by_label": { "heart": "ones" },
+            "lsr_ones": [0.9, 0.5]
+        }))
+        .unwrap();
+        let errors = bad.check();
+        assert!(
+            errors.iter().any(|e| e.starts_with("uncertain_by_label: `heart`")),
+            "{errors:?}"
+        );
+        assert!(errors.iter().any(|e| e.starts_with("lsr_ones: ")), "{errors:?}");
     }
 
     #[test]

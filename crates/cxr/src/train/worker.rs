@@ -28,7 +28,7 @@ use crate::optim::Adam;
 use pipe_core::table::TableBuilder;
 use pipe_cxr::examples::{Example, examples};
 use pipe_cxr::train::loader::{self, Batch, LoaderOptions, epoch_batches};
-use pipe_cxr::train::{Params, Scores, epoch_order, history_schema, learning_rate, scores};
+use pipe_cxr::train::{Params, Policy, Scores, epoch_order, history_schema, learning_rate, scores};
 
 /// Saved at every evaluation beside `last.safetensors`; what a resumed run starts from.
 #[derive(Debug, Serialize, Deserialize)]
@@ -99,6 +99,42 @@ fn evaluate(
     }
     let n = validation.len() as f64;
     Ok((loss / (n * classes as f64), scores(&probs, &targets, classes)))
+}
+
+/// The uncertainty policies (`uncertain`, `uncertain_by_label`) on the training part:
+/// each uncertain label's target as its policy says (NaN: left out of the loss). The
+/// validation part keeps its labels, as evaluate does.
+fn apply_uncertainty(p: &Params, ex: &mut pipe_cxr::examples::Examples, ctx: &Context) -> anyhow::Result<()> {
+    let policies: Vec<Policy> = p.labels.iter().map(|l| p.policy_of(l)).collect();
+    for ((label, policy), knows) in p.labels.iter().zip(&policies).zip(&ex.knows_uncertain) {
+        ensure!(
+            *policy == Policy::AsLabelled || *knows,
+            "uncertain: `{label}` is under {policy:?}, but labels has no `{label}_uncertain` column (nor −1 values) to say which are uncertain"
+        );
+    }
+    let mut uncertain = 0u64;
+    for e in &mut ex.train {
+        for (c, policy) in policies.iter().enumerate() {
+            if e.uncertain[c] {
+                uncertain += 1;
+                e.targets[c] = p.uncertain_target(*policy, e.targets[c], &e.sop_instance_uid, c);
+            }
+        }
+    }
+    ctx.count("uncertain_train_labels", uncertain);
+    if policies.iter().any(|q| *q != Policy::AsLabelled) {
+        let each: Vec<String> = p
+            .labels
+            .iter()
+            .zip(&policies)
+            .map(|(l, q)| format!("{l}: {q:?}"))
+            .collect();
+        ctx.log(format!(
+            "{uncertain} uncertain labels in the training part; policies {}",
+            each.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Write `path` through a temporary file and a rename, so a kill leaves the old or the
@@ -184,12 +220,13 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         ctx.log("mixed_precision is for CUDA; training in float32 on the CPU");
     }
 
-    let ex = examples(
+    let mut ex = examples(
         &p.labels,
         ctx.input("split")?,
         ctx.input("labels")?,
         ctx.input("images")?,
     )?;
+    apply_uncertainty(&p, &mut ex, ctx)?;
     ensure!(!ex.train.is_empty(), "the split has no `train` images with labels");
     ensure!(
         !ex.validation.is_empty(),
@@ -205,7 +242,10 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     let mut freq = vec![0.0f64; classes];
     for e in &ex.train {
         for (f, t) in freq.iter_mut().zip(&e.targets) {
-            *f += *t as f64;
+            // An ignored (NaN) target is no positive.
+            if t.is_finite() {
+                *f += *t as f64;
+            }
         }
     }
     let (train_set, validation_set) = (Arc::new(ex.train), Arc::new(ex.validation));
