@@ -180,7 +180,7 @@ impl Params {
                     .try_into()
                     .expect("8 bytes"),
             );
-            let mut rng = pipe_core::rng::Rng::for_item(self.seed ^ image, 0x6c73_72, label as u64);
+            let mut rng = pipe_core::rng::Rng::for_item(self.seed ^ image, 0x006c_7372, label as u64);
             (lo + (hi - lo) * rng.f64()) as f32
         };
         match policy {
