@@ -659,7 +659,8 @@ json.dump(out, sys.stdout)
             (l.double_value(&[]), g)
         };
         // U-Ignore, U-Ones, U-Zeros, and LSR draws (any value in the range is a target).
-        let cases: [(&str, &dyn Fn(usize) -> Option<f64>); 5] = [
+        type Fill<'a> = &'a dyn Fn(usize) -> Option<f64>;
+        let cases: [(&str, Fill); 5] = [
             ("ignore", &|_| None),
             ("ones", &|_| Some(1.0)),
             ("zeros", &|_| Some(0.0)),
