@@ -44,6 +44,14 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../stages/parse/chest_services.txt"),
     ),
     ("stages/qc/verdicts.csv", include_str!("../stages/qc/verdicts.csv")),
+    (
+        "stages/train/chexpert_hierarchy.yaml",
+        include_str!("../stages/train/chexpert_hierarchy.yaml"),
+    ),
+    (
+        "stages/train/phutho_hierarchy.yaml",
+        include_str!("../stages/train/phutho_hierarchy.yaml"),
+    ),
 ];
 
 const GITIGNORE: &str = "# pipe's cache: results are rebuilt from the pipeline and the data.\n/cache/\n\

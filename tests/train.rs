@@ -368,3 +368,51 @@ fn uncertain_labels_under_u_ignore_have_no_say() {
     );
     assert!(log_of(&entry(&p, "pipelines/u.yaml", "lsr")).contains("policies chest_wall: OnesLsr"));
 }
+
+/// Conditional training and unconditional inference (Pham et al.) on the Phu Tho
+/// hierarchy (the four regions under `abnormal`): train leaves a region out where the
+/// image is not abnormal, and evaluate with the hierarchy scores p(region) =
+/// p(region | abnormal) · p(abnormal) — the product of the same model's raw outputs,
+/// which an evaluate without it reports.
+#[test]
+fn hierarchical_training_and_inference() {
+    if worker().is_none() {
+        return;
+    }
+    let p = Project::new();
+    synth(&p.path("hosp"), 120, 32);
+    let h = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stages/train/phutho_hierarchy.yaml");
+    let extra = format!(
+        "  train:\n    params: {{ architecture: tiny, image_size: 32, batch_size: 16, epochs: 2, eval_every: 100, workers: 1, hierarchy: {h} }}\n  raw:\n    kind: evaluate\n    inputs: [train, split.split, label.labels, convert.images]\n    params: {{ bootstrap: 20, gradcam: 0 }}\n  unconditional:\n    kind: evaluate\n    inputs: [train, split.split, label.labels, convert.images]\n    params: {{ bootstrap: 20, gradcam: 0, hierarchy: {h} }}\n",
+        h = h.display()
+    );
+    phutho_on_hospital(&p, "h", 32, &extra);
+    let r = p
+        .pipe(&["run", "pipelines/h.yaml", "--until", "raw", "--until", "unconditional"])
+        .ok();
+    assert!(counters(&r, "train")["conditioned_out"] > 0, "{}", r.stdout);
+    let read = |t: &str| {
+        pipe_core::table::read_batch(std::path::Path::new(
+            p.pipe(&["path", "pipelines/h.yaml", t]).ok().stdout.trim(),
+        ))
+        .unwrap()
+    };
+    let (raw, un) = (read("raw.predictions"), read("unconditional.predictions"));
+    assert_eq!(raw.num_rows(), un.num_rows());
+    assert!(raw.num_rows() > 10);
+    let col =
+        |b: &arrow::array::RecordBatch, c: &str| pipe_core::table::f64_col(b, &format!("{c}_prob")).unwrap().clone();
+    let abnormal = col(&raw, "abnormal");
+    for region in ["chest_wall", "pleura", "parenchyma", "cardiac"] {
+        let (given, scored) = (col(&raw, region), col(&un, region));
+        for i in 0..raw.num_rows() {
+            let expect = given.value(i) * abnormal.value(i);
+            assert!(
+                (scored.value(i) - expect).abs() < 1e-6,
+                "{region} row {i}: {} vs {expect}",
+                scored.value(i)
+            );
+            assert!(scored.value(i) <= col(&un, "abnormal").value(i) + 1e-12);
+        }
+    }
+}

@@ -18,6 +18,7 @@ pub mod dicom_scan;
 pub mod evaluate;
 pub mod examples;
 pub mod filter;
+pub mod hierarchy;
 pub mod label;
 #[path = "match.rs"]
 pub mod matching;

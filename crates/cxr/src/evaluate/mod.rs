@@ -90,6 +90,11 @@ pub struct Params {
     /// Images per forward pass.
     #[serde(default = "d_batch_size")]
     pub batch_size: usize,
+    /// The label hierarchy the model was trained with (train's `hierarchy:`): its
+    /// outputs are then p(label | parent), and the scores are of the unconditional
+    /// p(label) = Π p(node | parent) from the root (Pham et al.).
+    #[serde(default)]
+    pub hierarchy: Option<String>,
 }
 
 /// The part `split` holds out by default.
@@ -190,6 +195,16 @@ impl Stage for Evaluate {
 
     fn reads(_: &Params) -> Vec<&'static str> {
         vec!["split", "labels", "images"]
+    }
+
+    fn references(p: &Params) -> Vec<pipe_core::stage::Reference> {
+        p.hierarchy
+            .iter()
+            .map(|h| pipe_core::stage::Reference {
+                param: "hierarchy".into(),
+                path: h.clone(),
+            })
+            .collect()
     }
 
     /// A train stage to take checkpoints from, and parts the split makes.

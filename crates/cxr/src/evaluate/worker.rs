@@ -166,10 +166,20 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
     ));
     let t = std::time::Instant::now();
     let pool = ctx.pool()?;
-    let probs = predict(ctx, &pool, &p, &loaded, &examples, classes, device)?;
+    // A model trained conditionally gives p(label | parent): scored as p(label).
+    let hierarchy = p
+        .hierarchy
+        .as_ref()
+        .map(|h| pipe_cxr::hierarchy::Hierarchy::load(&ctx.resolve(h), &labels))
+        .transpose()?;
+    let unconditional = |probs: Vec<Vec<f64>>| match &hierarchy {
+        Some(h) => h.unconditional(&probs),
+        None => probs,
+    };
+    let probs = unconditional(predict(ctx, &pool, &p, &loaded, &examples, classes, device)?);
     let truth = evaluate::truth(&examples, classes);
     let thresholds = if other {
-        let tp = predict(ctx, &pool, &p, &loaded, &threshold_examples, classes, device)?;
+        let tp = unconditional(predict(ctx, &pool, &p, &loaded, &threshold_examples, classes, device)?);
         evaluate::thresholds(&p.threshold, &tp, &evaluate::truth(&threshold_examples, classes))
     } else {
         evaluate::thresholds(&p.threshold, &probs, &truth)

@@ -143,6 +143,11 @@ pub struct Params {
     /// The range of `zeros_lsr` (Pham et al.: [0, 0.3]).
     #[serde(default = "d_lsr_zeros")]
     pub lsr_zeros: [f64; 2],
+    /// A label hierarchy (`child: parent` YAML over `labels`) for conditional training
+    /// (Pham et al.): a label's target counts only on the training images whose
+    /// ancestors are all positive; evaluate with the same `hierarchy:` for p(label).
+    #[serde(default)]
+    pub hierarchy: Option<String>,
 }
 
 /// What an uncertain label trains as (see [`Params::uncertain`]).
@@ -331,11 +336,13 @@ impl Stage for Train {
     }
 
     fn references(p: &Params) -> Vec<Reference> {
-        p.pretrained
-            .iter()
-            .map(|m| Reference {
-                param: "pretrained".into(),
-                path: m.clone(),
+        [("pretrained", &p.pretrained), ("hierarchy", &p.hierarchy)]
+            .into_iter()
+            .filter_map(|(param, path)| {
+                Some(Reference {
+                    param: param.into(),
+                    path: path.clone()?,
+                })
             })
             .collect()
     }

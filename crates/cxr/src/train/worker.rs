@@ -122,6 +122,14 @@ fn apply_uncertainty(p: &Params, ex: &mut pipe_cxr::examples::Examples, ctx: &Co
         }
     }
     ctx.count("uncertain_train_labels", uncertain);
+    if let Some(path) = &p.hierarchy {
+        let h = pipe_cxr::hierarchy::Hierarchy::load(&ctx.resolve(path), &p.labels)?;
+        let left_out: u64 = ex.train.iter_mut().map(|e| h.condition(&mut e.targets)).sum();
+        ctx.count("conditioned_out", left_out);
+        ctx.log(format!(
+            "conditional training on {path}: {left_out} labels of the training part left out (an ancestor not positive)"
+        ));
+    }
     if policies.iter().any(|q| *q != Policy::AsLabelled) {
         let each: Vec<String> = p
             .labels
