@@ -386,11 +386,35 @@ fn hierarchical_training_and_inference() {
         "  train:\n    params: {{ architecture: tiny, image_size: 32, batch_size: 16, epochs: 2, eval_every: 100, workers: 1, hierarchy: {h} }}\n  raw:\n    kind: evaluate\n    inputs: [train, split.split, label.labels, convert.images]\n    params: {{ bootstrap: 20, gradcam: 0 }}\n  unconditional:\n    kind: evaluate\n    inputs: [train, split.split, label.labels, convert.images]\n    params: {{ bootstrap: 20, gradcam: 0, hierarchy: {h} }}\n",
         h = h.display()
     );
+    // The second phase: the backbone frozen, the last layer retrained on all data.
+    let extra = format!(
+        "{extra}  all_data:\n    kind: train\n    inputs: [train, split.split, label.labels, convert.images]\n    params: {{ architecture: tiny, image_size: 32, batch_size: 16, epochs: 1, eval_every: 100, workers: 1, freeze_backbone: true }}\n"
+    );
     phutho_on_hospital(&p, "h", 32, &extra);
     let r = p
-        .pipe(&["run", "pipelines/h.yaml", "--until", "raw", "--until", "unconditional"])
+        .pipe(&[
+            "run",
+            "pipelines/h.yaml",
+            "--until",
+            "raw",
+            "--until",
+            "unconditional",
+            "--until",
+            "all_data",
+        ])
         .ok();
     assert!(counters(&r, "train")["conditioned_out"] > 0, "{}", r.stdout);
+    // It started from the first phase's best checkpoint and changed only the head.
+    let first = safetensors(&entry(&p, "pipelines/h.yaml", "train").join("best.safetensors"));
+    let second = safetensors(&entry(&p, "pipelines/h.yaml", "all_data").join("last.safetensors"));
+    assert_eq!(first.keys().collect::<Vec<_>>(), second.keys().collect::<Vec<_>>());
+    let changed: Vec<&String> = first.keys().filter(|k| first[*k] != second[*k]).collect();
+    assert!(!changed.is_empty(), "the head did not train");
+    assert!(
+        changed.iter().all(|k| k.starts_with("head.")),
+        "frozen backbone changed: {changed:?}"
+    );
+    assert!(log_of(&entry(&p, "pipelines/h.yaml", "all_data")).contains("froze "));
     let read = |t: &str| {
         pipe_core::table::read_batch(std::path::Path::new(
             p.pipe(&["path", "pipelines/h.yaml", t]).ok().stdout.trim(),
@@ -415,4 +439,26 @@ fn hierarchical_training_and_inference() {
             assert!(scored.value(i) <= col(&un, "abnormal").value(i) + 1e-12);
         }
     }
+}
+
+/// The tensors of a .safetensors file by name, as bytes (8-byte header length, JSON
+/// header with each tensor's data offsets, data).
+fn safetensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let (a, b) = (
+                v["data_offsets"][0].as_u64().unwrap() as usize,
+                v["data_offsets"][1].as_u64().unwrap() as usize,
+            );
+            (k.clone(), data[a..b].to_vec())
+        })
+        .collect()
 }

@@ -109,10 +109,16 @@ pub struct Params {
     /// head whose shape differs (another number of classes) is re-initialised.
     #[serde(default)]
     pub pretrained: Option<String>,
-    /// Train the head only (the backbone keeps the pretrained weights): the paper's
-    /// "frozen feature extractor" alternative to end-to-end fine-tuning.
+    /// Train the head only (the backbone keeps the pretrained weights, or those of a
+    /// train stage among the inputs): the paper's "frozen feature extractor"
+    /// alternative to end-to-end fine-tuning, and Pham et al.'s second phase of
+    /// conditional training (the last layer retrained on all data).
     #[serde(default)]
     pub freeze_backbone: bool,
+    /// With a train stage among the inputs, start from its `best` or `last` checkpoint
+    /// (same architecture and labels) instead of `pretrained`.
+    #[serde(default = "d_init")]
+    pub init: String,
     /// Random augmentation of the training images (validation images are not augmented).
     #[serde(default)]
     pub augment: loader::Augment,
@@ -199,6 +205,10 @@ impl Params {
     }
 }
 
+fn d_init() -> String {
+    "best".into()
+}
+
 fn d_prefetch() -> usize {
     4
 }
@@ -264,8 +274,8 @@ impl Params {
         if self.prefetch == 0 {
             errors.push("prefetch: must be at least 1".into());
         }
-        if self.freeze_backbone && self.pretrained.is_none() {
-            errors.push("freeze_backbone: needs `pretrained` weights (a frozen random backbone learns nothing)".into());
+        if !["best", "last"].contains(&self.init.as_str()) {
+            errors.push(format!("init: `{}` is not one of: best, last", self.init));
         }
         if self.batch_size == 0 {
             errors.push("batch_size: must be at least 1".into());
@@ -349,6 +359,44 @@ impl Stage for Train {
 
     fn resources(_: &Params) -> Resources {
         Resources { cpu: 0, gpu: 1 }
+    }
+
+    /// A train stage among the inputs is where the weights start (its architecture and
+    /// labels); `freeze_backbone` needs weights to start from.
+    fn check_inputs(p: &Params, inputs: &[pipe_core::stage::Upstream]) -> Vec<pipe_core::stage::ParamsError> {
+        use pipe_core::stage::ParamsError;
+        let upstream: Vec<_> = inputs.iter().filter(|u| u.kind == KIND).collect();
+        let mut errors = Vec::new();
+        if upstream.len() > 1 {
+            errors.push(ParamsError {
+                path: String::new(),
+                message: "more than one train stage among the inputs: the weights start from one".into(),
+            });
+        }
+        for u in &upstream {
+            if u.params["architecture"] != serde_json::json!(p.architecture)
+                || u.params["labels"] != serde_json::json!(p.labels)
+            {
+                errors.push(ParamsError {
+                    path: "architecture".into(),
+                    message: format!(
+                        "architecture: starts from `{}`, which trains {} on {}; this stage trains {} on {}",
+                        u.stage,
+                        u.params["architecture"],
+                        u.params["labels"],
+                        p.architecture,
+                        serde_json::json!(p.labels)
+                    ),
+                });
+            }
+        }
+        if p.freeze_backbone && p.pretrained.is_none() && upstream.is_empty() {
+            errors.push(ParamsError {
+                path: "freeze_backbone".into(),
+                message: "freeze_backbone: needs `pretrained` weights or a train stage among the inputs (a frozen random backbone learns nothing)".into(),
+            });
+        }
+        errors
     }
 
     fn executor(_: &Params) -> Executor {
@@ -510,12 +558,9 @@ mod tests {
                 .message
                 .contains("augment.rotate_degrees")
         );
-        assert!(
-            prepare("{freeze_backbone: true}")
-                .unwrap_err()
-                .message
-                .contains("needs `pretrained`")
-        );
+        let frozen: Params = serde_json::from_value(serde_json::json!({ "freeze_backbone": true })).unwrap();
+        let errors = Train::check_inputs(&frozen, &[]);
+        assert!(errors[0].message.contains("needs `pretrained`"), "{:?}", errors[0]);
         assert!(
             prepare("{loss: focal}")
                 .unwrap_err()

@@ -285,8 +285,14 @@ pub fn run(params: &serde_json::Value, ctx: &Context) -> anyhow::Result<String> 
         net.min_size(),
         p.image_size
     );
-    if let Some(pre) = &p.pretrained {
-        let path = ctx.resolve(pre);
+    // A train stage among the inputs (the first phase of conditional training, a model
+    // to fine-tune): its checkpoint, else `pretrained`.
+    let upstream = ctx
+        .inputs
+        .iter()
+        .find(|i| i.table == "history")
+        .map(|i| i.path.with_file_name(format!("{}.safetensors", p.init)));
+    if let Some(path) = upstream.or_else(|| p.pretrained.as_ref().map(|pre| ctx.resolve(pre))) {
         let report = crate::nets::load_pretrained(&mut vs, &path, net.head_prefix())?;
         ctx.log(format!("pretrained {}: {report}", path.display()));
         if !report.reinitialised.is_empty() {
