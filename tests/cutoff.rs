@@ -34,11 +34,11 @@ fn readme_scenario_a_keyword_that_changes_no_label_reruns_label_only() {
         "{}",
         s.stdout
     );
-    assert!(s.stdout.contains("split     waits for `label`"), "{}", s.stdout);
+    assert!(squeeze(&s.stdout).contains("split waits for `label`"), "{}", s.stdout);
     let r = p.pipe(&["run", "pipelines/d.yaml", "--until", "split"]).ok();
     assert_eq!(r.ran(), ["label"], "{}", r.stdout);
     assert!(
-        r.stdout.contains("split     fresh (input label.labels unchanged)"),
+        squeeze(&r.stdout).contains("split fresh (input label.labels unchanged)"),
         "{}",
         r.stdout
     );
@@ -79,7 +79,7 @@ fn readme_scenario_a_keyword_that_changes_no_label_reruns_label_only() {
     assert!(r.ran().contains(&"collect".to_string()), "{}", r.stdout);
     assert!(!r.ran().contains(&"parse".to_string()), "{}", r.stdout);
     assert!(
-        r.stdout.contains("parse     fresh (input collect.his_files unchanged)"),
+        squeeze(&r.stdout).contains("parse fresh (input collect.his_files unchanged)"),
         "{}",
         r.stdout
     );
@@ -103,7 +103,7 @@ fn a_forced_stage_whose_output_differs_makes_its_dependants_stale() {
     let r = p.pipe(&["run", "pipelines/p.yaml", "--force", "prepare"]).ok();
     assert_eq!(r.ran(), ["prepare"], "{}", r.stdout);
     assert!(
-        r.stdout.contains("train     fresh (input prepare unchanged)"),
+        squeeze(&r.stdout).contains("train fresh (input prepare unchanged)"),
         "{}",
         r.stdout
     );
@@ -116,7 +116,7 @@ fn a_forced_stage_whose_output_differs_makes_its_dependants_stale() {
     let dry = p.pipe(&["run", "pipelines/p.yaml", "--dry-run"]).ok();
     assert!(dry.stdout.contains("→ prepare"), "{}", dry.stdout);
     assert!(
-        dry.stdout.contains("? train     may run: waits for `prepare`"),
+        squeeze(&dry.stdout).contains("? train may run: waits for `prepare`"),
         "{}",
         dry.stdout
     );
