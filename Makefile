@@ -50,13 +50,13 @@ build: venv
 
 # `pipe` and `pipe-torch` on PATH: cargo's bin folder (~/.cargo/bin, on PATH wherever
 # Rust is installed with rustup), or PREFIX/bin. pipe-torch keeps an rpath to the
-# venv's LibTorch, so neither needs LD_LIBRARY_PATH.
+# venv's LibTorch (a link argument, so it survives the copy), so neither needs
+# LD_LIBRARY_PATH. The binaries are `make build`'s: `cargo install` resolves features
+# per package and would compile polars in release a second time (18 min on 2 cores).
 PREFIX ?=
-INSTALL_ROOT = $(if $(PREFIX),--root $(PREFIX),)
-install: venv
-	cargo install --locked --quiet --path . $(INSTALL_ROOT)
-	cargo install --locked --quiet --path crates/torch $(INSTALL_ROOT)
+install: build
 	@bin=$(if $(PREFIX),$(PREFIX),$${CARGO_INSTALL_ROOT:-$${CARGO_HOME:-$$HOME/.cargo}})/bin; \
+	mkdir -p "$$bin" && install -m 755 $(RELEASE)/pipe $(RELEASE)/pipe-torch "$$bin/" && \
 	echo "installed pipe and pipe-torch in $$bin"; \
 	case ":$$PATH:" in *":$$bin:"*) ;; *) echo "add it to PATH: export PATH=$$bin:\$$PATH";; esac
 
