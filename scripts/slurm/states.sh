@@ -41,18 +41,17 @@ echo "\$ sacct --parsable2 --noheader -j $pend_j --format=JobID,State,ExitCode,R
 sacct --parsable2 --noheader -j "$pend_j" --format=JobID,State,ExitCode,Reason 2>&1
 scancel "$pend_j"
 
-for _ in $(seq 300); do
-  st=$(scontrol show job "$fast_j" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
-  case "$st" in TIMEOUT|COMPLETED|FAILED|CANCELLED) break ;; esac
-  sleep 1
-done
+# wait (up to 5 min) until job $1 is in an end state; sets st
+wait_end() {
+  for _ in $(seq 300); do
+    st=$(scontrol show job "$1" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
+    case "$st" in TIMEOUT|COMPLETED|FAILED|CANCELLED) return ;; esac
+    sleep 1
+  done
+}
+wait_end "$fast_j"
 echo "## timeout-fast job $fast_j reached $st $(( $(date +%s) - fast_t0 ))s after 'scontrol update JobId=$fast_j TimeLimit=0'"
-# wait for the timeout job
-for _ in $(seq 300); do
-  st=$(scontrol show job "$timeout_j" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
-  case "$st" in TIMEOUT|COMPLETED|FAILED|CANCELLED) break ;; esac
-  sleep 1
-done
+wait_end "$timeout_j"
 echo "## TIMEOUT job $timeout_j reached $st $(( $(date +%s) - t0 ))s after submission (--time=1)"
 sleep 3
 for j in $ok_j $fail_j $cancel_j $pend_j $oom_j $timeout_j $fast_j; do

@@ -589,13 +589,6 @@ impl Task {
             None => self.id.clone(),
         }
     }
-
-    fn name(&self) -> String {
-        match self.index {
-            Some(i) => format!("shard {i}"),
-            None => "job".into(),
-        }
-    }
 }
 
 /// Run `job` as a Slurm job and wait for it: its progress events are read from the
@@ -830,7 +823,11 @@ pub fn run_job(
             options = options.scaled_for_retry();
             let line = format!(
                 "{what}: {} ended {:?}; attempt {} of {} with mem {} and time {}",
-                retry.iter().map(|&k| tasks[k].name()).collect::<Vec<_>>().join(", "),
+                retry
+                    .iter()
+                    .map(|&k| tasks[k].called(job.shards))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 tasks[retry[0]].state.as_ref().expect("ended"),
                 attempt + 1,
                 retries + 1,

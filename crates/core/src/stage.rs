@@ -390,6 +390,27 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context one shard of this stage runs in: the same inputs, its own output
+    /// directory, and fresh counters, log and unreadable list that the caller folds back.
+    pub fn for_shard(&self, shard: Shard, out_dir: PathBuf) -> Context {
+        Context {
+            stage: self.stage.clone(),
+            root: self.root.clone(),
+            cache_dir: self.cache_dir.clone(),
+            out_dir,
+            inputs: self.inputs.clone(),
+            previous: self.previous.clone(),
+            shard: Some(shard),
+            threads: self.threads,
+            device: self.device,
+            progress: self.progress.clone(),
+            meta: self.meta.clone(),
+            counters: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(Vec::new()),
+            unreadable: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Resolve a path from params against the pipeline root.
     /// Paths in tables write a name that is not UTF-8 with `\xNN` escapes
     /// ([`crate::cache::walk::name_text`]); this gives the file back.

@@ -224,22 +224,7 @@ fn run_shards(
             for (index, shard_dir) in dirs.iter().enumerate() {
                 std::fs::create_dir_all(shard_dir).with_context(|| format!("cannot create {}", shard_dir.display()))?;
                 ctx.progress.set_message(format!("shard {} of {n}", index + 1));
-                let shard = Context {
-                    stage: ctx.stage.clone(),
-                    root: ctx.root.clone(),
-                    cache_dir: ctx.cache_dir.clone(),
-                    out_dir: shard_dir.clone(),
-                    inputs: ctx.inputs.clone(),
-                    previous: ctx.previous.clone(),
-                    shard: Some(crate::stage::Shard { index, count: n }),
-                    threads: ctx.threads,
-                    device: ctx.device,
-                    progress: ctx.progress.clone(),
-                    meta: ctx.meta.clone(),
-                    counters: Mutex::new(BTreeMap::new()),
-                    log: Mutex::new(Vec::new()),
-                    unreadable: Mutex::new(Vec::new()),
-                };
+                let shard = ctx.for_shard(crate::stage::Shard { index, count: n }, shard_dir.clone());
                 let r = run_kind(p, s, key, &shard, place, None);
                 for (k, v) in shard.counters.into_inner().unwrap() {
                     ctx.count(&k, v);
