@@ -43,6 +43,10 @@ const FILES: &[(&str, &str)] = &[
         "stages/parse/chest_services.txt",
         include_str!("../stages/parse/chest_services.txt"),
     ),
+    (
+        "stages/map_labels/chexpert_to_phutho.yaml",
+        include_str!("../stages/map_labels/chexpert_to_phutho.yaml"),
+    ),
     ("stages/qc/verdicts.csv", include_str!("../stages/qc/verdicts.csv")),
     (
         "stages/train/chexpert_hierarchy.yaml",

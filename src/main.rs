@@ -82,8 +82,11 @@ enum Cmd {
         #[arg(long)]
         stage: Option<String>,
     },
-    /// Write a deterministic synthetic hospital (PACS DICOM, HIS XML, ground truth).
+    /// Write a deterministic synthetic dataset with its ground truth in OUT/truth: a
+    /// hospital (PACS DICOM, HIS XML), or a CheXpert-like or VinDr-like public dataset.
     Synth {
+        #[arg(value_enum, default_value = "hospital")]
+        dataset: Dataset,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 2000)]
@@ -105,6 +108,14 @@ enum Cmd {
         #[arg(long, default_value = "data/his")]
         his: String,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Dataset {
+    /// PACS DICOM files and HIS XML reports (the demo's input).
+    Hospital,
+    /// CheXpert-v1.0-small/train.csv and its JPEG images.
+    Chexpert,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -296,6 +307,26 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Synth {
+            dataset: Dataset::Chexpert,
+            out: dir,
+            studies,
+            seed,
+            size,
+        } => {
+            let t = std::time::Instant::now();
+            let rows = pipe_synth::chexpert::generate(&dir, studies, seed, size)?;
+            writeln!(
+                out,
+                "synthetic CheXpert in {}: {studies} studies, {rows} rows in {}/train.csv, truth in {}/truth ({:.1}s)",
+                dir.display(),
+                dir.join(pipe_synth::chexpert::DATASET).display(),
+                dir.display(),
+                t.elapsed().as_secs_f64()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Synth {
+            dataset: Dataset::Hospital,
             out: dir,
             studies,
             seed,

@@ -307,7 +307,7 @@ enum Outcome {
 }
 
 /// `images/<hash[0..2]>/<hash>.<ext>`: where an image lives inside an entry.
-fn image_rel(hash: &str, format: Format) -> String {
+pub(crate) fn image_rel(hash: &str, format: Format) -> String {
     format!("images/{}/{hash}.{}", &hash[..2.min(hash.len())], format.extension())
 }
 
@@ -384,7 +384,7 @@ fn decode(p: &Params, bytes: &[u8]) -> Result<Converted, String> {
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Write `bytes` to `dst` (named by their hash: an existing file already holds them).
-fn store(dst: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn store(dst: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     if dst.exists() {
         return Ok(());
     }
@@ -400,7 +400,7 @@ fn store(dst: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Put the previous entry's `src` at `dst`: a hard link, or a copy where linking fails
 /// (another file system).
-fn link_or_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
+pub(crate) fn link_or_copy(src: &Path, dst: &Path) -> std::io::Result<()> {
     if dst.exists() {
         return Ok(());
     }

@@ -11,6 +11,7 @@ use std::marker::PhantomData;
 use pipe_core::stage::{Kind, KindOf};
 
 pub mod charset;
+pub mod chexpert;
 pub mod collect;
 pub mod convert;
 pub mod csv;
@@ -18,8 +19,10 @@ pub mod dicom_scan;
 pub mod evaluate;
 pub mod examples;
 pub mod filter;
+pub mod frames;
 pub mod hierarchy;
 pub mod label;
+pub mod map_labels;
 #[path = "match.rs"]
 pub mod matching;
 pub mod parse;
@@ -82,6 +85,8 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<matching::Match>(PhantomData),
     &KindOf::<label::Label>(PhantomData),
     &KindOf::<convert::Convert>(PhantomData),
+    &KindOf::<chexpert::Chexpert>(PhantomData),
+    &KindOf::<map_labels::MapLabels>(PhantomData),
     &KindOf::<split::Split>(PhantomData),
     &KindOf::<qc::Qc>(PhantomData),
     &KindOf::<sql::Sql>(PhantomData),
@@ -101,6 +106,8 @@ mod tests {
             "collect" => "pacs: data/pacs\nhis: data/his",
             "command" => "run: [\"true\"]\noutputs: [out]",
             "sql" => "query: SELECT 1 AS x",
+            "map_labels" => "mapping: stages/map_labels/chexpert_to_phutho.yaml",
+            "chexpert" => "csv: data/chexpert/train.csv\nroot: data/chexpert",
             "filter" => "method: tags",
             _ => "{}",
         }

@@ -604,15 +604,64 @@ pub fn load_gray(path: &Path) -> anyhow::Result<Gray> {
         path.display()
     );
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    png_to_gray(std::io::BufReader::new(file)).with_context(|| format!("{} is not a readable PNG", path.display()))
+}
+
+/// Most pixels a picture may have (a 16k × 16k radiograph): larger headers are refused
+/// before anything is allocated for them.
+pub const MAX_PICTURE_PIXELS: usize = 16384 * 16384;
+
+/// A JPEG or PNG file's bytes (the formats public datasets ship: CheXpert's JPEGs) as
+/// grey values in [0, 1]; colour is the mean of R, G and B.
+pub fn picture_to_gray(bytes: &[u8]) -> anyhow::Result<Gray> {
+    if bytes.starts_with(&[0x89, b'P', b'N', b'G']) {
+        return png_to_gray(std::io::Cursor::new(bytes)).context("not a readable PNG");
+    }
+    anyhow::ensure!(bytes.starts_with(&[0xFF, 0xD8]), "neither a JPEG nor a PNG file");
+    let mut decoder = jpeg_decoder::Decoder::new(bytes);
+    decoder.read_info().context("not a readable JPEG")?;
+    let info = decoder.info().context("not a readable JPEG")?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    anyhow::ensure!(
+        w * h <= MAX_PICTURE_PIXELS,
+        "the JPEG says {w}×{h} pixels, more than pipe reads ({MAX_PICTURE_PIXELS})"
+    );
+    let buf = decoder.decode().context("not a readable JPEG")?;
+    let data: Vec<f32> = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => buf.iter().map(|&v| v as f32 / 255.0).collect(),
+        jpeg_decoder::PixelFormat::L16 => buf
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]) as f32 / 65535.0)
+            .collect(),
+        jpeg_decoder::PixelFormat::RGB24 => buf
+            .chunks_exact(3)
+            .map(|c| (c[0] as f32 + c[1] as f32 + c[2] as f32) / (3.0 * 255.0))
+            .collect(),
+        jpeg_decoder::PixelFormat::CMYK32 => anyhow::bail!("a CMYK JPEG, not a radiograph"),
+    };
+    anyhow::ensure!(
+        data.len() == w * h,
+        "the JPEG decoded to {} pixels, not {w}×{h}",
+        data.len()
+    );
+    Ok(Gray {
+        width: w,
+        height: h,
+        data,
+    })
+}
+
+fn png_to_gray(input: impl std::io::BufRead + std::io::Seek) -> anyhow::Result<Gray> {
+    let mut decoder = png::Decoder::new(input);
     decoder.set_transformations(png::Transformations::EXPAND);
-    let mut reader = decoder
-        .read_info()
-        .with_context(|| format!("{} is not a readable PNG", path.display()))?;
+    let mut reader = decoder.read_info()?;
+    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+    anyhow::ensure!(
+        w * h <= MAX_PICTURE_PIXELS,
+        "the PNG says {w}×{h} pixels, more than pipe reads ({MAX_PICTURE_PIXELS})"
+    );
     let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
-    let info = reader
-        .next_frame(&mut buf)
-        .with_context(|| format!("{} is not a readable PNG", path.display()))?;
+    let info = reader.next_frame(&mut buf)?;
     let (w, h) = (info.width as usize, info.height as usize);
     let channels = info.color_type.samples();
     let (bytes_per, max) = match info.bit_depth {

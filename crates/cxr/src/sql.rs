@@ -9,11 +9,12 @@
 //! so the result is sorted by all its columns (`sort: true`, the default), or, for a
 //! query with its own ORDER BY, kept in that order (`sort: false`). The table goes
 //! through the common write path (`adopt`): zstd, pipe's metadata, every column
-//! nullable (a query's result has no declaration in `schemas/`).
+//! nullable (a query's result has no declaration in `schemas/`). An `image` column's
+//! files come along (hard links), so a filtered `images` table is one train can read.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use polars::prelude::*;
 use polars::sql::SQLContext;
 use schemars::JsonSchema;
@@ -47,7 +48,8 @@ pub struct Sql;
 impl Stage for Sql {
     type Params = Params;
     const KIND: &'static str = "sql";
-    const VERSION: u32 = 1;
+    // 2: an `image` column's files come along
+    const VERSION: u32 = 2;
     const ABOUT: &'static str = "run a SQL query (polars) over the input tables and cache its result as a table";
 
     fn check(p: &Params) -> Vec<String> {
@@ -80,12 +82,7 @@ impl Stage for Sql {
         let mut by_table: BTreeMap<&str, Vec<(String, LazyFrame)>> = BTreeMap::new();
         let mut names = Vec::new();
         for input in &ctx.inputs {
-            let file =
-                std::fs::File::open(&input.path).with_context(|| format!("cannot open {}", input.path.display()))?;
-            let frame = ParquetReader::new(file)
-                .finish()
-                .map_err(|e| anyhow!("cannot read {}: {e}", input.path.display()))?
-                .lazy();
+            let frame = crate::frames::read(&input.path)?.lazy();
             let qualified = format!("{}_{}", name_part(&input.stage), input.table);
             sql.register(&qualified, frame.clone());
             names.push(qualified.clone());
@@ -123,14 +120,8 @@ impl Stage for Sql {
         ctx.count("rows", result.height() as u64);
 
         // polars writes it; the common path rewrites it with pipe's properties.
-        let raw = ctx.out_dir.join(format!(".{}.polars.parquet", p.output));
-        let file = std::fs::File::create(&raw).with_context(|| format!("cannot create {}", raw.display()))?;
-        ParquetWriter::new(file)
-            .finish(&mut result)
-            .map_err(|e| anyhow!("cannot write {}: {e}", raw.display()))?;
-        let meta = ctx.meta.for_table(&p.output);
-        // (adopt removes the file it rewrote)
-        pipe_core::table::adopt(&raw, &ctx.output_path(&p.output), None, &meta)?;
+        crate::frames::write(ctx, &p.output, &mut result, None)?;
+        link_images(ctx, &result)?;
         if result.height() == 0 {
             ctx.log("the query returned no rows");
         }
@@ -139,6 +130,46 @@ impl Stage for Sql {
 }
 
 /// A stage name as part of a SQL table name (`match@v1` → `match_v1`).
+/// An `image` column is a path relative to the folder of the table that holds it
+/// (convert's and chexpert's images live in their entries): the result takes the
+/// files it names along, as hard links into its own entry, so a filtered `images`
+/// table trains like the original.
+fn link_images(ctx: &Context, result: &DataFrame) -> anyhow::Result<()> {
+    let Ok(column) = result.column("image") else {
+        return Ok(());
+    };
+    let Ok(paths) = column.str() else {
+        return Ok(());
+    };
+    let dirs: Vec<&std::path::Path> = ctx.inputs.iter().filter_map(|i| i.path.parent()).collect();
+    let (mut linked, mut missing) = (0u64, 0u64);
+    let mut seen = std::collections::HashSet::new();
+    for rel in (0..paths.len()).filter_map(|i| paths.get(i)) {
+        let safe = std::path::Path::new(rel)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !safe || !seen.insert(rel) {
+            continue;
+        }
+        match dirs.iter().map(|d| d.join(rel)).find(|f| f.is_file()) {
+            Some(src) => {
+                let dst = ctx.out_dir.join(rel);
+                crate::convert::link_or_copy(&src, &dst)
+                    .map_err(|e| anyhow!("cannot link {} to {}: {e}", src.display(), dst.display()))?;
+                linked += 1;
+            }
+            None => missing += 1,
+        }
+    }
+    ctx.count("images_linked", linked);
+    if missing > 0 {
+        ctx.log(format!(
+            "{missing} paths of the `image` column name no file of an input's entry; they are not taken along"
+        ));
+    }
+    Ok(())
+}
+
 fn name_part(stage: &str) -> String {
     stage
         .chars()

@@ -3,6 +3,7 @@
 //! every stage must make of them. See [`generate`] for the layout on disk and
 //! [`hospital`] for the cases and their rates.
 
+pub mod chexpert;
 pub mod dicom;
 pub mod generate;
 pub mod his;
