@@ -18,7 +18,7 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 RELEASE := $(CARGO_TARGET_DIR)/release
 DEMO ?= pipelines/demo.yaml
 
-.PHONY: all venv system-deps test-deps build install run test bench lint clean-cache slurm-up slurm-down test-slurm bench-slurm
+.PHONY: all venv system-deps test-deps build install run run-chexpert run-vindr test bench lint clean-cache slurm-up slurm-down test-slurm bench-slurm
 
 all: build
 
@@ -71,6 +71,22 @@ run: build
 	@echo "pipe: $(RELEASE)/pipe, worker: $(RELEASE)/pipe-torch (\`make install\` puts both on PATH)"
 	$(MAKE) --no-print-directory $(SYNTH)/truth/dicoms.parquet
 	$(RELEASE)/pipe run $(DEMO)
+
+# The public-dataset pipelines on synthetic CheXpert-like and VinDr-like datasets.
+data/chexpert/truth/chexpert.parquet:
+	$(RELEASE)/pipe synth chexpert --out data/chexpert --studies 1500 --seed 7 --size 64
+
+run-chexpert: build
+	$(MAKE) --no-print-directory data/chexpert/truth/chexpert.parquet
+	$(RELEASE)/pipe run pipelines/chexpert-coarse-vs-fine.yaml
+	$(RELEASE)/pipe metrics pipelines/chexpert-coarse-vs-fine.yaml --label abnormal
+
+data/vindr/truth/vindr.parquet:
+	$(RELEASE)/pipe synth vindr --out data/vindr --studies 1500 --seed 7 --size 64
+
+run-vindr: build
+	$(MAKE) --no-print-directory data/vindr/truth/vindr.parquet
+	$(RELEASE)/pipe run pipelines/vindr.yaml
 
 test: venv test-deps
 	cargo build --workspace --bins

@@ -116,6 +116,8 @@ enum Dataset {
     Hospital,
     /// CheXpert-v1.0-small/train.csv and its JPEG images.
     Chexpert,
+    /// VinDr-CXR-style DICOM files and reader annotations (3 readers; test: consensus).
+    Vindr,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -320,6 +322,24 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 "synthetic CheXpert in {}: {studies} studies, {rows} rows in {}/train.csv, truth in {}/truth ({:.1}s)",
                 dir.display(),
                 dir.join(pipe_synth::chexpert::DATASET).display(),
+                dir.display(),
+                t.elapsed().as_secs_f64()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Synth {
+            dataset: Dataset::Vindr,
+            out: dir,
+            studies,
+            seed,
+            size,
+        } => {
+            let t = std::time::Instant::now();
+            let (train, test) = pipe_synth::vindr::generate(&dir, studies, seed, size)?;
+            writeln!(
+                out,
+                "synthetic VinDr in {}: {train} training images (3 readers), {test} test images (consensus), truth in {}/truth ({:.1}s)",
+                dir.display(),
                 dir.display(),
                 t.elapsed().as_secs_f64()
             )?;

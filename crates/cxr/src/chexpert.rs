@@ -254,12 +254,7 @@ type Ids = (String, String, String);
 type Parsed = ([Option<i64>; 14], Option<i64>, Ids);
 
 /// The 14 observations, the age and (patient, study, view) of one row, or why not.
-fn parse_row(
-    path: &str,
-    label_cols: &[usize],
-    record: &[String],
-    age: Option<String>,
-) -> Result<Parsed, String> {
+fn parse_row(path: &str, label_cols: &[usize], record: &[String], age: Option<String>) -> Result<Parsed, String> {
     if path.is_empty() {
         return Err("the Path cell is empty".into());
     }

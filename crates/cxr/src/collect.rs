@@ -33,8 +33,10 @@ use pipe_core::table::{TableBuilder, TableSchema, str_col};
 pub struct Params {
     /// Root of the PACS export (DICOM files, any names, any depth).
     pub pacs: String,
-    /// Root of the HIS export (XML session files).
-    pub his: String,
+    /// Root of the HIS export (XML session files); none for an archive without
+    /// reports (a public dataset's DICOM folder): `his_files` is then empty.
+    #[serde(default)]
+    pub his: Option<String>,
     /// Threads for reading headers (0 = the run's `--jobs`).
     #[serde(default)]
     pub threads: usize,
@@ -65,16 +67,17 @@ impl Stage for Collect {
     }
 
     fn references(p: &Params) -> Vec<Reference> {
-        vec![
-            Reference {
-                param: "pacs".into(),
-                path: p.pacs.clone(),
-            },
-            Reference {
+        let mut refs = vec![Reference {
+            param: "pacs".into(),
+            path: p.pacs.clone(),
+        }];
+        if let Some(his) = &p.his {
+            refs.push(Reference {
                 param: "his".into(),
-                path: p.his.clone(),
-            },
-        ]
+                path: his.clone(),
+            });
+        }
+        refs
     }
 
     fn resources(p: &Params) -> Resources {
@@ -148,14 +151,18 @@ fn join(root: &str, rel: &str) -> String {
 fn his_files(p: &Params, ctx: &Context) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut his_files = ctx.writer("his_files", &his_schema())?;
-    let mut slice = Slice::of(ctx, &p.his)?;
-    ctx.scan_tree(&p.his, &mut |chunk, _| {
+    let Some(his) = &p.his else {
+        his_files.finish()?;
+        return Ok(());
+    };
+    let mut slice = Slice::of(ctx, his)?;
+    ctx.scan_tree(his, &mut |chunk, _| {
         let chunk = Slice::take(&mut slice, chunk);
         let mut rows = TableBuilder::new(&his_schema());
         for f in chunk {
             // Unreadable: no content hash (parse rejects it; read again next time).
             let hash = f.unreadable.is_none().then(|| f.hash.to_hex());
-            rows.str("path", Some(&join(&p.his, &f.rel)))
+            rows.str("path", Some(&join(his, &f.rel)))
                 .str("file_hash", hash.as_deref())
                 .i64("size", Some(f.size as i64));
         }

@@ -33,6 +33,7 @@ pub mod split;
 pub mod sql;
 pub mod torch_check;
 pub mod train;
+pub mod vindr;
 
 /// The declared schema of a table, embedded at build time from the repository's
 /// `schemas/<name>.yaml`: `schema!("match/pairs")`. For crates under `crates/`.
@@ -87,6 +88,7 @@ pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<convert::Convert>(PhantomData),
     &KindOf::<chexpert::Chexpert>(PhantomData),
     &KindOf::<map_labels::MapLabels>(PhantomData),
+    &KindOf::<vindr::Vindr>(PhantomData),
     &KindOf::<split::Split>(PhantomData),
     &KindOf::<qc::Qc>(PhantomData),
     &KindOf::<sql::Sql>(PhantomData),
@@ -107,6 +109,7 @@ mod tests {
             "command" => "run: [\"true\"]\noutputs: [out]",
             "sql" => "query: SELECT 1 AS x",
             "map_labels" => "mapping: stages/map_labels/chexpert_to_phutho.yaml",
+            "vindr" => "annotations: data/vindr/annotations_train.csv",
             "chexpert" => "csv: data/chexpert/train.csv\nroot: data/chexpert",
             "filter" => "method: tags",
             _ => "{}",

@@ -14,3 +14,4 @@ pub mod jpeg_lossless;
 pub mod phrases;
 pub mod reports;
 pub mod rle;
+pub mod vindr;
