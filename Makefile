@@ -18,7 +18,7 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 RELEASE := $(CARGO_TARGET_DIR)/release
 DEMO ?= pipelines/demo.yaml
 
-.PHONY: all venv system-deps test-deps build install run run-chexpert run-vindr test bench lint clean-cache slurm-up slurm-down test-slurm bench-slurm
+.PHONY: all venv system-deps test-deps build install run run-chexpert run-vindr run-deidentified test bench lint clean-cache slurm-up slurm-down test-slurm bench-slurm
 
 all: build
 
@@ -87,6 +87,15 @@ data/vindr/truth/vindr.parquet:
 run-vindr: build
 	$(MAKE) --no-print-directory data/vindr/truth/vindr.parquet
 	$(RELEASE)/pipe run pipelines/vindr.yaml
+
+# The demo through deidentify; the secret is made once, randomly, outside the cache.
+data/secret/deidentify.key:
+	mkdir -p data/secret && chmod 700 data/secret
+	head -c 32 /dev/urandom | base64 > $@ && chmod 600 $@
+
+run-deidentified: build
+	$(MAKE) --no-print-directory $(SYNTH)/truth/dicoms.parquet data/secret/deidentify.key
+	$(RELEASE)/pipe run pipelines/demo-deidentified.yaml
 
 test: venv test-deps
 	cargo build --workspace --bins

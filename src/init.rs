@@ -44,6 +44,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../stages/parse/chest_services.txt"),
     ),
     (
+        "stages/deidentify/basic_profile.csv",
+        include_str!("../stages/deidentify/basic_profile.csv"),
+    ),
+    (
         "stages/map_labels/chexpert_to_phutho.yaml",
         include_str!("../stages/map_labels/chexpert_to_phutho.yaml"),
     ),

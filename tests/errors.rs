@@ -28,7 +28,7 @@ fn unknown_kind_lists_valid_kinds() {
     );
     assert!(
         e.contains(
-            "valid kinds: collect, filter, parse, match, label, convert, chexpert, map_labels, vindr, split, qc, sql, train, evaluate, torch_check, command"
+            "valid kinds: collect, deidentify, filter, parse, match, label, convert, chexpert, map_labels, vindr, split, qc, sql, train, evaluate, torch_check, command"
         ),
         "{e}"
     );

@@ -511,9 +511,15 @@ pub struct Header {
 
 impl Header {
     fn push(&self, t: &mut TableBuilder, path: &str, f: &FileHash) {
+        // Set for the whole chunk in walk order ([`FirstCopies`]).
+        self.push_row(t, path, &f.hash.to_hex(), f.size, None);
+    }
+
+    /// A row of `dicoms` (deidentify writes its files' rows with it too).
+    pub(crate) fn push_row(&self, t: &mut TableBuilder, path: &str, hash: &str, size: u64, duplicate_of: Option<&str>) {
         t.str("path", Some(path))
-            .str("file_hash", Some(&f.hash.to_hex()))
-            .i64("size", Some(f.size as i64))
+            .str("file_hash", Some(hash))
+            .i64("size", Some(size as i64))
             .str("sop_instance_uid", Some(&self.sop_instance_uid))
             .str("sop_class_uid", self.sop_class_uid.as_deref())
             .str("study_instance_uid", self.study_instance_uid.as_deref())
@@ -535,8 +541,7 @@ impl Header {
             .f64("window_width", self.window_width)
             .str("transfer_syntax", Some(&self.transfer_syntax))
             .str("warnings", self.warnings.as_deref())
-            // Set for the whole chunk in walk order ([`FirstCopies`]).
-            .str("duplicate_of", None);
+            .str("duplicate_of", duplicate_of);
     }
 }
 
@@ -681,7 +686,7 @@ pub fn read_header(path: &Path, size: u64) -> Result<Header, String> {
 }
 
 /// The VR the standard dictionary gives a tag, when it gives exactly one.
-fn dictionary_vr(tag: dicom_core::Tag) -> Option<dicom_core::VR> {
+pub(crate) fn dictionary_vr(tag: dicom_core::Tag) -> Option<dicom_core::VR> {
     use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
     match dicom_dictionary_std::StandardDataDictionary.by_tag(tag)?.vr() {
         VirtualVr::Exact(vr) => Some(vr),

@@ -15,6 +15,7 @@ pub mod chexpert;
 pub mod collect;
 pub mod convert;
 pub mod csv;
+pub mod deidentify;
 pub mod dicom_scan;
 pub mod evaluate;
 pub mod examples;
@@ -81,6 +82,7 @@ pub fn quietly<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
 /// The chest X-ray kinds, in pipeline order (`pipe kinds` lists them so).
 pub static KINDS: &[&dyn Kind] = &[
     &KindOf::<collect::Collect>(PhantomData),
+    &KindOf::<deidentify::Deidentify>(PhantomData),
     &KindOf::<filter::Filter>(PhantomData),
     &KindOf::<parse::Parse>(PhantomData),
     &KindOf::<matching::Match>(PhantomData),
@@ -110,6 +112,7 @@ mod tests {
             "sql" => "query: SELECT 1 AS x",
             "map_labels" => "mapping: stages/map_labels/chexpert_to_phutho.yaml",
             "vindr" => "annotations: data/vindr/annotations_train.csv",
+            "deidentify" => "secret_file: secret.txt",
             "chexpert" => "csv: data/chexpert/train.csv\nroot: data/chexpert",
             "filter" => "method: tags",
             _ => "{}",

@@ -138,6 +138,11 @@ pub fn load(path: &Path) -> anyhow::Result<(Gray, Voi)> {
 /// [`load`] from the bytes of a whole file (with or without its 128-byte preamble), for
 /// a caller that must decode exactly the bytes it hashed.
 pub fn load_bytes(bytes: &[u8]) -> anyhow::Result<(Gray, Voi)> {
+    crate::quietly(|| load_object(open_bytes(bytes)?))
+}
+
+/// A whole DICOM file's bytes as an object, read as safely as [`load_bytes`] reads them.
+pub fn open_bytes(bytes: &[u8]) -> anyhow::Result<dicom_object::DefaultDicomObject> {
     use dicom_object::file::ReadPreamble;
     // The parser gets only what it can read safely: lengths and nesting checked, UN
     // sequences of undefined length left out, a repaired file meta group, nothing after
@@ -160,11 +165,10 @@ pub fn load_bytes(bytes: &[u8]) -> anyhow::Result<(Gray, Voi)> {
         ReadPreamble::Never
     };
     crate::quietly(|| {
-        let obj = dicom_object::OpenFileOptions::new()
+        dicom_object::OpenFileOptions::new()
             .read_preamble(preamble)
             .from_reader(bytes)
-            .context("cannot read DICOM")?;
-        load_object(obj)
+            .context("cannot read DICOM")
     })
 }
 
