@@ -137,7 +137,14 @@ fn a_deidentified_pipeline_holds_no_identifier_and_still_matches() {
 
     // pydicom reads every de-identified file; one study UID per study.
     let dicoms = path_of(&p, "pipelines/d.yaml", "deidentify.dicoms");
-    let read = checks(&["read", &dicoms, p.dir.path().to_str().unwrap()]);
+    let read = checks(&[
+        "read",
+        &dicoms,
+        p.dir.path().to_str().unwrap(),
+        p.path("secret/map_d.parquet").to_str().unwrap(),
+    ]);
+    eprintln!("pydicom: {read}");
+    assert!(read["studies"].as_u64().unwrap() > 40, "{read}");
     assert_eq!(read["problems"], serde_json::json!([]), "{read}");
     assert_eq!(read["files"].as_u64().unwrap(), c["files_written"]);
 
@@ -193,6 +200,16 @@ fn touched_attributes_equal_dicom_anonymizer_but_for_documented_differences() {
         let name = Path::new(f).file_name().unwrap().to_str().unwrap();
         std::fs::copy(f, p.path(&format!("public/{i:03}_{name}"))).unwrap();
     }
+    // One file says its pixels carry text: reported, not fixed.
+    let burned = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys,glob,pydicom\nf=sorted(glob.glob(sys.argv[1]+'/*CT_small.dcm'))[0]\nd=pydicom.dcmread(f)\nd.BurnedInAnnotation='YES'\nd.save_as(f)",
+            p.path("public").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(burned.status.success(), "{}", String::from_utf8_lossy(&burned.stderr));
     p.write("secret.txt", "the secret of the public files test\n");
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     p.write(
@@ -207,6 +224,7 @@ fn touched_attributes_equal_dicom_anonymizer_but_for_documented_differences() {
     let collected = counters(&r, "collect");
     // Every file collect read as DICOM is de-identified (none rejected).
     assert_eq!(c.get("files_rejected"), Some(&0), "{}", r.stdout);
+    assert_eq!(c.get("burned_in_annotation"), Some(&1), "{}", r.stdout);
     assert!(c["files_written"] > 150, "{c:?} {collected:?}");
     let compare = json_lines(
         std::process::Command::new(python())
@@ -219,4 +237,7 @@ fn touched_attributes_equal_dicom_anonymizer_but_for_documented_differences() {
     assert_eq!(summary["unexplained"], serde_json::json!({}), "{summary}");
     assert_eq!(summary["pydicom_read"].as_u64().unwrap(), c["files_written"]);
     assert!(summary["both"].as_u64().unwrap() > 1000, "{summary}");
+    // Private attributes were there, and are gone.
+    assert!(summary["originals_with_private"].as_u64().unwrap() > 10, "{summary}");
+    assert_eq!(summary["ours_with_private"], 0, "{summary}");
 }

@@ -11,7 +11,8 @@
 //! secret, and another secret gives others:
 //! - UIDs: `2.25.<128 bits>` of the original UID — consistent across a study, and the
 //!   file meta's Media Storage SOP Instance UID follows.
-//! - Patient ID: `PX` + 16 hex digits; Patient's Name and Birth Date are emptied.
+//! - Patient ID: `PX` + 16 hex digits; Patient's Name and Birth Date are emptied, Birth
+//!   Time removed.
 //! - Dates (DA, DT): shifted by a whole number of days drawn per patient in
 //!   ±`max_shift_days` (never 0), so intervals within a patient survive; times of day
 //!   (TM) are kept. Match pairs images with reports by patient and time, so the
@@ -196,6 +197,7 @@ enum Treatment {
 
 const PATIENT_ID: Tag = Tag(0x0010, 0x0020);
 const PATIENT_BIRTH_DATE: Tag = Tag(0x0010, 0x0030);
+const PATIENT_BIRTH_TIME: Tag = Tag(0x0010, 0x0032);
 const BURNED_IN_ANNOTATION: Tag = Tag(0x0028, 0x0301);
 
 fn treatment(profile: &HashMap<Tag, Action>, tag: Tag, vr: VR) -> Treatment {
@@ -213,8 +215,12 @@ fn treatment(profile: &HashMap<Tag, Action>, tag: Tag, vr: VR) -> Treatment {
     if tag == PATIENT_ID {
         return Treatment::PatientId;
     }
+    // Birth date and time are not part of a study's timeline: the profile's Z and X.
     if tag == PATIENT_BIRTH_DATE {
         return Treatment::Empty;
+    }
+    if tag == PATIENT_BIRTH_TIME {
+        return Treatment::Remove;
     }
     let Some(&action) = profile.get(&tag) else {
         return Treatment::Keep;
@@ -767,6 +773,7 @@ mod tests {
         assert_eq!(treatment(&p, Tag(0x6000, 0x0010), VR::US), Treatment::Keep);
         assert_eq!(treatment(&p, PATIENT_ID, VR::LO), Treatment::PatientId);
         assert_eq!(treatment(&p, PATIENT_BIRTH_DATE, VR::DA), Treatment::Empty);
+        assert_eq!(treatment(&p, PATIENT_BIRTH_TIME, VR::TM), Treatment::Remove);
         assert_eq!(treatment(&p, Tag(0x0028, 0x0010), VR::US), Treatment::Keep);
     }
 }
