@@ -145,6 +145,7 @@ fn a_deidentified_pipeline_holds_no_identifier_and_still_matches() {
     ]);
     eprintln!("pydicom: {read}");
     assert!(read["studies"].as_u64().unwrap() > 40, "{read}");
+    assert!(read["shifted_patients"].as_u64().unwrap() > 40, "{read}");
     assert_eq!(read["problems"], serde_json::json!([]), "{read}");
     assert_eq!(read["files"].as_u64().unwrap(), c["files_written"]);
 
