@@ -87,6 +87,7 @@ data/vindr/truth/vindr.parquet:
 run-vindr: build
 	$(MAKE) --no-print-directory data/vindr/truth/vindr.parquet
 	$(RELEASE)/pipe run pipelines/vindr.yaml
+	$(RELEASE)/pipe run pipelines/vindr-consensus-test.yaml
 
 # The demo through deidentify; the secret is made once, randomly, outside the cache.
 data/secret/deidentify.key:

@@ -254,6 +254,16 @@ fn synthetic_vindr_votes_equal_pandas_and_the_pipeline_trains() {
             sop_of[l["image_id"].as_str().unwrap()]
         );
     }
+    // VinDr's protocol as a pipeline: trained on the readers' votes, scored on the
+    // consensus of the test set.
+    let consensus_pipeline = std::fs::read_to_string(repo.join("pipelines/vindr-consensus-test.yaml"))
+        .unwrap()
+        .replace("size: 64", "size: 32");
+    p.write("pipelines/vindr-consensus-test.yaml", &consensus_pipeline);
+    let r = p.pipe(&["run", "pipelines/vindr-consensus-test.yaml"]).ok();
+    let tests = truth.iter().filter(|t| t["part"] == "test").count() as u64;
+    assert_eq!(counters(&r, "evaluate")["images"], tests, "{}", r.stdout);
+
     // The consensus of the test images is the truth drawn.
     let consensus = rows(&p, &path_of(&p, "pipelines/vindr.yaml", "test_consensus.labels"));
     assert!(!consensus.is_empty());
