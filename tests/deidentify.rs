@@ -242,3 +242,79 @@ fn touched_attributes_equal_dicom_anonymizer_but_for_documented_differences() {
     assert!(summary["originals_with_private"].as_u64().unwrap() > 10, "{summary}");
     assert_eq!(summary["ours_with_private"], 0, "{summary}");
 }
+
+/// Failure injection: pydicom's test files with bytes flipped in their headers. No
+/// panic, and every file collect lists as DICOM is de-identified or a reject.
+#[test]
+fn flipped_bytes_end_in_dicoms_or_rejects() {
+    let p = Project::new();
+    let out = std::process::Command::new(python())
+        .arg(fixture("reference_decode.py"))
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::create_dir_all(p.path("public")).unwrap();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (i, f) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
+        let mut bytes = std::fs::read(f).unwrap();
+        if bytes.len() > 400 {
+            for _ in 0..4 {
+                let at = 132 + (next() as usize) % (bytes.len().min(3000) - 132);
+                bytes[at] ^= 1 + (next() % 255) as u8;
+            }
+        }
+        std::fs::write(p.path(&format!("public/{i:03}.dcm")), bytes).unwrap();
+    }
+    p.write("secret.txt", "the secret of the flipped files test\n");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    p.write(
+        "pipelines/f.yaml",
+        &format!(
+            "name: f\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: {{ pacs: public }}\n  deidentify:\n    kind: deidentify\n    inputs: [collect.dicoms]\n    params: {{ secret_file: secret.txt, profile: {} }}\n",
+            repo.join("stages/deidentify/basic_profile.csv").display()
+        ),
+    );
+    // 1.5 GiB of address space: enough for pipe, less than what trusting a damaged
+    // length asked for (1.7 and 3.7 GB, before the walk measured unknown VRs and looked
+    // inside implicit-VR sequences as the parser does).
+    let mut cmd = p.command(&["run", "pipelines/f.yaml", "-j", "2"]);
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 3 << 29,
+                rlim_max: 3 << 29,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("panicked") && !text.contains("memory allocation"),
+        "{text}"
+    );
+    let rows = |t: &str, c: &str| column(&p, &path_of(&p, "pipelines/f.yaml", t), c).len();
+    let listed = rows("collect.dicoms", "path");
+    assert!(listed > 30, "{listed}");
+    assert_eq!(
+        rows("deidentify.dicoms", "path") + rows("deidentify.rejects", "file"),
+        listed,
+        "{text}"
+    );
+}

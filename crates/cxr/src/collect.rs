@@ -58,8 +58,9 @@ impl Stage for Collect {
     type Params = Params;
     const KIND: &'static str = "collect";
     // 2: structural walk before parsing, UN values by dictionary VR; 3: lenient file
-    // meta and implicit-under-explicit data sets, ISO 2022 names, `warnings`
-    const VERSION: u32 = 3;
+    // meta and implicit-under-explicit data sets, ISO 2022 names, `warnings`; 4: the walk
+    // measures unknown VRs as UN and looks inside implicit-VR sequences, as the parser does
+    const VERSION: u32 = 4;
     const ABOUT: &'static str = "walk PACS and HIS exports, fingerprint files, read DICOM headers";
 
     fn outputs(_: &Params) -> Vec<String> {

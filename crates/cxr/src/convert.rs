@@ -115,8 +115,9 @@ impl Stage for Convert {
     type Params = Params;
     const KIND: &'static str = "convert";
     // 2: JPEG 2000, JPEG-LS, own RLE; accounting by file (duplicates are rejects); 3: files
-    // whose file meta dicom_scan repairs (no group length, long AE, implicit data set)
-    const VERSION: u32 = 3;
+    // whose file meta dicom_scan repairs (no group length, long AE, implicit data set); 4:
+    // dicom_scan's walk as collect 4's
+    const VERSION: u32 = 4;
     const ABOUT: &'static str = "decode matched DICOM files into square 8-bit PNG/JPEG images for training";
     // A shard converts a contiguous slice of the SOP instances in UID order, the order
     // of the tables: the default merge concatenates them and moves the images over.

@@ -436,6 +436,10 @@ impl<R: Read + Seek> Walker<R> {
                 String::from_utf8_lossy(&vr)
             ));
         }
+        // dicom-rs reads a VR it does not know as UN (2 reserved bytes, a 4-byte
+        // length): measured the same way here, or the parser would trust a length this
+        // walk never checked.
+        let vr = if VRS.contains(&&vr) { vr } else { *b"UN" };
         let len = if long_vr(&vr) {
             let mut l = [0u8; 6];
             self.read(&mut l)?;
@@ -450,7 +454,12 @@ impl<R: Read + Seek> Walker<R> {
 
     /// Skip or walk the value of an element whose header was just read.
     fn value(&mut self, tag: (u16, u16), vr: Option<[u8; 2]>, len: u32, depth: usize) -> Result<(), String> {
-        let sequence = vr.as_ref() == Some(b"SQ");
+        // In implicit VR the parser knows a sequence by the dictionary, and reads its
+        // items whatever their length: walked here too, so no item length goes unchecked.
+        let sequence = match vr {
+            Some(vr) => &vr == b"SQ",
+            None => crate::collect::dictionary_vr(dicom_core::Tag(tag.0, tag.1)) == Some(dicom_core::VR::SQ),
+        };
         if len != UNDEFINED {
             let end = self.pos + len as u64;
             if end > self.size {
@@ -669,6 +678,64 @@ mod tests {
         b.extend_from_slice(&(value.len() as u16).to_le_bytes());
         b.extend_from_slice(value);
         b
+    }
+
+    /// A VR that is not in the standard (a flipped byte: `PN` → `PY`) is read by
+    /// dicom-rs as UN, with 2 reserved bytes and a 4-byte length: the walk must read it
+    /// the same way, or the parser trusts a length the walk never saw (found by
+    /// flipping bytes in pydicom's test files: a 740-byte file asked for 1.7 GB).
+    #[test]
+    fn an_unknown_vr_is_measured_as_the_parser_measures_it() {
+        let mut b = head("1.2.840.10008.1.2.1");
+        // (0010,0010) "PY", then what the parser takes for reserved bytes and a length
+        // of 0x69746943 ("Citi").
+        b.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'Y', 0x0C, 0x00]);
+        b.extend_from_slice(b"Citizen^Jan ");
+        let (f, size) = file(&b);
+        let e = scan(f.as_file(), size).unwrap_err();
+        assert!(e.contains("(0010,0010)"), "{e}");
+        // Measured that way, an unknown VR with a length that fits is read through.
+        let mut ok = head("1.2.840.10008.1.2.1");
+        ok.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'Y', 0, 0, 4, 0, 0, 0]);
+        ok.extend_from_slice(b"A^B ");
+        let (f, size) = file(&ok);
+        scan(f.as_file(), size).unwrap();
+    }
+
+    /// In implicit VR the parser knows a sequence by the dictionary and reads its items,
+    /// even of defined length: the walk must look inside too, or an item's damaged
+    /// length goes unchecked (pydicom's rtplan.dcm with four bytes flipped asked for
+    /// 3.7 GB).
+    #[test]
+    fn a_defined_length_sequence_in_implicit_vr_is_walked() {
+        let implicit = |tag: (u16, u16), value: &[u8]| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&tag.0.to_le_bytes());
+            b.extend_from_slice(&tag.1.to_le_bytes());
+            b.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            b.extend_from_slice(value);
+            b
+        };
+        // An element claiming 3.7 GB, in an item of a ReferencedSeriesSequence whose own
+        // lengths fit the file.
+        let mut inner = Vec::new();
+        inner.extend_from_slice(&[0x0A, 0x30, 0x26, 0x00]);
+        inner.extend_from_slice(&0xDC00_0010u32.to_le_bytes());
+        inner.extend_from_slice(b"12");
+        let item = implicit((0xFFFE, 0xE000), &inner);
+        let mut b = head("1.2.840.10008.1.2");
+        b.extend(implicit((0x0008, 0x1115), &item));
+        let (f, size) = file(&b);
+        let e = scan(f.as_file(), size).unwrap_err();
+        assert!(e.contains("(300A,0026)"), "{e}");
+        // Well formed, it is read through.
+        let mut b = head("1.2.840.10008.1.2");
+        b.extend(implicit(
+            (0x0008, 0x1115),
+            &implicit((0xFFFE, 0xE000), &implicit((0x0020, 0x000E), b"1.2\0")),
+        ));
+        let (f, size) = file(&b);
+        scan(f.as_file(), size).unwrap();
     }
 
     #[test]
