@@ -309,63 +309,48 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Synth {
-            dataset: Dataset::Chexpert,
+            dataset,
             out: dir,
             studies,
             seed,
             size,
         } => {
             let t = std::time::Instant::now();
-            let rows = pipe_synth::chexpert::generate(&dir, studies, seed, size)?;
+            let what = match dataset {
+                Dataset::Hospital => {
+                    let s = pipe_synth::generate::generate(&pipe_synth::generate::Options {
+                        out: dir.clone(),
+                        studies,
+                        seed,
+                        size,
+                    })?;
+                    format!(
+                        "synthetic hospital in {}: {studies} studies, {} DICOM files, {} HIS session files ({} reports)",
+                        dir.display(),
+                        s.dicom_files,
+                        s.his_files,
+                        s.reports
+                    )
+                }
+                Dataset::Chexpert => {
+                    let rows = pipe_synth::chexpert::generate(&dir, studies, seed, size)?;
+                    format!(
+                        "synthetic CheXpert in {}: {studies} studies, {rows} rows in {}/train.csv",
+                        dir.display(),
+                        dir.join(pipe_synth::chexpert::DATASET).display()
+                    )
+                }
+                Dataset::Vindr => {
+                    let (train, test) = pipe_synth::vindr::generate(&dir, studies, seed, size)?;
+                    format!(
+                        "synthetic VinDr in {}: {train} training images (3 readers), {test} test images (consensus)",
+                        dir.display()
+                    )
+                }
+            };
             writeln!(
                 out,
-                "synthetic CheXpert in {}: {studies} studies, {rows} rows in {}/train.csv, truth in {}/truth ({:.1}s)",
-                dir.display(),
-                dir.join(pipe_synth::chexpert::DATASET).display(),
-                dir.display(),
-                t.elapsed().as_secs_f64()
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Synth {
-            dataset: Dataset::Vindr,
-            out: dir,
-            studies,
-            seed,
-            size,
-        } => {
-            let t = std::time::Instant::now();
-            let (train, test) = pipe_synth::vindr::generate(&dir, studies, seed, size)?;
-            writeln!(
-                out,
-                "synthetic VinDr in {}: {train} training images (3 readers), {test} test images (consensus), truth in {}/truth ({:.1}s)",
-                dir.display(),
-                dir.display(),
-                t.elapsed().as_secs_f64()
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Synth {
-            dataset: Dataset::Hospital,
-            out: dir,
-            studies,
-            seed,
-            size,
-        } => {
-            let t = std::time::Instant::now();
-            let s = pipe_synth::generate::generate(&pipe_synth::generate::Options {
-                out: dir.clone(),
-                studies,
-                seed,
-                size,
-            })?;
-            writeln!(
-                out,
-                "synthetic hospital in {}: {studies} studies, {} DICOM files, {} HIS session files ({} reports), truth in {}/truth ({:.1}s)",
-                dir.display(),
-                s.dicom_files,
-                s.his_files,
-                s.reports,
+                "{what}, truth in {}/truth ({:.1}s)",
                 dir.display(),
                 t.elapsed().as_secs_f64()
             )?;

@@ -24,21 +24,6 @@ fn synth_chexpert(dir: &Path, studies: usize, size: usize) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-fn path_of(p: &Project, pipeline: &str, table: &str) -> String {
-    p.pipe(&["path", pipeline, table]).ok().stdout.trim().to_string()
-}
-
-/// Rows of a table as JSON objects, by pyarrow.
-fn rows(p: &Project, table: &str) -> Vec<serde_json::Value> {
-    let script =
-        "import json,sys,pyarrow.parquet as pq\nfor r in pq.read_table(sys.argv[1]).to_pylist(): print(json.dumps(r))";
-    json_lines(
-        std::process::Command::new(python())
-            .args(["-c", script, table])
-            .current_dir(p.dir.path()),
-    )
-}
-
 #[test]
 fn chexpert_import_equals_pandas_pillow_and_the_truth() {
     let p = Project::new();
@@ -51,7 +36,7 @@ fn chexpert_import_equals_pandas_pillow_and_the_truth() {
     let c = counters(&r, "chexpert");
     // 4 broken rows: a missing image, a truncated JPEG, a bad cell, a repeated Path.
     assert_eq!(c["rows_rejected"], 4, "{}", r.stdout);
-    let table = |t: &str| path_of(&p, "pipelines/c.yaml", &format!("chexpert.{t}"));
+    let table = |t: &str| table_path(&p, "pipelines/c.yaml", &format!("chexpert.{t}"));
     let out = json_lines(std::process::Command::new(python()).args([
         fixture("chexpert_oracle.py").to_str().unwrap(),
         p.path("data/chexpert/CheXpert-v1.0-small/train.csv").to_str().unwrap(),
@@ -71,7 +56,7 @@ fn chexpert_import_equals_pandas_pillow_and_the_truth() {
     std::fs::write(&one, b"not a JPEG any more").unwrap();
     let r = p.pipe(&["run", "pipelines/c.yaml"]).ok();
     assert_eq!(counters(&r, "chexpert")["rows_rejected"], 5, "{}", r.stdout);
-    let reasons: Vec<String> = rows(&p, &table("rejects"))
+    let reasons: Vec<String> = table_rows(&p, &table("rejects"))
         .iter()
         .map(|r| r["reason"].as_str().unwrap().to_string())
         .collect();
@@ -204,7 +189,7 @@ fn map_labels_follows_the_table_7_resource_file_as_written() {
     );
     let r = p.pipe(&["run", "pipelines/m.yaml"]).ok();
     assert_eq!(counters(&r, "chexpert")["rows_rejected"], 0, "{}", r.stdout);
-    let got = rows(&p, &path_of(&p, "pipelines/m.yaml", "map.labels"));
+    let got = table_rows(&p, &table_path(&p, "pipelines/m.yaml", "map.labels"));
     assert_eq!(got.len(), expected.len());
     for (path, want) in &expected {
         let row = got.iter().find(|r| r["sop_instance_uid"] == path.as_str()).unwrap();
@@ -227,7 +212,7 @@ fn map_labels_follows_the_table_7_resource_file_as_written() {
         );
     p.write("stages/map_labels/chexpert_to_phutho.yaml", &changed);
     p.pipe(&["run", "pipelines/m.yaml"]).ok();
-    let got = rows(&p, &path_of(&p, "pipelines/m.yaml", "map.labels"));
+    let got = table_rows(&p, &table_path(&p, "pipelines/m.yaml", "map.labels"));
     let fracture = got
         .iter()
         .find(|r| r["sop_instance_uid"] == "d/p12pos/s1/view1_frontal.png")
@@ -267,7 +252,7 @@ fn coarse_and_fine_branches_train_and_evaluate_on_the_cpu() {
     }
     // Both evaluated on the same test images.
     let preds = |s: &str| {
-        let mut ids: Vec<String> = rows(&p, &path_of(&p, "pipelines/cf.yaml", &format!("{s}.predictions")))
+        let mut ids: Vec<String> = table_rows(&p, &table_path(&p, "pipelines/cf.yaml", &format!("{s}.predictions")))
             .iter()
             .map(|r| r["sop_instance_uid"].as_str().unwrap().to_string())
             .collect();
@@ -280,7 +265,7 @@ fn coarse_and_fine_branches_train_and_evaluate_on_the_cpu() {
     assert_eq!(coarse, fine);
     // The fine model has the 12 pathologies and abnormal; the coarse one the 5 classes.
     let labels = |s: &str| {
-        let mut l: Vec<String> = rows(&p, &path_of(&p, "pipelines/cf.yaml", &format!("{s}.metrics")))
+        let mut l: Vec<String> = table_rows(&p, &table_path(&p, "pipelines/cf.yaml", &format!("{s}.metrics")))
             .iter()
             .map(|r| r["label"].as_str().unwrap().to_string())
             .collect();

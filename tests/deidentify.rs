@@ -20,21 +20,44 @@ fn checks(args: &[&str]) -> serde_json::Value {
     .remove(0)
 }
 
-fn path_of(p: &Project, pipeline: &str, table: &str) -> String {
-    p.pipe(&["path", pipeline, table]).ok().stdout.trim().to_string()
+/// One column of a table, as strings.
+fn column(p: &Project, table: &str, column: &str) -> Vec<String> {
+    table_rows(p, table)
+        .iter()
+        .map(|r| r[column].as_str().unwrap().to_string())
+        .collect()
 }
 
-fn column(p: &Project, table: &str, column: &str) -> Vec<String> {
-    let script = "import json,sys,pyarrow.parquet as pq\nprint(json.dumps([str(v) for v in pq.read_table(sys.argv[1]).column(sys.argv[2]).to_pylist()]))";
-    serde_json::from_value(
-        json_lines(
-            std::process::Command::new(python())
-                .args(["-c", script, table, column])
-                .current_dir(p.dir.path()),
-        )
-        .remove(0),
-    )
-    .unwrap()
+/// pydicom's and pydicom-data's test files copied into `public/`, each passed through
+/// `change` on the way.
+fn public_copies(p: &Project, mut change: impl FnMut(&mut Vec<u8>)) {
+    let out = std::process::Command::new(python())
+        .arg(fixture("reference_decode.py"))
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::create_dir_all(p.path("public")).unwrap();
+    for (i, f) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
+        let name = Path::new(f).file_name().unwrap().to_str().unwrap();
+        let mut bytes = std::fs::read(f).unwrap();
+        change(&mut bytes);
+        std::fs::write(p.path(&format!("public/{i:03}_{name}")), bytes).unwrap();
+    }
+}
+
+/// collect over `public/`, then deidentify with the repository's profile, as
+/// `pipelines/NAME.yaml`.
+fn public_pipeline(p: &Project, name: &str) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    p.write("secret.txt", "the secret of the public files tests\n");
+    p.write(
+        &format!("pipelines/{name}.yaml"),
+        &format!(
+            "name: {name}\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: {{ pacs: public }}\n  deidentify:\n    kind: deidentify\n    inputs: [collect.dicoms]\n    params: {{ secret_file: secret.txt, map: secret/map.parquet, profile: {} }}\n",
+            repo.join("stages/deidentify/basic_profile.csv").display()
+        ),
+    );
 }
 
 /// `pipelines/NAME.yaml`: phutho.yaml (written by `phutho_on_hospital`) on the hospital
@@ -136,7 +159,7 @@ fn a_deidentified_pipeline_holds_no_identifier_and_still_matches() {
     assert!(control["hit_files"].as_u64().unwrap() > 0, "{control}");
 
     // pydicom reads every de-identified file; one study UID per study.
-    let dicoms = path_of(&p, "pipelines/d.yaml", "deidentify.dicoms");
+    let dicoms = table_path(&p, "pipelines/d.yaml", "deidentify.dicoms");
     let read = checks(&[
         "read",
         &dicoms,
@@ -155,8 +178,8 @@ fn a_deidentified_pipeline_holds_no_identifier_and_still_matches() {
     let pairs = checks(&[
         "pairs",
         p.path("secret/map_d.parquet").to_str().unwrap(),
-        &path_of(&p, "pipelines/plain.yaml", "match.pairs"),
-        &path_of(&p, "pipelines/d.yaml", "match.pairs"),
+        &table_path(&p, "pipelines/plain.yaml", "match.pairs"),
+        &table_path(&p, "pipelines/d.yaml", "match.pairs"),
     ]);
     eprintln!("pairs: {pairs}");
     assert_eq!(pairs["only_plain"], serde_json::json!([]), "{pairs}");
@@ -164,7 +187,7 @@ fn a_deidentified_pipeline_holds_no_identifier_and_still_matches() {
     assert!(pairs["deid"].as_u64().unwrap() > 30, "{pairs}");
 
     // The same secret in another cache: the same UIDs. Another secret: none the same.
-    let uids = |pipeline: &str| column(&p, &path_of(&p, pipeline, "deidentify.dicoms"), "study_instance_uid");
+    let uids = |pipeline: &str| column(&p, &table_path(&p, pipeline, "deidentify.dicoms"), "study_instance_uid");
     let first = uids("pipelines/d.yaml");
     for (name, secret) in [("again", "secret/key.txt"), ("other", "secret/other.txt")] {
         deidentified(&p, name, secret, &format!("cache_{name}"));
@@ -190,17 +213,7 @@ fn a_deidentified_pipeline_holds_no_identifier_and_still_matches() {
 #[test]
 fn touched_attributes_equal_dicom_anonymizer_but_for_documented_differences() {
     let p = Project::new();
-    let out = std::process::Command::new(python())
-        .arg(fixture("reference_decode.py"))
-        .arg("--list")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::create_dir_all(p.path("public")).unwrap();
-    for (i, f) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
-        let name = Path::new(f).file_name().unwrap().to_str().unwrap();
-        std::fs::copy(f, p.path(&format!("public/{i:03}_{name}"))).unwrap();
-    }
+    public_copies(&p, |_| {});
     // One file says its pixels carry text: reported, not fixed.
     let burned = std::process::Command::new(python())
         .args([
@@ -211,15 +224,7 @@ fn touched_attributes_equal_dicom_anonymizer_but_for_documented_differences() {
         .output()
         .unwrap();
     assert!(burned.status.success(), "{}", String::from_utf8_lossy(&burned.stderr));
-    p.write("secret.txt", "the secret of the public files test\n");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    p.write(
-        "pipelines/pub.yaml",
-        &format!(
-            "name: pub\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: {{ pacs: public }}\n  deidentify:\n    kind: deidentify\n    inputs: [collect.dicoms]\n    params: {{ secret_file: secret.txt, map: secret/map.parquet, profile: {} }}\n",
-            repo.join("stages/deidentify/basic_profile.csv").display()
-        ),
-    );
+    public_pipeline(&p, "pub");
     let r = p.pipe(&["run", "pipelines/pub.yaml"]).ok();
     let c = counters(&r, "deidentify");
     let collected = counters(&r, "collect");
@@ -248,13 +253,6 @@ fn touched_attributes_equal_dicom_anonymizer_but_for_documented_differences() {
 #[test]
 fn flipped_bytes_end_in_dicoms_or_rejects() {
     let p = Project::new();
-    let out = std::process::Command::new(python())
-        .arg(fixture("reference_decode.py"))
-        .arg("--list")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::create_dir_all(p.path("public")).unwrap();
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {
         state ^= state << 13;
@@ -262,42 +260,20 @@ fn flipped_bytes_end_in_dicoms_or_rejects() {
         state ^= state << 17;
         state
     };
-    for (i, f) in String::from_utf8(out.stdout).unwrap().lines().enumerate() {
-        let mut bytes = std::fs::read(f).unwrap();
+    public_copies(&p, |bytes| {
         if bytes.len() > 400 {
             for _ in 0..4 {
                 let at = 132 + (next() as usize) % (bytes.len().min(3000) - 132);
                 bytes[at] ^= 1 + (next() % 255) as u8;
             }
         }
-        std::fs::write(p.path(&format!("public/{i:03}.dcm")), bytes).unwrap();
-    }
-    p.write("secret.txt", "the secret of the flipped files test\n");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    p.write(
-        "pipelines/f.yaml",
-        &format!(
-            "name: f\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: {{ pacs: public }}\n  deidentify:\n    kind: deidentify\n    inputs: [collect.dicoms]\n    params: {{ secret_file: secret.txt, profile: {} }}\n",
-            repo.join("stages/deidentify/basic_profile.csv").display()
-        ),
-    );
+    });
+    public_pipeline(&p, "f");
     // 1.5 GiB of address space: enough for pipe, less than what trusting a damaged
     // length asked for (1.7 and 3.7 GB, before the walk measured unknown VRs and looked
     // inside implicit-VR sequences as the parser does).
     let mut cmd = p.command(&["run", "pipelines/f.yaml", "-j", "2"]);
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 3 << 29,
-                rlim_max: 3 << 29,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_address_space(&mut cmd, 3 << 29);
     let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",
@@ -309,7 +285,7 @@ fn flipped_bytes_end_in_dicoms_or_rejects() {
         !text.contains("panicked") && !text.contains("memory allocation"),
         "{text}"
     );
-    let rows = |t: &str, c: &str| column(&p, &path_of(&p, "pipelines/f.yaml", t), c).len();
+    let rows = |t: &str, c: &str| column(&p, &table_path(&p, "pipelines/f.yaml", t), c).len();
     let listed = rows("collect.dicoms", "path");
     assert!(listed > 30, "{listed}");
     assert_eq!(

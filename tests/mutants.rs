@@ -7,8 +7,6 @@
 mod common;
 use common::*;
 
-use std::os::unix::process::CommandExt;
-
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
 
@@ -104,18 +102,7 @@ fn mutated_dicom_and_xml_files_are_rows_not_crashes() {
     // 3 GiB of address space: enough for pipe's threads, far below what trusting a
     // damaged length would ask for (the original allocations were 1.2 and 3.6 GB).
     let mut cmd = p.command(&["run", "pipelines/m.yaml", "-j", "2"]);
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 3 << 30,
-                rlim_max: 3 << 30,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_address_space(&mut cmd, 3 << 30);
     let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",

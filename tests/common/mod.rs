@@ -496,3 +496,36 @@ pub fn squeeze(text: &str) -> String {
     }
     out
 }
+
+/// Where a pipeline's table is (`pipe path`).
+pub fn table_path(p: &Project, pipeline: &str, table: &str) -> String {
+    p.pipe(&["path", pipeline, table]).ok().stdout.trim().to_string()
+}
+
+/// The rows of a Parquet table as JSON objects, read by pyarrow (not by pipe).
+pub fn table_rows(p: &Project, table: &str) -> Vec<serde_json::Value> {
+    let script = "import json,sys,pyarrow.parquet as pq\nfor r in pq.read_table(sys.argv[1]).to_pylist(): print(json.dumps(r, default=str))";
+    json_lines(
+        Command::new(python())
+            .args(["-c", script, table])
+            .current_dir(p.dir.path()),
+    )
+}
+
+/// Run `cmd` with at most `bytes` of address space: a damaged length trusted by a
+/// parser then fails as "memory allocation … failed" instead of passing unseen.
+pub fn limit_address_space(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -452,6 +452,21 @@ impl Context {
         TableWriter::create(&self.output_path(table), schema, &self.meta.for_table(table))
     }
 
+    /// Write output `table` whole, checked against `schema`; returns its row count.
+    pub fn write_table(
+        &self,
+        table: &str,
+        schema: &TableSchema,
+        rows: &arrow::array::RecordBatch,
+    ) -> anyhow::Result<u64> {
+        crate::table::write_table(
+            &self.output_path(table),
+            schema,
+            &self.meta.for_table(table),
+            std::slice::from_ref(rows),
+        )
+    }
+
     /// Files of a tree named by a param, with content hashes (see
     /// [`crate::cache::fingerprint`]); unchanged files are not read again.
     /// They come in chunks, with the tree's file count at its last scan (for progress).

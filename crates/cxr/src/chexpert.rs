@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::convert::{Format, image_rel, store, to_u8};
 use crate::pixels;
 use pipe_core::stage::{Context, Reference, Stage};
-use pipe_core::table::{TableBuilder, TableSchema, write_table};
+use pipe_core::table::{TableBuilder, TableSchema};
 
 /// The 14 observations: (CSV header, column in `labels`), in the CSV's order.
 pub const OBSERVATIONS: [(&str, &str); 14] = [
@@ -242,8 +242,7 @@ impl Stage for Chexpert {
             ("labels", labels_schema(), labels),
             ("rejects", rejects_schema(), rejects),
         ] {
-            let batch = builder.finish()?;
-            write_table(&ctx.output_path(name), &schema, &ctx.meta.for_table(name), &[batch])?;
+            ctx.write_table(name, &schema, &builder.finish()?)?;
         }
         Ok(())
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pixels::{self, Voi};
 use pipe_core::stage::{Context, Resources, Stage};
-use pipe_core::table::{TableBuilder, TableSchema, f64_col, i32_col, read_batch, str_col, write_table};
+use pipe_core::table::{TableBuilder, TableSchema, f64_col, i32_col, read_batch, str_col};
 
 /// Largest `size` accepted (JPEG allows 65535; this is far above any training input).
 pub const MAX_SIZE: usize = 16384;
@@ -233,18 +233,8 @@ impl Stage for Convert {
         ctx.count("images_decoded", decoded);
         ctx.count("images_reused", reused);
         ctx.count("images_rejected", rejected);
-        write_table(
-            &ctx.output_path("images"),
-            &images_schema(),
-            &ctx.meta.for_table("images"),
-            &[images.finish()?],
-        )?;
-        write_table(
-            &ctx.output_path("rejects"),
-            &rejects_schema(),
-            &ctx.meta.for_table("rejects"),
-            &[rejects.finish()?],
-        )?;
+        ctx.write_table("images", &images_schema(), &images.finish()?)?;
+        ctx.write_table("rejects", &rejects_schema(), &rejects.finish()?)?;
         Ok(())
     }
 }

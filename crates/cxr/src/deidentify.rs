@@ -389,7 +389,6 @@ fn map_schema() -> TableSchema {
 
 /// One file written.
 struct Written {
-    row: usize,
     path: String,
     hash: String,
     size: u64,
@@ -490,7 +489,6 @@ impl Stage for Deidentify {
                         },
                     )
                     .map(|(header, hash, size, counts, burned_in, new_sop)| Written {
-                        row: i,
                         path: format!("{entry_text}/{rel}"),
                         hash,
                         size,
@@ -514,8 +512,8 @@ impl Stage for Deidentify {
             let original = paths.value(i);
             match r {
                 Ok(w) => {
-                    let dup = (!duplicate_of.is_null(w.row))
-                        .then(|| format!("{entry_text}/{}", new_path(duplicate_of.value(w.row))));
+                    let dup =
+                        (!duplicate_of.is_null(i)).then(|| format!("{entry_text}/{}", new_path(duplicate_of.value(i))));
                     w.header.push_row(&mut dicoms, &w.path, &w.hash, w.size, dup.as_deref());
                     files
                         .str("path", Some(&w.path))
@@ -555,10 +553,13 @@ impl Stage for Deidentify {
 
         // The identities behind the pseudonyms: patients and their shifts, UIDs.
         let mut patients_seen = std::collections::BTreeSet::new();
+        let uid_columns = ["sop_instance_uid", "study_instance_uid", "series_instance_uid"]
+            .map(|c| str_col(&input, c))
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for i in 0..input.num_rows() {
             patients_seen.insert(patients.value(i).to_string());
-            for c in ["sop_instance_uid", "study_instance_uid", "series_instance_uid"] {
-                let col = str_col(&input, c)?;
+            for col in &uid_columns {
                 if !col.is_null(i) {
                     reid.str("kind", Some("uid"))
                         .str("pseudonym", Some(&keys.uid(col.value(i))))
@@ -630,12 +631,7 @@ impl Stage for Deidentify {
             ("files", files_schema(), files),
             ("rejects", rejects_schema(), rejects),
         ] {
-            write_table(
-                &ctx.output_path(name),
-                &schema,
-                &ctx.meta.for_table(name),
-                &[b.finish()?],
-            )?;
+            ctx.write_table(name, &schema, &b.finish()?)?;
         }
         if let Some(m) = map {
             write_map(&m, &map_schema(), &ctx.meta.for_table("reidentification"), reid)?;

@@ -26,7 +26,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use pipe_core::stage::{Context, Reference, Stage};
-use pipe_core::table::{TableBuilder, TableSchema, read_batch, str_col, write_table};
+use pipe_core::table::{TableBuilder, TableSchema, read_batch, str_col};
 
 /// VinDr-CXR's 22 local and 6 global labels, as the public release spells them
 /// (from the dataset's documentation, not from the blog post in the papers folder).
@@ -305,15 +305,8 @@ impl Stage for Vindr {
                 .f64("x_max", b.map(|b| b[2]))
                 .f64("y_max", b.map(|b| b[3]));
         }
-        let findings_table = ctx.output_path("findings");
-        write_table(
-            &findings_table,
-            &findings_schema(),
-            &ctx.meta.for_table("findings"),
-            &[table.finish()?],
-        )?;
-
-        let mut labels = votes(p, &findings_table)?;
+        ctx.write_table("findings", &findings_schema(), &table.finish()?)?;
+        let mut labels = votes(p, &ctx.output_path("findings"))?;
         // The image key and patient from the DICOM headers.
         let id_column = labels.column("image_id").map_err(|e| anyhow!("{e}"))?;
         let id_column = id_column.str().map_err(|e| anyhow!("{e}"))?;
@@ -356,18 +349,8 @@ impl Stage for Vindr {
             }
         }
         ctx.count("fused_boxes", fused_kept);
-        write_table(
-            &ctx.output_path("boxes"),
-            &boxes_schema(),
-            &ctx.meta.for_table("boxes"),
-            &[boxes.finish()?],
-        )?;
-        write_table(
-            &ctx.output_path("rejects"),
-            &rejects_schema(),
-            &ctx.meta.for_table("rejects"),
-            &[rejects.finish()?],
-        )?;
+        ctx.write_table("boxes", &boxes_schema(), &boxes.finish()?)?;
+        ctx.write_table("rejects", &rejects_schema(), &rejects.finish()?)?;
         Ok(())
     }
 }
