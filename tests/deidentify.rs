@@ -294,3 +294,41 @@ fn flipped_bytes_end_in_dicoms_or_rejects() {
         "{text}"
     );
 }
+
+/// deidentify reads the files collect listed; one changed since (and its stat not
+/// showing it) must not be de-identified into a result sealed under collect's hash.
+#[test]
+fn deidentify_checks_it_reads_what_collect_hashed() {
+    let p = Project::new();
+    synth(&p.path("hosp"), 12, 32);
+    p.write("secret.txt", "the secret of the changed files test\n");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    p.write(
+        "pipelines/p.yaml",
+        &format!(
+            "name: p\nroot: ..\nstages:\n  collect:\n    kind: collect\n    params: {{ pacs: hosp/pacs }}\n  deidentify:\n    kind: deidentify\n    inputs: [collect.dicoms]\n    params: {{ secret_file: secret.txt, profile: {} }}\n",
+            repo.join("stages/deidentify/basic_profile.csv").display()
+        ),
+    );
+    // Past the racy window, so the stat cache remembers the files.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    p.pipe(&["run", "pipelines/p.yaml"]).ok();
+    let dicom = walkdir::WalkDir::new(p.path("hosp/pacs"))
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_type().is_file())
+        .unwrap()
+        .into_path();
+    let original = std::fs::read(&dicom).unwrap();
+    let mut edited = original.clone();
+    *edited.last_mut().unwrap() ^= 0x55;
+    edit_unseen(&dicom, &edited);
+    let r = p.pipe(&["run", "pipelines/p.yaml", "--force", "deidentify"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("is not the file collect read"), "{}", r.stdout);
+    edit_unseen(&dicom, &original);
+    assert!(p.pipe(&["run", "pipelines/p.yaml"]).ok().ran().is_empty());
+    let verify = p.pipe(&["verify", "pipelines/p.yaml"]).ok();
+    assert!(verify.stdout.contains(" 0 damaged"), "{}", verify.stdout);
+}

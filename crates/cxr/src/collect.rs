@@ -14,6 +14,7 @@
 
 use std::path::Path;
 
+use anyhow::Context as _;
 use arrow::array::{ArrayRef, RecordBatch};
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use dicom_dictionary_std::tags;
@@ -544,6 +545,26 @@ impl Header {
             .str("warnings", self.warnings.as_deref())
             .str("duplicate_of", duplicate_of);
     }
+}
+
+/// The bytes of a file collect listed and their BLAKE3 (hex), if they are still what
+/// collect hashed (`want`): a later stage's result is keyed by collect's table, so
+/// anything else is an error of the run (nothing is cached), never a reject.
+pub(crate) fn read_as_listed(file: &Path, listed: &str, want: Option<&str>) -> anyhow::Result<(Vec<u8>, String)> {
+    let bytes = std::fs::read(file).with_context(|| {
+        format!("cannot read {listed}, which collect listed; the result would not be what its key says, so nothing is cached: run again")
+    })?;
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    if let Some(want) = want
+        && want != hash
+    {
+        anyhow::bail!(
+            "{listed} is not the file collect read (BLAKE3 {} ≠ {}): it changed after collect; nothing is cached, run again (collect rereads changed files)",
+            &hash[..12],
+            &want[..want.len().min(12)]
+        );
+    }
+    Ok((bytes, hash))
 }
 
 /// Parse DICOM DA + TM into a local date-time (TM may be HH, HHMM, HHMMSS(.frac)).

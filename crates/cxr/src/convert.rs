@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context as _, bail};
 use arrow::array::{Array, RecordBatch};
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -430,19 +429,7 @@ fn convert_one(
         })
     };
     // Read once: the bytes hashed are the bytes decoded.
-    let bytes = std::fs::read(&file).with_context(|| {
-        format!("cannot read {path}, which collect listed; the result would not be what its key says, so nothing is cached: run again")
-    })?;
-    let dicom_hash = blake3::hash(&bytes).to_hex().to_string();
-    if let Some(want) = expected
-        && want != dicom_hash
-    {
-        bail!(
-            "{path} is not the file collect read (BLAKE3 {} ≠ {}): it changed after collect; nothing is cached, run again (collect rereads changed files)",
-            &dicom_hash[..12],
-            &want[..want.len().min(12)]
-        );
-    }
+    let (bytes, dicom_hash) = crate::collect::read_as_listed(&file, path, expected)?;
     let key = (uid.to_string(), dicom_hash.clone());
     if let Some(row) = previous.images.get(&key) {
         let src = previous.dir.join(&row.image);

@@ -472,14 +472,17 @@ impl Stage for Deidentify {
         let sops = str_col(&input, "sop_instance_uid")?;
         let new_path = |original: &str| format!("dicom/{}.dcm", keys.token("file", original));
         ctx.progress.set_total(input.num_rows() as u64);
+        let hashes = str_col(&input, "file_hash")?;
         let results: Vec<Result<Written, String>> = ctx.pool()?.install(|| {
             (0..input.num_rows())
                 .into_par_iter()
                 .map(|i| {
                     let original = paths.value(i);
                     let rel = new_path(original);
+                    let (bytes, _) =
+                        crate::collect::read_as_listed(&ctx.resolve(original), original, Some(hashes.value(i)))?;
                     let r = deidentify_file(
-                        &ctx.resolve(original),
+                        &bytes,
                         sops.value(i),
                         &ctx.out_dir.join(&rel),
                         &Cleaner {
@@ -498,10 +501,10 @@ impl Stage for Deidentify {
                         new_sop,
                     });
                     ctx.progress.inc(1);
-                    r
+                    Ok(r)
                 })
-                .collect()
-        });
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
 
         let mut dicoms = TableBuilder::new(&crate::collect::dicoms_schema());
         let mut files = TableBuilder::new(&files_schema());
@@ -660,11 +663,10 @@ fn write_map(
 
 type Done = (crate::collect::Header, String, u64, Counts, Option<String>, String);
 
-/// De-identify one file into `out`, read it back as collect reads files; `Err` is the
-/// reject reason (never naming the original path).
-fn deidentify_file(original: &Path, sop_instance_uid: &str, out: &Path, cleaner: &Cleaner) -> Result<Done, String> {
-    let bytes = std::fs::read(original).map_err(|e| format!("cannot read the file: {e}"))?;
-    let file = crate::pixels::open_bytes(&bytes).map_err(|e| format!("cannot read DICOM: {e:#}"))?;
+/// De-identify one file's bytes into `out`, read it back as collect reads files; `Err`
+/// is the reject reason (never naming the original path).
+fn deidentify_file(bytes: &[u8], sop_instance_uid: &str, out: &Path, cleaner: &Cleaner) -> Result<Done, String> {
+    let file = crate::pixels::open_bytes(bytes).map_err(|e| format!("cannot read DICOM: {e:#}"))?;
     let original_meta = file.meta().clone();
     let burned_in = file
         .element_opt(BURNED_IN_ANNOTATION)
